@@ -1,0 +1,48 @@
+"""Squeeze-and-excitation (SE-ResNeXt, SENet154_vd): global avg pool -> FC -> ReLU -> FC -> sigmoid -> scale.
+
+The FCs are ``nn.Linear`` with bias, as Paddle's ``fc`` layers (stored [in, out] by Paddle; the converter
+transposes). ``forward(x, residual)`` also does the block's tail, ``relu(x * s + residual)``, fused when enabled.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .fused import use_fused
+
+
+def squeeze_excite_reference(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Plain PyTorch SE (+ optional residual add and ReLU); weights in ``nn.Linear`` layout [out, in]."""
+    s = x.mean(dim=(2, 3))
+    s = torch.relu(nn.functional.linear(s, w1, b1))
+    s = torch.sigmoid(nn.functional.linear(s, w2, b2))
+    out = x * s[:, :, None, None]
+    if residual is not None:
+        out = torch.relu(out + residual)
+    return out
+
+
+class SqueezeExcite(nn.Module):
+    """SE block with ``squeeze`` (C -> C/r) and ``excite`` (C/r -> C) linear layers."""
+
+    def __init__(self, channels: int, reduced_channels: int, fused: bool = False) -> None:
+        super().__init__()
+        self.squeeze = nn.Linear(channels, reduced_channels)
+        self.excite = nn.Linear(reduced_channels, channels)
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        args = (x, self.squeeze.weight, self.squeeze.bias, self.excite.weight, self.excite.bias, residual)
+        if use_fused(self, x):
+            from kernels.squeeze_excite import squeeze_excite
+
+            return squeeze_excite(*args)
+        return squeeze_excite_reference(*args)

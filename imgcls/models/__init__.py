@@ -1,0 +1,33 @@
+"""The model zoo: ``create_model(name, num_classes=..., fused=...)``, ``list_models(pattern)``.
+
+Importing this package registers every family (one module each, in the order of the seed's tables).
+"""
+
+from . import (  # noqa: F401  (imported for their registrations)
+    alexnet,
+    squeezenet,
+    vgg,
+    mobilenet_v1,
+    mobilenet_v2,
+    shufflenet_v2,
+    resnet,
+    resnext,
+    densenet,
+    se_resnext,
+    googlenet,
+    xception,
+    inception_v4,
+    darknet,
+    resnext_wsl,
+)
+from ._registry import ModelCfg, canonical_name, create_model, get_model_cfg, list_models, register_alias, register_model
+
+__all__ = [
+    "ModelCfg",
+    "canonical_name",
+    "create_model",
+    "get_model_cfg",
+    "list_models",
+    "register_alias",
+    "register_model",
+]

@@ -1,0 +1,1 @@
+"""(family file: being written)."""
