@@ -1,1 +1,86 @@
-"""(family file: being written)."""
+"""MobileNetV1 (Howard et al. 2017) exactly as the 2019 Paddle program builds it.
+
+A 3x3 stem conv, then 13 depthwise-separable blocks (3x3 depthwise conv + BN + ReLU, 1x1 conv + BN + ReLU),
+global average pool, FC. Widths are ``int(c * scale)``; the seed releases only scale 1.0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import ConvBNAct, DWConvBNAct
+from ._registry import ModelCfg, register_model
+
+
+def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
+    """State-dict keys of a ConvBNAct at ``key`` -> Paddle names ``<paddle>_weights``, ``<paddle>_bn_scale``, ..."""
+    return {
+        f"{key}.conv.weight": f"{paddle}_weights",
+        f"{key}.bn.weight": f"{paddle}_bn_scale",
+        f"{key}.bn.bias": f"{paddle}_bn_offset",
+        f"{key}.bn.running_mean": f"{paddle}_bn_mean",
+        f"{key}.bn.running_var": f"{paddle}_bn_variance",
+    }
+
+
+class DepthwiseSeparable(nn.Module):
+    """3x3 depthwise conv + BN + ReLU (Paddle's ``<name>_dw``), then 1x1 conv + BN + ReLU (``<name>_sep``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, fused: bool = False) -> None:
+        super().__init__()
+        self.dw = DWConvBNAct(in_channels, 3, stride, act="relu", fused=fused)
+        self.sep = ConvBNAct(in_channels, out_channels, 1, act="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sep(self.dw(x))
+
+
+# (Paddle block name, output channels at scale 1, stride of the depthwise conv).
+BLOCKS = (
+    ("conv2_1", 64, 1),
+    ("conv2_2", 128, 2),
+    ("conv3_1", 128, 1),
+    ("conv3_2", 256, 2),
+    ("conv4_1", 256, 1),
+    ("conv4_2", 512, 2),
+    *((f"conv5_{i}", 512, 1) for i in range(1, 6)),
+    ("conv5_6", 1024, 2),
+    ("conv6", 1024, 1),
+)
+
+
+class MobileNetV1(nn.Module):
+    """Stem conv, the depthwise-separable blocks of ``BLOCKS``, global average pool, FC."""
+
+    def __init__(self, scale: float = 1.0, num_classes: int = 1000, fused: bool = False) -> None:
+        super().__init__()
+        in_ch = int(32 * scale)
+        self.stem = ConvBNAct(3, in_ch, 3, stride=2, act="relu")
+        blocks = []
+        for _, channels, stride in BLOCKS:
+            blocks.append(DepthwiseSeparable(in_ch, int(channels * scale), stride, fused=fused))
+            in_ch = int(channels * scale)
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+
+
+def paddle_names(model: MobileNetV1) -> dict[str, str]:
+    """Our state-dict keys -> the tensor names of Paddle's MobileNetV1 program."""
+    names = conv_bn_names("stem", "conv1")
+    for i, (paddle, _, _) in enumerate(BLOCKS[: len(model.blocks)]):
+        names |= conv_bn_names(f"blocks.{i}.dw", f"{paddle}_dw") | conv_bn_names(f"blocks.{i}.sep", f"{paddle}_sep")
+    return names | {"fc.weight": "fc7_weights", "fc.bias": "fc7_offset"}
+
+
+@register_model(ModelCfg("MobileNetV1", "mobilenet_v1", top1=70.99, top5=89.68, paddle_names=paddle_names))
+def mobilenet_v1(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV1:
+    """MobileNetV1 1.0x."""
+    return MobileNetV1(1.0, num_classes, fused=fused, **kw)

@@ -1,0 +1,100 @@
+#include "batch_reader.h"
+
+#include <cstdio>
+#include <memory>
+
+namespace imgcls {
+
+bool read_file(const std::string& path, std::vector<uint8_t>* buf, std::string* message) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    *message = "cannot open " + path;
+    return false;
+  }
+  bool ok = std::fseek(f, 0, SEEK_END) == 0;
+  const long size = ok ? std::ftell(f) : -1;
+  ok = ok && size >= 0 && std::fseek(f, 0, SEEK_SET) == 0;
+  if (ok) {
+    buf->resize(static_cast<size_t>(size));
+    ok = size == 0 || std::fread(buf->data(), 1, buf->size(), f) == buf->size();
+  }
+  std::fclose(f);
+  if (!ok) *message = "cannot read " + path;
+  return ok;
+}
+
+BatchReader::BatchReader(const TransformSpec& spec, int num_threads) : spec_(spec) {
+  const int n = num_threads < 1 ? 1 : num_threads;
+  for (int i = 0; i < n; i++) threads_.emplace_back(&BatchReader::worker, this);
+}
+
+BatchReader::~BatchReader() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void BatchReader::read_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
+                             std::vector<int>* status, std::vector<std::string>* messages) {
+  status->assign(paths.size(), kError);
+  messages->assign(paths.size(), std::string());
+  if (paths.empty()) return;
+  std::unique_lock<std::mutex> lock(mutex_);
+  paths_ = &paths;
+  seeds_ = seeds;
+  out_ = out;
+  status_ = status;
+  messages_ = messages;
+  next_ = 0;
+  pending_ = paths.size();
+  generation_++;
+  wake_.notify_all();
+  // Also wait for every worker that joined the batch to leave it, so none touches it after we return.
+  done_.wait(lock, [this] { return pending_ == 0 && active_ == 0; });
+  paths_ = nullptr;
+}
+
+void BatchReader::worker() {
+  auto decoder = std::make_unique<Decoder>();
+  const bool decoder_ok = decoder_init(decoder.get());
+  Scratch scratch;
+  std::vector<uint8_t> file;
+  uint64_t seen = 0;
+  const size_t image_bytes = size_t(spec_.size) * spec_.size * 3;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stop_ || (generation_ != seen && paths_ != nullptr); });
+      if (stop_) break;
+      seen = generation_;
+      active_++;
+    }
+    size_t finished = 0;
+    const size_t total = paths_->size();
+    for (size_t i = next_++; i < total; i = next_++) {
+      std::string message;
+      int st = kError;
+      uint8_t* dst = out_ + i * image_bytes;
+      if (!decoder_ok) {
+        message = "libjpeg could not create a decompressor";
+      } else if (read_file((*paths_)[i], &file, &message)) {
+        st = transform_jpeg(decoder.get(), file.data(), file.size(), seeds_[i], spec_, &scratch, dst, &message);
+      }
+      (*status_)[i] = st;
+      (*messages_)[i] = std::move(message);
+      finished++;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_ -= finished;
+      active_--;
+      if (pending_ == 0 && active_ == 0) done_.notify_all();
+    }
+  }
+  decoder_destroy(decoder.get());
+}
+
+}  // namespace imgcls

@@ -1,0 +1,54 @@
+// A pool of reader threads filling a caller-owned NHWC uint8 batch: one decompressor and one set of buffers per
+// thread; images are handed out by an atomic counter, so the result for a seed never depends on the thread count.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "transform.h"
+
+namespace imgcls {
+
+// Reads a whole file into `buf`. Returns false with `message` set.
+bool read_file(const std::string& path, std::vector<uint8_t>* buf, std::string* message);
+
+class BatchReader {
+ public:
+  BatchReader(const TransformSpec& spec, int num_threads);
+  ~BatchReader();
+  BatchReader(const BatchReader&) = delete;
+  BatchReader& operator=(const BatchReader&) = delete;
+
+  // Fills out[i] (size * size * 3 bytes each) for every path; status[i] / messages[i] say how each went.
+  // Blocks until the batch is done; call it without the GIL.
+  void read_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
+                  std::vector<int>* status, std::vector<std::string>* messages);
+
+  int num_threads() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  void worker();
+
+  TransformSpec spec_;
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  // The current batch (valid while pending_ > 0).
+  const std::vector<std::string>* paths_ = nullptr;
+  const uint64_t* seeds_ = nullptr;
+  uint8_t* out_ = nullptr;
+  std::vector<int>* status_ = nullptr;
+  std::vector<std::string>* messages_ = nullptr;
+  std::atomic<size_t> next_{0};
+  size_t pending_ = 0;  // images not yet finished
+  int active_ = 0;      // workers inside the current batch
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace imgcls

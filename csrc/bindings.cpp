@@ -1,0 +1,242 @@
+// The only pybind11 file: the imgcls._reader module. Everything below is argument checking and GIL handling;
+// the work is in plain functions (transform.h, batch_reader.h, jpeg_decode.h, jpeg_encode.h).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <jconfig.h>
+
+#include "batch_reader.h"
+#include "jpeg_encode.h"
+#include "transform.h"
+
+namespace py = pybind11;
+using namespace imgcls;
+
+namespace {
+
+using u8array = py::array_t<uint8_t, py::array::c_style>;
+
+// A decoder that lives for one call (the single-image entries are for tests and benchmarks).
+struct ScopedDecoder {
+  Decoder d;
+  ScopedDecoder() {
+    if (!decoder_init(&d)) throw std::runtime_error(std::string("libjpeg: ") + d.err.message);
+  }
+  ~ScopedDecoder() { decoder_destroy(&d); }
+};
+
+// The single-image transform reuses one decoder and its buffers per calling thread, as the batch reader does.
+struct ThreadState {
+  ScopedDecoder dec;
+  Scratch scratch;
+};
+
+ThreadState& thread_state() {
+  thread_local ThreadState state;
+  return state;
+}
+
+Interp parse_interp(const std::string& name) {
+  if (name == "linear" || name == "bilinear") return Interp::kLinear;
+  if (name == "area") return Interp::kArea;
+  throw py::value_error("native reader supports interpolation 'linear' and 'area', not '" + name + "'");
+}
+
+TransformSpec make_spec(bool train, int size, int resize_short, double lower_scale, double lower_ratio,
+                        double upper_ratio, bool flip, double rotate, double brightness, double contrast,
+                        double saturation, double hue, const std::string& interpolation, bool apply_exif,
+                        bool dct_scaling, uint64_t max_pixels) {
+  if (size <= 0 || size > 8192) throw py::value_error("size must be in 1..8192");
+  TransformSpec spec;
+  spec.train = train;
+  spec.size = size;
+  spec.resize_short = resize_short;
+  spec.aug = AugConfig{lower_scale, lower_ratio, upper_ratio, flip, rotate, brightness, contrast, saturation, hue};
+  spec.interp = parse_interp(interpolation);
+  spec.apply_exif = apply_exif;
+  spec.allow_dct_scaling = dct_scaling;
+  spec.max_pixels = max_pixels;
+  return spec;
+}
+
+py::array decode(py::bytes data, int scale_denom, py::object region, uint64_t max_pixels) {
+  if (scale_denom != 1 && scale_denom != 2 && scale_denom != 4 && scale_denom != 8)
+    throw py::value_error("scale_denom must be 1, 2, 4 or 8");
+  std::string bytes = data;
+  auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  if (!is_jpeg(p, bytes.size())) throw py::value_error("not a JPEG (no SOI marker)");
+  std::vector<int> r;
+  if (!region.is_none()) {
+    r = region.cast<std::vector<int>>();
+    if (r.size() != 4) throw py::value_error("region is (x, y, w, h)");
+  }
+  ScopedDecoder dec;
+  JpegInfo info{};
+  Rect want{}, got{};
+  std::vector<uint8_t> rgb, row4;
+  {
+    py::gil_scoped_release release;
+    if (jpeg_read_info(&dec.d, p, bytes.size(), max_pixels, false, &info) == 0) {
+      const int sw = scaled_dim(info.width, scale_denom), sh = scaled_dim(info.height, scale_denom);
+      want = r.empty() ? Rect{0, 0, sw, sh} : Rect{r[0], r[1], r[2], r[3]};
+      rgb.resize(region_bytes(want, sw));
+      row4.resize(size_t(sw) * 4);
+      if (jpeg_decode_region(&dec.d, scale_denom, want, rgb.data(), rgb.size(), row4.data(), row4.size(), &got))
+        info.width = -1;
+    } else {
+      info.width = -1;
+    }
+  }
+  if (info.width < 0) throw py::value_error(std::string("JPEG decode failed: ") + dec.d.err.message);
+  // Return exactly the asked region (libjpeg may have widened it to an iMCU boundary).
+  u8array out({want.h, want.w, 3});
+  const int skip = want.x - got.x;
+  for (int y = 0; y < want.h; y++)
+    std::memcpy(out.mutable_data(y), rgb.data() + (size_t(y) * got.w + skip) * 3, size_t(want.w) * 3);
+  return std::move(out);
+}
+
+py::array transform(py::bytes data, uint64_t seed, bool train, int size, int resize_short, double lower_scale,
+                    double lower_ratio, double upper_ratio, bool flip, double rotate, double brightness,
+                    double contrast, double saturation, double hue, const std::string& interpolation,
+                    bool dct_scaling, uint64_t max_pixels) {
+  const TransformSpec spec = make_spec(train, size, resize_short, lower_scale, lower_ratio, upper_ratio, flip, rotate,
+                                       brightness, contrast, saturation, hue, interpolation, false, dct_scaling,
+                                       max_pixels);
+  std::string bytes = data;
+  u8array out({size, size, 3});
+  uint8_t* dst = out.mutable_data();
+  ThreadState& state = thread_state();
+  std::string message;
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = transform_jpeg(&state.dec.d, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), seed, spec,
+                        &state.scratch, dst, &message);
+  }
+  if (st == kNotJpeg) throw py::value_error("not a JPEG (no SOI marker)");
+  if (st != kOk) throw py::value_error("JPEG transform failed: " + message);
+  return std::move(out);
+}
+
+py::tuple train_params(int64_t height, int64_t width, uint64_t seed, double lower_scale, double lower_ratio,
+                       double upper_ratio, bool flip, double rotate, double brightness, double contrast,
+                       double saturation, double hue) {
+  const AugConfig cfg{lower_scale, lower_ratio, upper_ratio, flip, rotate, brightness, contrast, saturation, hue};
+  const TrainParams p = sample_train_params(height, width, seed, cfg);
+  return py::make_tuple(p.x, p.y, p.w, p.h, p.flip, p.angle, p.brightness, p.contrast, p.saturation, p.hue);
+}
+
+py::bytes encode(u8array pixels, int quality, const std::string& subsampling, bool progressive, bool arithmetic,
+                 int restart_rows, bool ycck) {
+  if (pixels.ndim() != 2 && pixels.ndim() != 3) throw py::value_error("pixels must be HxW or HxWxC");
+  const int channels = pixels.ndim() == 2 ? 1 : static_cast<int>(pixels.shape(2));
+  EncodeOptions opt;
+  opt.quality = quality;
+  if (subsampling == "444") opt.h_samp = 1, opt.v_samp = 1;
+  else if (subsampling == "422") opt.h_samp = 2, opt.v_samp = 1;
+  else if (subsampling == "440") opt.h_samp = 1, opt.v_samp = 2;
+  else if (subsampling == "411") opt.h_samp = 4, opt.v_samp = 1;
+  else if (subsampling != "420") throw py::value_error("subsampling is one of 444 422 420 440 411");
+  opt.progressive = progressive;
+  opt.arithmetic = arithmetic;
+  opt.restart_rows = restart_rows;
+  opt.ycck = ycck;
+  unsigned char* buf = nullptr;
+  unsigned long n = 0;
+  std::string message;
+  if (!encode_jpeg(pixels.data(), static_cast<int>(pixels.shape(1)), static_cast<int>(pixels.shape(0)), channels,
+                   opt, &buf, &n, &message))
+    throw py::value_error("JPEG encode failed: " + message);
+  py::bytes result(reinterpret_cast<const char*>(buf), n);
+  std::free(buf);
+  return result;
+}
+
+class PyBatchReader {
+ public:
+  PyBatchReader(const TransformSpec& spec, int num_threads) : spec_(spec), reader_(spec, num_threads) {}
+
+  // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path.
+  std::vector<std::pair<int, std::string>> read_batch(const std::vector<std::string>& paths,
+                                                      py::array_t<uint64_t, py::array::c_style> seeds,
+                                                      u8array out) {
+    const auto n = static_cast<py::ssize_t>(paths.size());
+    if (seeds.ndim() != 1 || seeds.shape(0) != n) throw py::value_error("seeds must be a 1-D array, one per path");
+    if (out.ndim() != 4 || out.shape(0) < n || out.shape(1) != spec_.size || out.shape(2) != spec_.size ||
+        out.shape(3) != 3)
+      throw py::value_error("out must be a C-contiguous uint8 array (N, size, size, 3) with N >= len(paths)");
+    uint8_t* dst = out.mutable_data();
+    const uint64_t* s = seeds.data();
+    std::vector<int> status;
+    std::vector<std::string> messages;
+    {
+      py::gil_scoped_release release;
+      reader_.read_batch(paths, s, dst, &status, &messages);
+    }
+    std::vector<std::pair<int, std::string>> result(paths.size());
+    for (size_t i = 0; i < paths.size(); i++) result[i] = {status[i], std::move(messages[i])};
+    return result;
+  }
+
+  int num_threads() const { return reader_.num_threads(); }
+
+ private:
+  TransformSpec spec_;
+  BatchReader reader_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_reader, m) {
+  m.doc() = "Native JPEG reader: libjpeg-turbo decode of only the needed region + the train/val transforms.";
+  m.attr("libjpeg_turbo_version") = LIBJPEG_TURBO_VERSION_NUMBER;
+
+
+  m.def("decode", &decode, "JPEG bytes -> uint8 HxWx3 RGB (raw pixels, no EXIF rotation). scale_denom decodes at "
+        "1/2, 1/4 or 1/8; region=(x, y, w, h) in scaled coordinates decodes only that part.",
+        py::arg("data"), py::arg("scale_denom") = 1, py::arg("region") = py::none(),
+        py::arg("max_pixels") = uint64_t(1) << 27);
+  m.def("transform", &transform, "JPEG bytes -> uint8 size x size x 3 RGB: the train (seeded) or val transform.",
+        py::arg("data"), py::arg("seed"), py::arg("train"), py::arg("size") = 224, py::arg("resize_short") = 256,
+        py::arg("lower_scale") = 0.08, py::arg("lower_ratio") = 3.0 / 4.0, py::arg("upper_ratio") = 4.0 / 3.0,
+        py::arg("flip") = true, py::arg("rotate") = 0.0, py::arg("brightness") = 0.0, py::arg("contrast") = 0.0,
+        py::arg("saturation") = 0.0, py::arg("hue") = 0.0, py::arg("interpolation") = "linear",
+        py::arg("dct_scaling") = true, py::arg("max_pixels") = uint64_t(1) << 27);
+  m.def("train_params", &train_params,
+        "(x, y, w, h, flip, angle, brightness, contrast, saturation, hue) as the C++ reader draws them.",
+        py::arg("height"), py::arg("width"), py::arg("seed"), py::arg("lower_scale") = 0.08,
+        py::arg("lower_ratio") = 3.0 / 4.0, py::arg("upper_ratio") = 4.0 / 3.0, py::arg("flip") = true,
+        py::arg("rotate") = 0.0, py::arg("brightness") = 0.0, py::arg("contrast") = 0.0, py::arg("saturation") = 0.0,
+        py::arg("hue") = 0.0);
+  m.def("sample_seed", &sample_seed, py::arg("random_seed"), py::arg("epoch"), py::arg("index"));
+  m.def("choose_scale", &choose_scale, py::arg("crop_w"), py::arg("crop_h"), py::arg("out_w"), py::arg("out_h"));
+  m.def("encode", &encode, "uint8 HxW / HxWx3 RGB / HxWx4 CMYK -> JPEG bytes (tests, benchmark corpus, fuzz seeds).",
+        py::arg("pixels"), py::arg("quality") = 90, py::arg("subsampling") = "420", py::arg("progressive") = false,
+        py::arg("arithmetic") = false, py::arg("restart_rows") = 0, py::arg("ycck") = false);
+
+  py::class_<PyBatchReader>(m, "BatchReader")
+      .def(py::init([](bool train, int size, int resize_short, double lower_scale, double lower_ratio,
+                       double upper_ratio, bool flip, double rotate, double brightness, double contrast,
+                       double saturation, double hue, const std::string& interpolation, bool apply_exif,
+                       int num_threads, uint64_t max_pixels) {
+             return std::make_unique<PyBatchReader>(
+                 make_spec(train, size, resize_short, lower_scale, lower_ratio, upper_ratio, flip, rotate, brightness,
+                           contrast, saturation, hue, interpolation, apply_exif, true, max_pixels),
+                 num_threads);
+           }),
+           py::arg("train"), py::arg("size"), py::arg("resize_short"), py::arg("lower_scale"), py::arg("lower_ratio"),
+           py::arg("upper_ratio"), py::arg("flip"), py::arg("rotate"), py::arg("brightness"), py::arg("contrast"),
+           py::arg("saturation"), py::arg("hue"), py::arg("interpolation"), py::arg("apply_exif"),
+           py::arg("num_threads") = 1, py::arg("max_pixels") = uint64_t(1) << 27)
+      .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out"))
+      .def_property_readonly("num_threads", &PyBatchReader::num_threads);
+}

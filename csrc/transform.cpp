@@ -1,0 +1,118 @@
+#include "transform.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace imgcls {
+
+bool is_jpeg(const uint8_t* data, size_t size) { return size >= 3 && data[0] == 0xFF && data[1] == 0xD8; }
+
+bool has_end_marker(const uint8_t* data, size_t size) {
+  const size_t from = size > kEndMarkerSlack ? size - kEndMarkerSlack : 0;
+  for (size_t i = size; i-- > from + 1;) {
+    if (data[i] == 0xD9 && data[i - 1] == 0xFF) return true;
+  }
+  return false;
+}
+
+int choose_scale(double crop_w, double crop_h, int out_w, int out_h) {
+  // Only 1/2, 1/4, 1/8: libjpeg-turbo 2.1 has SIMD IDCTs for those; other n/8 scales are slower than 1/1.
+  for (int s : {8, 4, 2}) {
+    if (crop_w / s >= out_w && crop_h / s >= out_h) return s;
+  }
+  return 1;
+}
+
+namespace {
+
+// Decodes the source range the taps touch (plus a pixel of margin, so libjpeg's edge handling of a cropped
+// region never reaches a pixel we use) and resizes it into `out`.
+Status decode_and_resize(Decoder* d, int scale, const AxisMap& ax, const AxisMap& ay, const TransformSpec& spec,
+                         Scratch* s, uint8_t* out, std::string* message) {
+  // cv2 resizes with INTER_AREA's box filter only when neither axis enlarges.
+  Interp interp = spec.interp;
+  if (interp == Interp::kArea && (ax.step < 1.0 || ay.step < 1.0)) interp = Interp::kAreaUp;
+  make_taps(ax, interp, &s->xt);
+  make_taps(ay, interp, &s->yt);
+  const int x0 = std::max(0, s->xt.lo - 1), x1 = std::min(ax.scaled_len - 1, s->xt.hi + 1);
+  const int y0 = std::max(0, s->yt.lo - 1), y1 = std::min(ay.scaled_len - 1, s->yt.hi + 1);
+  const Rect want{x0, y0, x1 - x0 + 1, y1 - y0 + 1};
+  s->region.resize(region_bytes(want, ax.scaled_len));
+  s->row4.resize(size_t(ax.scaled_len) * 4);
+  Rect got{};
+  if (jpeg_decode_region(d, scale, want, s->region.data(), s->region.size(), s->row4.data(), s->row4.size(), &got)) {
+    *message = d->err.message;
+    return kError;
+  }
+  resize_region(s->region.data(), got.w, got.x, got.y, s->xt, s->yt, out, ax.out, ay.out, &s->tmp);
+  return kOk;
+}
+
+Status train_jpeg(Decoder* d, const JpegInfo& info, uint64_t seed, const TransformSpec& spec, Scratch* s,
+                  uint8_t* out, std::string* message) {
+  const TrainParams p = sample_train_params(info.height, info.width, seed, spec.aug);
+  const int n = spec.size;
+  const int scale = spec.allow_dct_scaling ? choose_scale(double(p.w), double(p.h), n, n) : 1;
+  // cv2 derives the source step as 1 / (dst / src); the same double keeps the taps identical.
+  const AxisMap ax{double(p.x), 0, 1.0 / (double(n) / p.w), double(n) / p.w, int(p.x), int(p.x + p.w - 1), n, scale,
+                   scaled_dim(info.width, scale), p.flip};
+  const AxisMap ay{double(p.y), 0, 1.0 / (double(n) / p.h), double(n) / p.h, int(p.y), int(p.y + p.h - 1), n, scale,
+                   scaled_dim(info.height, scale), false};
+  const bool post = p.angle != 0.0;
+  uint8_t* target = out;
+  if (post) {
+    s->image.resize(size_t(n) * n * 3);
+    target = s->image.data();
+  }
+  const Status st = decode_and_resize(d, scale, ax, ay, spec, s, target, message);
+  if (st != kOk) return st;
+  if (post) rotate_image(target, out, n, n, p.angle);
+  color_jitter(out, n * n, p);
+  return kOk;
+}
+
+Status val_jpeg(Decoder* d, const JpegInfo& info, const TransformSpec& spec, Scratch* s, uint8_t* out,
+                std::string* message) {
+  int64_t new_h = 0, new_w = 0;
+  resize_short_dims(info.height, info.width, spec.resize_short, &new_h, &new_w);
+  const int n = spec.size;
+  if (new_h < n || new_w < n) {
+    *message = "center crop " + std::to_string(n) + " larger than the resized image; raise resize_short";
+    return kError;
+  }
+  const int64_t cy = (new_h - n) / 2, cx = (new_w - n) / 2;
+  const double sx = 1.0 / (double(new_w) / info.width), sy = 1.0 / (double(new_h) / info.height);
+  const int scale = spec.allow_dct_scaling ? choose_scale(double(info.width), double(info.height), int(new_w),
+                                                          int(new_h))
+                                           : 1;
+  const AxisMap ax{0.0, int(cx), sx, double(new_w) / info.width, 0, info.width - 1, n, scale,
+                   scaled_dim(info.width, scale), false};
+  const AxisMap ay{0.0, int(cy), sy, double(new_h) / info.height, 0, info.height - 1, n, scale,
+                   scaled_dim(info.height, scale), false};
+  return decode_and_resize(d, scale, ax, ay, spec, s, out, message);
+}
+
+}  // namespace
+
+Status transform_jpeg(Decoder* d, const uint8_t* data, size_t size, uint64_t seed, const TransformSpec& spec,
+                      Scratch* s, uint8_t* out, std::string* message) {
+  if (!is_jpeg(data, size)) return kNotJpeg;
+  // A cut file decodes "fine" with gray rows (or, with a crop near the top, not visibly at all): reject it up
+  // front, as the OpenCV reader does (reader.jpeg_truncated), so an image fails the same way in every epoch.
+  if (!has_end_marker(data, size)) {
+    *message = "truncated JPEG (no end-of-image marker)";
+    return kError;
+  }
+  JpegInfo info{};
+  if (jpeg_read_info(d, data, size, spec.max_pixels, spec.apply_exif, &info)) {
+    *message = d->err.message;
+    return kError;
+  }
+  if (info.orientation != 1) {
+    jpeg_abort_decompress(&d->cinfo);
+    return kNeedsReference;
+  }
+  return spec.train ? train_jpeg(d, info, seed, spec, s, out, message) : val_jpeg(d, info, spec, s, out, message);
+}
+
+}  // namespace imgcls

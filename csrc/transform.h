@@ -1,0 +1,50 @@
+// One image, bytes -> size x size x 3 uint8 RGB: the train or val transform, decoding only what the crop needs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "jpeg_decode.h"
+#include "resample.h"
+#include "sample_params.h"
+
+namespace imgcls {
+
+struct TransformSpec {
+  bool train = true;
+  int size = 224;
+  int resize_short = 256;
+  AugConfig aug;
+  Interp interp = Interp::kLinear;
+  bool apply_exif = false;
+  bool allow_dct_scaling = true;  // off: always decode at 1/1 (tests)
+  uint64_t max_pixels = uint64_t(1) << 27;
+};
+
+// Per-thread buffers, reused across images so that steady-state decoding does not allocate.
+struct Scratch {
+  std::vector<uint8_t> region, row4, image, image2;
+  std::vector<float> tmp;
+  Taps xt, yt;
+};
+
+enum Status { kOk = 0, kNotJpeg = 1, kError = 2, kNeedsReference = 3 };
+
+// Writes the transformed image to `out` (size * size * 3 bytes). Returns kOk, kNotJpeg (let OpenCV read it),
+// kNeedsReference (EXIF rotation asked for: the reference path applies it) or kError with `message` set.
+Status transform_jpeg(Decoder* d, const uint8_t* data, size_t size, uint64_t seed, const TransformSpec& spec,
+                      Scratch* s, uint8_t* out, std::string* message);
+
+// The largest DCT scale in {8, 4, 2} that keeps a crop_w x crop_h region at least out_w x out_h, else 1.
+int choose_scale(double crop_w, double crop_h, int out_w, int out_h);
+
+bool is_jpeg(const uint8_t* data, size_t size);
+
+// FF D9 (end of image) within the last kEndMarkerSlack bytes; FF is stuffed inside entropy-coded data, so a
+// missing marker means the file was cut. The slack tolerates padding some cameras write after the marker.
+constexpr size_t kEndMarkerSlack = 4096;
+bool has_end_marker(const uint8_t* data, size_t size);
+
+}  // namespace imgcls

@@ -1,0 +1,35 @@
+"""Data: datasets (list format, folders, the built-in demo set), readers (OpenCV reference, native C++), loader."""
+
+from .builtin import BUILTIN_IMAGE_SIZE, BUILTIN_NUM_CLASSES, builtin_dataset_dir
+from .datasets import (
+    IMAGENET_LABELS_PATH,
+    DataError,
+    DatasetSpec,
+    Sample,
+    load_dataset,
+    load_labels,
+    parse_list_file,
+    resolve_dataset,
+)
+from .loader import Loader, build_loader
+from .reader import OpenCVReader, make_reader
+from .transforms import AugConfig
+
+__all__ = [
+    "BUILTIN_IMAGE_SIZE",
+    "BUILTIN_NUM_CLASSES",
+    "IMAGENET_LABELS_PATH",
+    "AugConfig",
+    "DataError",
+    "DatasetSpec",
+    "Loader",
+    "OpenCVReader",
+    "Sample",
+    "build_loader",
+    "builtin_dataset_dir",
+    "load_dataset",
+    "load_labels",
+    "make_reader",
+    "parse_list_file",
+    "resolve_dataset",
+]

@@ -1,0 +1,199 @@
+"""Where the images are: the seed's list format, a class-per-folder tree, or the built-in demo set.
+
+List format (the seed's ``train_list.txt`` / ``val_list.txt`` under the data dir)::
+
+    train/n02483708/n02483708_2436.jpeg 369
+    val/ILSVRC2012_val_00000001.jpeg 65
+
+paths relative to the data dir, a space, an integer label in 0..K-1; blank lines and ``#`` comments are skipped.
+Folder tree: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, classes sorted by name, label = position.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGENET_LABELS_PATH = Path(__file__).with_name("imagenet_labels.txt")
+DEFAULT_DATA_DIR = Path("data") / "ILSVRC2012"
+LIST_FILES = {"train": "train_list.txt", "val": "val_list.txt"}
+LABELS_FILE = "labels.txt"
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGENET_NUM_CLASSES = 1000
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as given; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its path (data dir already joined) and its integer label."""
+
+    path: str
+    label: int
+
+
+@dataclass
+class DatasetSpec:
+    """A resolved dataset: both splits, the class count and (when known) readable class names."""
+
+    root: Path
+    train: list[Sample]
+    val: list[Sample]
+    num_classes: int
+    label_names: list[str] | None
+    builtin: bool
+
+
+def load_labels(path: str | os.PathLike) -> list[str]:
+    """Readable class names, one per line in class-index order (blank lines are an error, not skipped)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise DataError(f"{path}:{number}: empty label name (one readable name per class, in index order)")
+    return [line.strip() for line in lines]
+
+
+def parse_list_line(line: str, where: str) -> tuple[str, int] | None:
+    """``relative/path label`` -> (path, label); None for a blank or comment line; ValueError otherwise."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    # rsplit: the label is the last field, so a path may contain spaces.
+    parts = text.rsplit(None, 1)
+    if len(parts) != 2:
+        raise ValueError(f"{where}: expected '<relative/path> <label>', got {line.rstrip()!r}")
+    path, label_text = parts
+    try:
+        label = int(label_text)
+    except ValueError:
+        raise ValueError(f"{where}: label {label_text!r} is not an integer in {line.rstrip()!r}") from None
+    if label < 0:
+        raise ValueError(f"{where}: negative label {label} in {line.rstrip()!r}; labels are 0..K-1")
+    return path, label
+
+
+def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
+    """Read a list file; image paths are joined to ``root`` (default: the list file's folder)."""
+    list_path = Path(list_path)
+    base = Path(root) if root is not None else list_path.parent
+    samples = []
+    with open(list_path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            parsed = parse_list_line(line, f"{list_path}:{number}")
+            if parsed is not None:
+                samples.append(Sample(str(base / parsed[0]), parsed[1]))
+    return samples
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def scan_class_folders(split_dir: Path, class_names: list[str] | None = None) -> tuple[list[Sample], list[str]]:
+    """``split_dir/<class>/*`` -> samples and the sorted class names (or the given ones, e.g. train's for val)."""
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    if class_names is None:
+        class_names = found
+    unknown = sorted(set(found) - set(class_names))
+    if unknown:
+        raise DataError(f"{split_dir} has class folders the train split lacks: {', '.join(unknown[:5])}")
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = []
+    for name in found:
+        files = sorted(p for p in (split_dir / name).iterdir() if is_image_file(p))
+        samples.extend(Sample(str(p), index[name]) for p in files)
+    return samples, class_names
+
+
+def load_list_dataset(root: Path) -> DatasetSpec:
+    """The seed's layout: ``train_list.txt`` and ``val_list.txt`` under ``root``."""
+    splits = {}
+    for split, name in LIST_FILES.items():
+        list_path = root / name
+        if not list_path.is_file():
+            raise DataError(
+                f"{list_path} not found: {root} needs both {' and '.join(LIST_FILES.values())} "
+                "(lines '<relative/path> <label>'), or train/<class>/ and val/<class>/ image folders"
+            )
+        try:
+            splits[split] = parse_list_file(list_path, root)
+        except ValueError as e:
+            raise DataError(str(e)) from None
+    if not splits["train"]:
+        raise DataError(f"{root / LIST_FILES['train']} lists no images")
+    num_classes = max(s.label for s in splits["train"] + splits["val"]) + 1
+    label_names = None
+    if (root / LABELS_FILE).is_file():
+        label_names = load_labels(root / LABELS_FILE)
+        if len(label_names) != num_classes:
+            raise DataError(
+                f"{root / LABELS_FILE} names {len(label_names)} classes but the lists use labels 0..{num_classes - 1}"
+            )
+    elif num_classes == IMAGENET_NUM_CLASSES:
+        # The seed's ImageNet lists: the standard class order, so the ImageNet names apply.
+        label_names = load_labels(IMAGENET_LABELS_PATH)
+    return DatasetSpec(root, splits["train"], splits["val"], num_classes, label_names, builtin=False)
+
+
+def load_folder_dataset(root: Path) -> DatasetSpec:
+    """A class-per-folder tree: ``root/train/<class>/*`` and ``root/val/<class>/*``."""
+    train, class_names = scan_class_folders(root / "train")
+    if not train:
+        raise DataError(f"{root / 'train'} has no images in class folders (train/<class>/*.jpg)")
+    val, _ = scan_class_folders(root / "val", class_names) if (root / "val").is_dir() else ([], class_names)
+    if not val:
+        raise DataError(f"{root / 'val'} is missing or empty: add val/<class>/*.jpg (the same class folder names)")
+    return DatasetSpec(root, train, val, len(class_names), class_names, builtin=False)
+
+
+def load_dataset(root: str | os.PathLike) -> DatasetSpec:
+    """Load a data dir in list format (preferred when a list file exists) or as a folder tree."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"data dir {root} does not exist: pass --data_dir pointing at a folder with train_list.txt and "
+            "val_list.txt (or train/<class>/ and val/<class>/), or omit it to use the built-in demo dataset"
+        )
+    has_lists = any((root / name).exists() for name in LIST_FILES.values())
+    if not has_lists and (root / "train").is_dir():
+        return load_folder_dataset(root)
+    return load_list_dataset(root)
+
+
+def check_expected(spec: DatasetSpec, class_dim: int | None, total_images: int | None) -> None:
+    """Fail when the CLI's --class_dim / --total_images disagree with the data."""
+    if class_dim is not None and class_dim != spec.num_classes:
+        raise DataError(
+            f"--class_dim {class_dim} disagrees with the data in {spec.root}: its labels give {spec.num_classes} "
+            f"classes; pass --class_dim {spec.num_classes} (or leave it out)"
+        )
+    if total_images is not None and total_images != len(spec.train):
+        raise DataError(
+            f"--total_images {total_images} disagrees with the data in {spec.root}: its train split has "
+            f"{len(spec.train)} images; pass --total_images {len(spec.train)} (or leave it out)"
+        )
+
+
+def resolve_dataset(data_dir: str | None, class_dim: int | None = None, total_images: int | None = None) -> DatasetSpec:
+    """The dataset a CLI should use: ``data_dir``, else ./data/ILSVRC2012/ if present, else the built-in set."""
+    if data_dir is None and DEFAULT_DATA_DIR.is_dir():
+        data_dir = str(DEFAULT_DATA_DIR)
+    if data_dir is None:
+        from .builtin import BUILTIN_DESCRIPTION, builtin_dataset_dir
+
+        root = builtin_dataset_dir()
+        spec = load_list_dataset(root)
+        spec.builtin = True
+        print(
+            f"imgcls: no --data_dir given and no ./{DEFAULT_DATA_DIR}/: using the built-in {BUILTIN_DESCRIPTION} "
+            f"({spec.num_classes} classes, {len(spec.train)} train / {len(spec.val)} val images) at {root}"
+        )
+    else:
+        spec = load_dataset(data_dir)
+    check_expected(spec, class_dim, total_images)
+    return spec

@@ -1,0 +1,115 @@
+"""The C++ reader (``imgcls._reader``, csrc/): same constructor and ``read_batch`` as ``reader.OpenCVReader``.
+
+JPEGs are decoded by libjpeg-turbo in a pool of C++ threads with the GIL released, decoding only the rows and
+columns the crop needs, at 1/2, 1/4 or 1/8 scale when the crop is shrunk that much. The geometry (crop box, flip,
+angle, jitter factors) is bit-identical to the reference for the same seed; pixels differ by at most one level at
+full scale and by a measured amount when a DCT scale is used (bench/results/reader_cpu.md, tests/test_reader.py).
+Other formats (PNG, BMP, WebP, ...) and, when asked for, EXIF-rotated JPEGs go through the OpenCV reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .reader import OpenCVReader
+from .transforms import MASK64, AugConfig, decode_image, train_transform, val_transform
+
+try:
+    from imgcls import _reader
+except ImportError:  # not built: make_reader falls back to OpenCV
+    _reader = None
+
+NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
+STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE = range(4)
+
+
+class NativeReader:
+    """Batch reader over the C++ pool; ``num_threads`` decoder threads, one libjpeg decompressor each."""
+
+    def __init__(
+        self,
+        train: bool,
+        size: int,
+        resize_short: int,
+        aug: AugConfig,
+        num_threads: int = 1,
+        apply_exif: bool = False,
+        max_pixels: int = 1 << 27,
+    ):
+        if _reader is None:
+            raise RuntimeError("imgcls: native reader not built: run `python setup.py build_ext` (or --reader opencv)")
+        self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
+        self.apply_exif = apply_exif
+        self.num_threads = max(1, num_threads)
+        self._reference = OpenCVReader(train, size, resize_short, aug, num_threads=1)
+        self._impl = None
+        if aug.interpolation not in NATIVE_INTERPOLATIONS:
+            warnings.warn(
+                f"imgcls: native reader has no {aug.interpolation!r} interpolation; reading with OpenCV",
+                stacklevel=2,
+            )
+            return
+        self._impl = _reader.BatchReader(
+            train=train,
+            size=size,
+            resize_short=resize_short,
+            lower_scale=aug.lower_scale,
+            lower_ratio=aug.lower_ratio,
+            upper_ratio=aug.upper_ratio,
+            flip=aug.flip,
+            rotate=aug.rotate,
+            brightness=aug.brightness,
+            contrast=aug.contrast,
+            saturation=aug.saturation,
+            hue=aug.hue,
+            interpolation=aug.interpolation,
+            apply_exif=apply_exif,
+            num_threads=self.num_threads,
+            max_pixels=max_pixels,
+        )
+
+    def _reference_fill(self, path: str, seed: int, out: np.ndarray) -> str | None:
+        """Non-JPEG files and EXIF-rotated JPEGs (when asked for): the OpenCV reference path."""
+        if not self.apply_exif:
+            return self._reference.fill(path, seed, out)
+        try:
+            with open(path, "rb") as f:
+                img = decode_image(f.read(), apply_exif=True)
+            if self.train:
+                out[...] = train_transform(img, seed, self.size, self.aug)
+            else:
+                out[...] = val_transform(img, self.size, self.resize_short, self.aug.interpolation)
+        except Exception as e:  # an unreadable image is skipped, not fatal
+            return f"{type(e).__name__}: {str(e).strip()}"
+        return None
+
+    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]:
+        """Fill ``out[i]`` (uint8, size x size x 3, C-contiguous) from ``paths[i]`` with ``seeds[i]``.
+
+        Returns one error message (or None) per image; a bad image never raises.
+        """
+        if self._impl is None:
+            return self._reference.read_batch(paths, seeds, out)
+        if len(paths) != len(seeds) or out.shape[0] < len(paths):
+            raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
+        if out.shape[1:] != (self.size, self.size, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            want = f"C-contiguous uint8 [N, {self.size}, {self.size}, 3]"
+            raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
+        seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
+        results = self._impl.read_batch([str(p) for p in paths], seed_array, out)
+        errors: list[str | None] = []
+        for i, (status, message) in enumerate(results):
+            if status == STATUS_OK:
+                errors.append(None)
+            elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
+                errors.append(self._reference_fill(paths[i], seeds[i], out[i]))
+            else:
+                errors.append(f"ValueError: {message}")
+        return errors
+
+    def close(self) -> None:
+        """Stop the C++ threads (they also stop when the reader is garbage collected)."""
+        self._impl = None
+        self._reference.close()

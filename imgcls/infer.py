@@ -1,0 +1,140 @@
+"""Predict: ``python -m imgcls.infer --model X --pretrained_model P --image a.jpg [b.jpg ...] --topk 5``.
+
+Without ``--image`` it predicts the val list of ``--data_dir`` (or the built-in set). Per image: the top-k class
+ids, softmax scores and readable names (``--label_path``; default ImageNet's 1000 names for 1000 classes, else the
+dataset's or the checkpoint's names). ``--save_inference=True`` exports a deployable model (BN folded; TorchScript
+and ONNX plus inference.json) and ``--inference_model DIR`` predicts with one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgcls.cli_args import add_bool, add_model_args, fail, positive_int, prepare, resolve_data, saved_run_args
+from imgcls.data.transforms import decode_image, val_transform
+from imgcls.eval import load_for_inference
+from imgcls.export import Preprocess, export_inference, load_inference
+
+DEFAULT_EXPORT_DIR = "inference_model"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("imgcls.infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--image", nargs="+", default=None, help="image files to classify (default: the val list)")
+    p.add_argument("--topk", type=positive_int, default=1, help="classes shown per image")
+    p.add_argument("--label_path", default=None, help="readable class names, one per line in index order")
+    p.add_argument("--batch_size", type=positive_int, default=16)
+    add_bool(p, "save_inference", False, "export the model (TorchScript + ONNX, BN folded)")
+    p.add_argument("--inference_dir", default=None, help=f"export folder (default {DEFAULT_EXPORT_DIR}/<model>)")
+    p.add_argument("--inference_model", default=None, help="predict with an exported folder instead")
+    p.add_argument("--inference_backend", default="torchscript", choices=["torchscript", "onnx"])
+    return p
+
+
+def classifier_width(path: str | None, model_name: str) -> int | None:
+    """Class count of a weights file: the length of its last bias (the classifier's)."""
+    from imgcls.checkpoint import read_weights
+
+    if not path:
+        return None
+    try:
+        biases = [v for k, v in read_weights(path, model_name).items() if k.endswith("bias") and v.dim() == 1]
+    except (OSError, ValueError, NotImplementedError) as e:
+        fail(f"cannot load --pretrained_model {path}: {e}")
+    return int(biases[-1].shape[0]) if biases else None
+
+
+def read_label_names(args, num_classes: int, fallback: list[str] | None) -> list[str] | None:
+    from imgcls.data import IMAGENET_LABELS_PATH, DataError, load_labels
+
+    path = args.label_path or (IMAGENET_LABELS_PATH if fallback is None and num_classes == 1000 else None)
+    if path is None:
+        return fallback
+    try:
+        names = load_labels(path)
+    except (OSError, DataError) as e:
+        fail(f"--label_path: {e}")
+    if len(names) != num_classes:
+        fail(f"--label_path {path} has {len(names)} names but the model has {num_classes} classes")
+    return names
+
+
+def build_predictor(args: argparse.Namespace):
+    """(model callable, label names or None, Preprocess, dataset or None, device) from the flags."""
+    if args.inference_model:
+        try:
+            model, pre = load_inference(args.inference_model, args.inference_backend)
+        except (OSError, ValueError, RuntimeError) as e:
+            fail(f"--inference_model: {e}")
+        spec = resolve_data(args) if not args.image else None
+        names = read_label_names(args, pre.num_classes, list(pre.label_names) if pre.label_names else None)
+        return model, names, pre, spec, torch.device("cpu")
+    spec = resolve_data(args) if (args.data_dir or not args.image) else None
+    saved = saved_run_args(args.pretrained_model)
+    if spec is None and args.class_dim is None:
+        args.class_dim = saved.get("class_dim") or classifier_width(args.pretrained_model, args.model) or 1000
+    spec, cfg, device = prepare(args, train=False, spec=spec, need_data=False)
+    model = load_for_inference(args, cfg, args.class_dim, device)
+    names = read_label_names(args, args.class_dim, (spec.label_names if spec else None) or saved.get("label_names"))
+    pre = Preprocess(
+        cfg.name,
+        args.class_dim,
+        args.crop_size,
+        args.resize_short_size,
+        args.image_mean,
+        args.image_std,
+        args.interpolation,
+        tuple(names) if names else None,
+    )
+    if args.save_inference:
+        out = export_inference(model, args.inference_dir or Path(DEFAULT_EXPORT_DIR) / cfg.name, pre)
+        print(f"saved inference model (BN folded): {out}/model.ts, model.onnx, inference.json")
+    return model, names, pre, spec, device
+
+
+def load_batch(paths: list[str], pre: Preprocess) -> tuple[torch.Tensor, list[str]]:
+    """Decode + resize short + center crop + normalize; unreadable files are reported and left out."""
+    images, kept = [], []
+    for path in paths:
+        try:
+            img = val_transform(
+                decode_image(Path(path).read_bytes()), pre.input_size, pre.resize_short, pre.interpolation
+            )
+        except (OSError, ValueError) as e:
+            print(f"skipped {path}: {e}")
+            continue
+        images.append(img)
+        kept.append(path)
+    if not images:
+        return torch.empty(0, 3, pre.input_size, pre.input_size), kept
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(), kept
+
+
+@torch.no_grad()
+def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str]]]]:
+    """Predict; returns [(path, [(class id, score, name), ...])] and prints one line per image."""
+    model, names, pre, spec, device = build_predictor(args)
+    paths = args.image or [s.path for s in spec.val]
+    results = []
+    for start in range(0, len(paths), args.batch_size):
+        images, kept = load_batch(paths[start : start + args.batch_size], pre)
+        if not kept:
+            continue
+        probs = torch.softmax(model(images.to(device)).float(), dim=1).cpu()
+        scores, ids = probs.topk(min(args.topk, probs.shape[1]), dim=1)
+        for path, row_ids, row_scores in zip(kept, ids.tolist(), scores.tolist()):
+            top = [(i, s, names[i] if names else str(i)) for i, s in zip(row_ids, row_scores)]
+            results.append((path, top))
+            print(f"{path}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
+    return results
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

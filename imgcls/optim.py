@@ -1,0 +1,101 @@
+"""The seed's learning-rate strategies and its optimizer: momentum SGD with L2 decay, LR set per iteration.
+
+Paddle evaluates the schedule at a global step counter that starts at 0 and grows by one per mini-batch, so the LR
+changes every iteration (``cosine_decay`` changes only at epoch boundaries because it floors step / steps_per_epoch).
+With ``s`` = step, ``E`` = steps per epoch, ``lr0`` = --lr:
+
+- piecewise_decay:          lr0 * 0.1 ** (number of step_epochs boundaries b with s >= b * E)
+- cosine_decay:             lr0 * (cos(floor(s / E) * pi / num_epochs) + 1) / 2
+- cosine_decay_warmup:      warmup lr0 * s / (5 E) for the first 5 epochs, then
+                            lr0 * (cos((s - 5 E) * pi / (num_epochs * E)) + 1) / 2   (the seed's formula, as is)
+- exponential_decay_warmup: warmup as above for warm_up_epochs, then lr0 * decay_rate ** floor((s - W E) / (d E))
+                            (the seed: decay_rate 0.97 every d = 2.4 epochs after W = 5 warmup epochs)
+- linear_decay:             lr0 * (1 - s / (num_epochs * E)), clamped at 0. The seed passed one epoch's steps as the
+                            decay length (its LR hit 0 after epoch 1); we decay over the whole run, which it meant.
+
+Paddle's ``L2Decay`` regularizer adds ``l2 * w`` to every parameter's gradient (BN scales and biases included) and
+its Momentum does ``v = mu v + g; w -= lr v``: exactly ``torch.optim.SGD(momentum=mu, weight_decay=l2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LR_STRATEGIES = ("piecewise_decay", "cosine_decay", "cosine_decay_warmup", "exponential_decay_warmup", "linear_decay")
+COSINE_WARMUP_EPOCHS = 5  # the seed hard-codes 5 warmup epochs in cosine_decay_with_warmup
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """A pure function of the global step: ``lr_at(step)``. Holds no state, so resuming needs only the step."""
+
+    strategy: str
+    base_lr: float
+    steps_per_epoch: int
+    num_epochs: int
+    step_epochs: tuple[float, ...] = (30, 60, 90)
+    warm_up_epochs: float = 5.0
+    decay_epochs: float = 2.4
+    decay_rate: float = 0.97
+
+    def __post_init__(self) -> None:
+        if self.strategy not in LR_STRATEGIES:
+            raise ValueError(f"unknown lr_strategy {self.strategy!r}; choose from {', '.join(LR_STRATEGIES)}")
+        if self.steps_per_epoch < 1 or self.num_epochs < 1:
+            raise ValueError("steps_per_epoch and num_epochs must be >= 1")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of iteration ``step`` (0-based, counted over the whole run)."""
+        return getattr(self, "_" + self.strategy)(step)
+
+    def _piecewise_decay(self, step: int) -> float:
+        passed = sum(1 for e in self.step_epochs if step >= e * self.steps_per_epoch)
+        return self.base_lr * 0.1**passed
+
+    def _cosine_decay(self, step: int) -> float:
+        epoch = step // self.steps_per_epoch
+        return self.base_lr * (math.cos(epoch * math.pi / self.num_epochs) + 1) / 2
+
+    def _warmup(self, step: int, warm_epochs: float) -> float | None:
+        """The warmup LR while floor(step / E) < warm_epochs (the seed's test), else None."""
+        if step // self.steps_per_epoch < warm_epochs:
+            return self.base_lr * step / (self.steps_per_epoch * warm_epochs)
+        return None
+
+    def _cosine_decay_warmup(self, step: int) -> float:
+        warm = self._warmup(step, COSINE_WARMUP_EPOCHS)
+        if warm is not None:
+            return warm
+        total = self.num_epochs * self.steps_per_epoch
+        return self.base_lr * (math.cos((step - COSINE_WARMUP_EPOCHS * self.steps_per_epoch) * math.pi / total) + 1) / 2
+
+    def _exponential_decay_warmup(self, step: int) -> float:
+        warm = self._warmup(step, self.warm_up_epochs)
+        if warm is not None:
+            return warm
+        after = step - self.warm_up_epochs * self.steps_per_epoch
+        return self.base_lr * self.decay_rate ** math.floor(after / (self.decay_epochs * self.steps_per_epoch))
+
+    def _linear_decay(self, step: int) -> float:
+        total = self.num_epochs * self.steps_per_epoch
+        return self.base_lr * max(0.0, 1.0 - step / total)
+
+
+def steps_per_epoch(total_images: int, batch_size: int) -> int:
+    """The seed's ``ceil(total_images / batch_size)``."""
+    return max(1, math.ceil(total_images / batch_size))
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float, l2_decay: float) -> torch.optim.SGD:
+    """Momentum SGD with L2 decay on every parameter, as the seed's Momentum + L2Decay regularizer."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=l2_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the LR of every param group (called before each iteration)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,199 @@
+"""Train a model: ``python -m imgcls.train --model ShuffleNetV2_swish [--data_dir D] [flags]`` (the seed's train.py).
+
+Each epoch: a progress bar, one summary line, a metrics.csv row and TensorBoard scalars in
+``<model_save_dir>/<model>/``, and a checkpoint ``<model_save_dir>/<model>/<epoch>/`` (model.pt + state.pt) that
+``--checkpoint`` resumes exactly and ``--pretrained_model`` fine-tunes from. At the end, curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgcls import checkpoint as ckpt
+from imgcls.cli_args import add_bool, add_model_args, build_data, fail, first_set, positive_int, prepare
+from imgcls.data.transforms import AugConfig, sample_seed
+from imgcls.engine import LossConfig, evaluate, setup_determinism, train_one_epoch
+from imgcls.metrics import MetricsLog, plot_metrics
+from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
+
+# Seed defaults for flags whose default may come from the built-in dataset instead (see cli_args.prepare).
+SEED_DEFAULTS = dict(batch_size=8, num_epochs=120, lr=0.1, lr_strategy="piecewise_decay", lower_scale=0.08)
+SEED_MASK = (1 << 63) - 1
+TORCH_SALT = 0x746F726368  # "torch": the per-epoch torch seed stream (dropout, etc.)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--batch_size", type=positive_int, default=None, help="images per iteration, all devices (8)")
+    p.add_argument("--test_batch_size", type=positive_int, default=None, help="eval batch (default: batch_size)")
+    p.add_argument("--num_epochs", type=positive_int, default=None, help="epochs (seed: 120)")
+    p.add_argument("--lr_strategy", default=None, choices=LR_STRATEGIES, help="LR schedule (piecewise_decay)")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (0.1)")
+    p.add_argument("--l2_decay", type=float, default=1e-4, help="L2 weight decay on all parameters")
+    p.add_argument("--momentum_rate", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--step_epochs", type=float, nargs="+", default=[30, 60, 90], help="piecewise_decay boundaries")
+    p.add_argument("--warm_up_epochs", type=float, default=5.0, help="exponential_decay_warmup warmup epochs")
+    p.add_argument("--decay_epochs", type=float, default=2.4, help="exponential_decay_warmup decay period")
+    p.add_argument("--decay_rate", type=float, default=0.97, help="exponential_decay_warmup decay factor")
+    p.add_argument("--total_images", type=positive_int, default=None, help="train images (checked against data)")
+    p.add_argument("--model_save_dir", default="output/", help="checkpoints go to <dir>/<model>/<epoch>/")
+    p.add_argument("--checkpoint", default=None, help="resume from a checkpoint dir (output/<model>/<epoch>/)")
+    p.add_argument("--crop_size", type=positive_int, default=None, help="train crop size (default: image_shape)")
+    p.add_argument("--lower_scale", type=float, default=None, help="random crop min area fraction (0.08)")
+    p.add_argument("--lower_ratio", type=float, default=3.0 / 4.0, help="random crop min aspect ratio")
+    p.add_argument("--upper_ratio", type=float, default=4.0 / 3.0, help="random crop max aspect ratio")
+    p.add_argument("--rotate", type=float, default=0.0, help="random rotation, max degrees (0 = off)")
+    for name in ("brightness", "contrast", "saturation", "hue"):
+        p.add_argument(f"--{name}", type=float, default=0.0, help=f"{name} jitter strength (0 = off)")
+    add_bool(p, "use_mixup", False, "mixup training")
+    p.add_argument("--mixup_alpha", type=float, default=0.2, help="mixup Beta(alpha, alpha)")
+    add_bool(p, "use_label_smoothing", False, "label smoothing")
+    p.add_argument("--label_smoothing_epsilon", type=float, default=0.2, help="label smoothing epsilon")
+    p.add_argument("--random_seed", type=int, default=1000, help="seed of shuffling, crops, mixup, init")
+    add_bool(p, "deterministic", True, "deterministic algorithms (exact resume; slower on GPU)")
+    add_bool(p, "tensorboard", True, "write TensorBoard events to <model_save_dir>/<model>/tb/")
+    return p
+
+
+def training_state(args, optimizer, epoch: int, step: int, label_names) -> dict:
+    """Everything besides the weights that an exact resume needs (and eval/infer defaults: args, label names)."""
+    return dict(
+        epoch=epoch,
+        step=step,
+        optimizer=optimizer.state_dict(),
+        rng=ckpt.rng_states(),
+        args=vars(args),
+        label_names=label_names,
+    )
+
+
+def resume(args, model, optimizer) -> tuple[int, int]:
+    """Load ``--checkpoint``: weights, optimizer, RNG; returns (first epoch to run, its global step)."""
+    weights, state = ckpt.load_training_state(args.checkpoint)
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    ckpt.restore_rng_states(state["rng"])
+    changed = [k for k in ("batch_size", "lr", "lr_strategy", "num_epochs") if state["args"].get(k) != getattr(args, k)]
+    if changed:
+        print(f"note: resuming with different {', '.join(changed)} than the checkpoint's run")
+    print(f"resumed from {args.checkpoint} (epoch {state['epoch']} done, step {state['step']})")
+    return state["epoch"] + 1, state["step"]
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train; returns the last epoch's metrics row."""
+    spec, cfg, device = prepare(args, train=True, seed_defaults=SEED_DEFAULTS)
+    args.test_batch_size = first_set(args.test_batch_size, args.batch_size)
+    if not 0 < args.lower_scale <= 1 or not 0 < args.lower_ratio <= args.upper_ratio:
+        fail("need 0 < lower_scale <= 1 and 0 < lower_ratio <= upper_ratio")
+    setup_determinism(args.deterministic, device)
+    torch.manual_seed(args.random_seed)
+    random.seed(args.random_seed)
+    np.random.seed(args.random_seed % (1 << 32))
+    model = prepare_model(args, cfg, spec.num_classes, device)
+    aug = AugConfig(
+        args.lower_scale,
+        args.lower_ratio,
+        args.upper_ratio,
+        True,
+        args.rotate,
+        args.brightness,
+        args.contrast,
+        args.saturation,
+        args.hue,
+        args.interpolation,
+    )
+    train_loader, val_loader = build_data(args, spec, aug)
+    schedule = LRSchedule(
+        args.lr_strategy,
+        args.lr,
+        len(train_loader),
+        args.num_epochs,
+        tuple(args.step_epochs),
+        args.warm_up_epochs,
+        args.decay_epochs,
+        args.decay_rate,
+    )
+    optimizer = build_optimizer(model, args.lr, args.momentum_rate, args.l2_decay)
+    start_epoch, step = resume(args, model, optimizer) if args.checkpoint else (0, 0)
+    run_dir = Path(args.model_save_dir) / cfg.name
+    log = MetricsLog(run_dir, tensorboard=args.tensorboard, keep_before_epoch=start_epoch)
+    loss_cfg = LossConfig(
+        args.label_smoothing_epsilon if args.use_label_smoothing else 0.0, args.mixup_alpha if args.use_mixup else 0.0
+    )
+    row = {}
+    for epoch in range(start_epoch, args.num_epochs):
+        train_loader.set_epoch(epoch)
+        torch.manual_seed(sample_seed(args.random_seed ^ TORCH_SALT, epoch, 0) & SEED_MASK)
+        desc = f"epoch {epoch + 1}/{args.num_epochs}"
+        stats = train_one_epoch(
+            model,
+            train_loader,
+            optimizer,
+            schedule,
+            epoch,
+            device=device,
+            start_step=step,
+            loss_cfg=loss_cfg,
+            random_seed=args.random_seed,
+            desc=desc,
+        )
+        step += len(train_loader)
+        val = evaluate(model, val_loader, device, desc="  val")
+        row = dict(
+            epoch=epoch,
+            train_loss=stats.loss,
+            train_top1=stats.top1,
+            val_top1=val.top1,
+            val_top5=val.top5,
+            lr=stats.lr,
+            images_per_sec=stats.images_per_sec,
+            epoch_time_s=stats.seconds + val.seconds,
+        )
+        print(
+            f"epoch {epoch + 1}/{args.num_epochs}: train loss {stats.loss:.4f} top-1 {stats.top1:.2f}% | "
+            f"val top-1 {val.top1:.2f}% top-5 {val.top5:.2f}% | lr {stats.lr:.5f} | "
+            f"{stats.images_per_sec:.1f} img/s | {stats.seconds + val.seconds:.1f}s",
+            flush=True,
+        )
+        report_skipped(train_loader, val_loader)
+        log.append(row)
+        saved = ckpt.save_checkpoint(
+            run_dir / str(epoch), model, training_state(args, optimizer, epoch, step, spec.label_names)
+        )
+        print(f"saved {saved}", flush=True)
+    log.close()
+    if log.csv_path.exists():
+        print(f"metrics: {log.csv_path}; curves: {plot_metrics(log.csv_path, run_dir / 'curves.png', cfg.name)}")
+    return row
+
+
+def prepare_model(args, cfg, num_classes: int, device: torch.device) -> torch.nn.Module:
+    from imgcls.models import create_model
+
+    model = create_model(cfg.name, num_classes=num_classes, fused=args.fused)
+    if args.pretrained_model and not args.checkpoint:
+        try:
+            ckpt.load_pretrained(model, args.pretrained_model, cfg.name)
+        except ValueError as e:
+            fail(str(e))
+    return model.to(device)
+
+
+def report_skipped(*loaders) -> None:
+    """One line per unreadable image the loaders skipped this epoch (bad data never stops a run)."""
+    skipped = [item for loader in loaders for item in getattr(loader, "skipped", [])]
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images this epoch:")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,173 @@
+"""Checkpoints: round trip, atomic saves, fine-tuning across a class-count change, exact (bit-for-bit) resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from imgcls import checkpoint as ckpt
+from imgcls.models import create_model
+
+MODEL = "ShuffleNetV2_x0_25"
+
+
+def small_model(num_classes: int = 10, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(MODEL, num_classes=num_classes)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_round_trip(tmp_path):
+    model = small_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    state = {"epoch": 3, "step": 40, "optimizer": opt.state_dict(), "rng": ckpt.rng_states(), "args": {"lr": 0.1}}
+    target = ckpt.save_checkpoint(tmp_path / MODEL / "3", model, state)
+    assert sorted(p.name for p in target.iterdir()) == ["model.pt", "state.pt"]
+    weights, loaded = ckpt.load_training_state(target)
+    assert_same_weights(weights, model.state_dict())
+    assert loaded["epoch"] == 3 and loaded["step"] == 40
+    fresh = small_model(seed=1)
+    opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(loaded["optimizer"])
+    for p in opt.state:
+        q = dict(zip(model.parameters(), fresh.parameters()))[p]
+        assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[q]["momentum_buffer"])
+    # the weights file alone is a plain state_dict for --pretrained_model (dir or file)
+    assert_same_weights(ckpt.read_weights(target, MODEL), model.state_dict())
+    assert_same_weights(ckpt.read_weights(target / "model.pt", MODEL), model.state_dict())
+
+
+def test_rng_states_restore():
+    states = ckpt.rng_states()
+    a = (torch.rand(3), torch.initial_seed())
+    ckpt.restore_rng_states(states)
+    assert torch.equal(torch.rand(3), a[0])
+
+
+def test_crash_between_write_and_rename_keeps_previous(tmp_path, monkeypatch):
+    """A kill after the temp folder is written but before the rename: the old checkpoint stays whole."""
+    target = tmp_path / "run" / "5"
+    old_model = small_model(seed=0)
+    ckpt.save_checkpoint(target, old_model, {"epoch": 5})
+
+    def crash(tmp, dest):
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(ckpt, "publish_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(target, small_model(seed=1), {"epoch": 5})
+    weights, state = ckpt.load_training_state(target)
+    assert_same_weights(weights, old_model.state_dict())
+    assert state["epoch"] == 5
+    # the leftover temp folder is hidden and is replaced by the next save
+    leftovers = [p.name for p in target.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers and all(".tmp-" in name for name in leftovers)
+    monkeypatch.undo()
+    newer = small_model(seed=2)
+    ckpt.save_checkpoint(target, newer, {"epoch": 5})
+    assert_same_weights(ckpt.load_training_state(target)[0], newer.state_dict())
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_crash_during_file_write_leaves_no_target(tmp_path, monkeypatch):
+    real_save = torch.save
+    calls = []
+
+    def dying_save(obj, path, *a, **kw):
+        calls.append(path)
+        if len(calls) == 2:  # the weights are written, the state is not
+            raise OSError("disk full")
+        return real_save(obj, path, *a, **kw)
+
+    monkeypatch.setattr(ckpt.torch, "save", dying_save)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path / "run" / "0", small_model(), {"epoch": 0})
+    assert not (tmp_path / "run" / "0").exists()
+    with pytest.raises(FileNotFoundError):
+        ckpt.load_training_state(tmp_path / "run" / "0")
+
+
+def test_finetune_skips_classifier_of_other_class_count(tmp_path):
+    source = small_model(num_classes=1000, seed=3)
+    path = tmp_path / "imagenet.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in source.state_dict().items()}}, path)
+    target = small_model(num_classes=10, seed=4)
+    fresh_fc = {k: v.clone() for k, v in target.state_dict().items()}
+    lines = []
+    report = ckpt.load_pretrained(target, path, MODEL, log=lines.append)
+    skipped = {k for k, v in source.state_dict().items() if v.shape != fresh_fc[k].shape}
+    assert skipped and all(k.endswith(("weight", "bias")) for k in skipped)
+    assert "1000 classes, this model 10: skipped" in lines[0]
+    for key, value in target.state_dict().items():
+        expected = fresh_fc[key] if key in skipped else source.state_dict()[key]
+        assert torch.equal(value, expected), key
+    assert len(report.loaded) == len(source.state_dict()) - len(skipped)
+
+
+def test_pretrained_of_another_model_is_an_error(tmp_path):
+    other = create_model("MobileNetV2_x0_25", num_classes=10)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError):
+        ckpt.load_pretrained(small_model(), tmp_path / "other.pt", MODEL, log=lambda s: None)
+    with pytest.raises(ValueError, match="does not exist"):
+        ckpt.load_pretrained(small_model(), tmp_path / "missing.pt", MODEL, log=lambda s: None)
+
+
+# ---- exact resume through the real CLI (tiny built-in data, tiny images) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from imgcls.data.builtin import generate
+
+    root = tmp_path_factory.mktemp("shapes")
+    generate(root, 48, 16)
+    return root
+
+
+def train_args(data: Path, out: Path, *extra: str):
+    from imgcls.train import get_args_parser
+
+    flags = [
+        f"--model={MODEL}", f"--data_dir={data}", f"--model_save_dir={out}", "--image_shape=3,32,32",
+        "--batch_size=16", "--num_epochs=2", "--lr_strategy=cosine_decay", "--lr=0.05", "--use_mixup=True",
+        "--use_label_smoothing", "--reader=opencv", "--reader_thread=1", "--tensorboard=False", *extra,
+    ]  # fmt: skip
+    return get_args_parser().parse_args(flags)
+
+
+def test_resume_is_bit_exact(tiny_data, tmp_path, monkeypatch):
+    from imgcls import train
+
+    train.main(train_args(tiny_data, tmp_path / "straight"))
+    straight = torch.load(tmp_path / "straight" / MODEL / "1" / "model.pt", weights_only=True)
+
+    real_epoch = train.train_one_epoch
+
+    def killed_in_second_epoch(*a, **kw):
+        if a[4] == 1:  # epoch argument
+            raise KeyboardInterrupt("killed")
+        return real_epoch(*a, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(train_args(tiny_data, tmp_path / "resumed"))
+    monkeypatch.undo()
+    torch.manual_seed(12345)  # a different global RNG state: resume must restore its own
+    checkpoint = tmp_path / "resumed" / MODEL / "0"
+    train.main(train_args(tiny_data, tmp_path / "resumed", f"--checkpoint={checkpoint}"))
+    resumed = torch.load(tmp_path / "resumed" / MODEL / "1" / "model.pt", weights_only=True)
+    assert_same_weights(resumed, straight)
+    with open(tmp_path / "resumed" / MODEL / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"]

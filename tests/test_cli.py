@@ -1,0 +1,147 @@
+"""The CLIs: flag forms, one-line errors, and a tiny train -> eval -> infer -> export -> reload on built-in data."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from imgcls import eval as eval_cli
+from imgcls import infer as infer_cli
+from imgcls import train as train_cli
+from imgcls.export import fold_bn
+from imgcls.models import create_model
+from imgcls.optim import LRSchedule
+
+MODEL = "ShuffleNetV2_x0_25"
+
+
+def parse(*flags: str):
+    return train_cli.get_args_parser().parse_args(list(flags))
+
+
+def test_flag_forms():
+    a = parse("--model=MobileNetV2", "--batch_size", "32", "--lr=0.05", "--step_epochs", "30", "60", "90")
+    assert (a.model, a.batch_size, a.lr, a.step_epochs) == ("MobileNetV2", 32, 0.05, [30, 60, 90])
+    a = parse("--use_mixup=True", "--use_label_smoothing", "--fused", "--use_gpu=False", "--image_shape=3,64,64")
+    assert (a.use_mixup, a.use_label_smoothing, a.fused, a.use_gpu, a.image_shape) == (True, True, True, False, (3, 64, 64))
+    a = parse("--use_mixup", "false", "--image_mean", "0.5", "0.5", "0.5", "--step_epochs=10")
+    assert a.use_mixup is False and a.image_mean == [0.5, 0.5, 0.5] and a.step_epochs == [10]
+    a = parse()
+    assert a.use_mixup is False and a.fused is False and a.use_gpu is None and a.batch_size is None
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--use_mixup=maybe"],
+        ["--batch_size=0"],
+        ["--image_shape=3,224"],
+        ["--lr_strategy=fancy"],
+        ["--image_mean", "0.5", "0.5"],
+        ["--reader=pil"],
+    ],
+)
+def test_bad_flag_values_exit_2(flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(*flags)
+    assert e.value.code == 2
+
+
+def test_bad_data_and_model_are_one_line_errors(tmp_path, capsys):
+    for flags in (["--data_dir", str(tmp_path / "missing")], ["--model", "ShuffleNetV3"]):
+        with pytest.raises(SystemExit) as e:
+            train_cli.main(parse(*flags))
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+    (tmp_path / "train_list.txt").write_text("a.jpg 0\nb.jpg notalabel\n")
+    (tmp_path / "val_list.txt").write_text("a.jpg 0\n")
+    with pytest.raises(SystemExit):
+        train_cli.main(parse("--data_dir", str(tmp_path)))
+    assert "notalabel" in capsys.readouterr().err
+
+
+def test_fold_bn_matches_unfolded():
+    torch.manual_seed(0)
+    model = create_model(MODEL, num_classes=10)
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_bn(model)
+    assert folded.folded_bn_count > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the input is untouched
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """A small copy of the built-in dataset, plus one corrupt image in the val list (val never drops a batch)."""
+    from imgcls.data.builtin import generate
+
+    root = tmp_path_factory.mktemp("shapes")
+    generate(root, 64, 24)
+    (root / "val" / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with open(root / "val_list.txt", "a") as f:
+        f.write("val/corrupt.jpg 3\n")
+    return root
+
+
+def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = [f"--model={MODEL}", f"--data_dir={shapes}", "--reader=opencv", "--reader_thread=1"]
+    args = parse(*common, f"--model_save_dir={out}", "--image_shape=3,32,32", "--batch_size=16",
+                 "--num_epochs=2", "--lr_strategy=linear_decay", "--lr=0.05", "--rotate=10", "--brightness=0.2")  # fmt: skip
+    train_cli.main(args)
+    run = out / MODEL
+    text = capsys.readouterr().out
+    assert "skipped 1 unreadable images" in text and "corrupt.jpg" in text
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    for field in ("train_loss", "val_top1", "val_top5", "lr", "images_per_sec"):
+        assert all(math.isfinite(float(r[field])) for r in rows), field
+    # the LR logged is the schedule's value at each epoch's last iteration (per-iteration stepping)
+    steps = 64 // 16
+    sched = LRSchedule("linear_decay", 0.05, steps, 2)
+    assert float(rows[1]["lr"]) == pytest.approx(sched.lr_at(2 * steps - 1), rel=1e-5)
+    assert (run / "curves.png").stat().st_size > 1000 and list((run / "tb").iterdir())
+    checkpoint = run / "1"
+
+    result = eval_cli.main(eval_cli.get_args_parser().parse_args([*common, f"--pretrained_model={checkpoint}"]))
+    assert result["images"] == 24 and 0 <= result["top1"] <= result["top5"] <= 100
+    assert f"{result['top1']:.2f}%" in capsys.readouterr().out
+
+    images = [str(shapes / "val" / "star" / "00003.jpg"), str(shapes / "val" / "ring" / "00005.jpg")]
+    infer_args = [f"--model={MODEL}", f"--pretrained_model={checkpoint}", "--topk=3", "--image", *images]
+    export_dir = tmp_path / "deploy"
+    direct = infer_cli.main(
+        infer_cli.get_args_parser().parse_args([*infer_args, "--save_inference=True", f"--inference_dir={export_dir}"])
+    )
+    assert len(direct) == 2 and all(len(top) == 3 for _, top in direct)
+    assert direct[0][1][0][2] in {"circle", "square", "triangle", "star", "cross", "ring", "crescent", "arrow",
+                                  "hourglass", "bars"}  # fmt: skip
+    assert sorted(p.name for p in export_dir.iterdir()) == ["inference.json", "model.onnx", "model.ts"]
+    for backend in ("torchscript", "onnx"):
+        flags = [f"--inference_model={export_dir}", f"--inference_backend={backend}", "--topk=3", "--image", *images]
+        reloaded = infer_cli.main(infer_cli.get_args_parser().parse_args(flags))
+        assert [[c for c, _, _ in top] for _, top in reloaded] == [[c for c, _, _ in top] for _, top in direct]
+        for (_, a), (_, b) in zip(reloaded, direct):
+            assert [s for _, s, _ in a] == pytest.approx([s for _, s, _ in b], abs=1e-4)
+
+    # fine-tune from it onto the same data as a fresh run: loads everything (same class count)
+    args = parse(*common, f"--model_save_dir={tmp_path / 'ft'}", "--image_shape=3,32,32", "--batch_size=16",
+                 "--num_epochs=1", f"--pretrained_model={checkpoint / 'model.pt'}", "--tensorboard=False")  # fmt: skip
+    train_cli.main(args)
+    assert "loaded" in capsys.readouterr().out

@@ -1,0 +1,99 @@
+"""LR strategies against values worked out by hand from the seed's formulas; the optimizer against Paddle's update."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from imgcls.optim import LRSchedule, build_optimizer, steps_per_epoch
+
+SPE = 10  # steps per epoch in these hand computations
+
+
+def schedule(strategy: str, num_epochs: int, **kw) -> LRSchedule:
+    return LRSchedule(strategy, 0.1, SPE, num_epochs, **kw)
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [(0, 0.1), (299, 0.1), (300, 0.01), (599, 0.01), (600, 0.001), (900, 0.0001), (5000, 0.0001)],
+)
+def test_piecewise_decay(step, expected):
+    assert schedule("piecewise_decay", 120).lr_at(step) == pytest.approx(expected, rel=1e-12)
+
+
+def test_piecewise_decay_custom_boundaries():
+    s = schedule("piecewise_decay", 10, step_epochs=(2, 5))
+    assert [s.lr_at(i) for i in (19, 20, 49, 50)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    # epoch = floor(step / 10); lr = 0.1 * (cos(epoch * pi / 4) + 1) / 2, constant within an epoch
+    [(0, 0.1), (9, 0.1), (10, 0.0853553390593), (19, 0.0853553390593), (25, 0.05), (39, 0.0146446609407)],
+)
+def test_cosine_decay(step, expected):
+    assert schedule("cosine_decay", 4).lr_at(step) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 0.0),  # warmup: 0.1 * step / (5 * 10)
+        (25, 0.05),
+        (49, 0.098),
+        (50, 0.1),  # cosine from here: 0.1 * (cos((step - 50) * pi / 100) + 1) / 2
+        (75, 0.0853553390593),
+        (99, 0.0515705380),
+    ],
+)
+def test_cosine_decay_warmup(step, expected):
+    assert schedule("cosine_decay_warmup", 10).lr_at(step) == pytest.approx(expected, rel=1e-8, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    # warmup 5 epochs, then 0.1 * 0.97 ** floor((step - 50) / 24)
+    [(20, 0.04), (50, 0.1), (73, 0.1), (74, 0.097), (97, 0.097), (98, 0.09409), (122, 0.0912673)],
+)
+def test_exponential_decay_warmup(step, expected):
+    assert schedule("exponential_decay_warmup", 20).lr_at(step) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("step, expected", [(0, 0.1), (10, 0.075), (20, 0.05), (39, 0.0025), (40, 0.0), (55, 0.0)])
+def test_linear_decay(step, expected):
+    assert schedule("linear_decay", 4).lr_at(step) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_unknown_strategy_and_bad_sizes():
+    with pytest.raises(ValueError, match="unknown lr_strategy"):
+        schedule("step_decay", 4)
+    with pytest.raises(ValueError):
+        LRSchedule("cosine_decay", 0.1, 0, 4)
+
+
+def test_steps_per_epoch_is_ceil():
+    assert steps_per_epoch(1281167, 256) == 5005
+    assert steps_per_epoch(100, 10) == 10
+    assert steps_per_epoch(101, 10) == 11
+
+
+def test_momentum_l2_matches_paddle_update():
+    """Paddle Momentum + L2Decay: g' = g + l2 * w; v = mu * v + g'; w -= lr * v (two steps by hand)."""
+    w0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    g1 = torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64)
+    g2 = torch.tensor([-0.1, 0.4, 0.05], dtype=torch.float64)
+    lr, mu, l2 = 0.1, 0.9, 0.01
+    model = torch.nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(w0[None])
+    opt = build_optimizer(model, lr, mu, l2)
+    for g in (g1, g2):
+        model.weight.grad = g[None].clone()
+        opt.step()
+    v1 = g1 + l2 * w0
+    w1 = w0 - lr * v1
+    v2 = mu * v1 + g2 + l2 * w1
+    w2 = w1 - lr * v2
+    torch.testing.assert_close(model.weight.detach()[0], w2, rtol=0, atol=1e-15)

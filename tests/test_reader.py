@@ -1,0 +1,342 @@
+"""The native JPEG reader (imgcls._reader, csrc/) against the OpenCV reference and libjpeg-turbo itself.
+
+Geometry must be bit-identical to transforms.py; pixels within the documented bounds; every JPEG flavour decodes;
+bad files are per-image errors; threads do not change results; memory stays flat.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import resource
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from imgcls.data import transforms as T
+
+_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
+
+from imgcls.data.native_reader import NativeReader  # noqa: E402
+from imgcls.data.reader import OpenCVReader, make_reader  # noqa: E402
+
+ZOO_PATH = Path(__file__).resolve().parents[1] / "csrc" / "fuzz" / "jpeg_zoo.py"
+_spec = importlib.util.spec_from_file_location("jpeg_zoo", ZOO_PATH)
+jpeg_zoo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(jpeg_zoo)
+
+FULL_AUG = dict(rotate=10.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+# Measured on synthetic photos (bench/results/reader_cpu.md): the bounds the tests hold the reader to.
+MAX_DIFF_FULL_SCALE = 1  # 1/1 decode, cropped region: float vs cv2's fixed-point resize weights
+MAX_DIFF_ROTATE = 8  # plus rotation: cv2 rounds warp weights to 1/32 pixel and 15 bits
+MEAN_DIFF_DCT = 3.0  # DCT-scaled decode (a box-like prefilter) vs cv2's bilinear decimation of the full image
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return jpeg_zoo.synthetic_photo(183, 251, seed=3)  # odd sizes: partial iMCUs on both axes
+
+
+@pytest.fixture(scope="module")
+def variants(photo) -> dict[str, bytes]:
+    return jpeg_zoo.jpeg_variants(photo)
+
+
+def pil_decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def aug_kwargs(cfg: T.AugConfig) -> dict:
+    return dict(
+        lower_scale=cfg.lower_scale,
+        lower_ratio=cfg.lower_ratio,
+        upper_ratio=cfg.upper_ratio,
+        flip=cfg.flip,
+        rotate=cfg.rotate,
+        brightness=cfg.brightness,
+        contrast=cfg.contrast,
+        saturation=cfg.saturation,
+        hue=cfg.hue,
+    )
+
+
+# ---- geometry: bit-identical to transforms.py -------------------------------------------------------------------
+
+
+def test_train_params_identical_to_python():
+    rng = np.random.default_rng(0)
+    configs = [T.AugConfig(), T.AugConfig(lower_scale=0.5, lower_ratio=0.5, upper_ratio=2.0, **FULL_AUG)]
+    for i in range(6000):
+        cfg = configs[i % 2]
+        h, w = (int(v) for v in rng.integers(1, 4000, 2))
+        if i % 7 == 0:
+            h = int(rng.integers(1, 4))  # degenerate strips
+        seed = T.sample_seed(int(rng.integers(0, 2**63)), i, int(rng.integers(0, 2**40)))
+        p = T.sample_train_params(h, w, seed, cfg)
+        want = (p.x, p.y, p.w, p.h, p.flip, p.angle, p.brightness, p.contrast, p.saturation, p.hue)
+        assert _reader.train_params(h, w, seed, **aug_kwargs(cfg)) == want, (h, w, seed)
+
+
+def test_sample_seed_identical_to_python():
+    for r, e, i in [(0, 0, 0), (1, 2, 3), (2**64 - 1, 7, 2**63), (12345, 89, 1_281_166)]:
+        assert _reader.sample_seed(r, e, i) == T.sample_seed(r, e, i)
+
+
+def test_choose_scale_keeps_crop_at_least_output():
+    assert _reader.choose_scale(500, 375, 224, 224) == 1
+    assert _reader.choose_scale(448, 448, 224, 224) == 2
+    assert _reader.choose_scale(2048, 1536, 341, 256) == 4
+    assert _reader.choose_scale(1792, 1792, 224, 224) == 8
+
+
+# ---- decode: bit-exact with libjpeg-turbo's full decode ---------------------------------------------------------
+
+
+def test_decode_bit_exact_with_opencv_and_pillow(variants):
+    for name, data in variants.items():
+        ours = _reader.decode(data)
+        if name in ("cmyk", "ycck"):
+            # cv2 approximates C*K/255 with >> 8; Pillow rounds like we do.
+            assert np.array_equal(ours, pil_decode(data)), name
+            assert np.abs(ours.astype(int) - T.decode_image(data)).max() <= 2, name
+        elif name == "junk_between_markers":
+            assert np.array_equal(ours, _reader.decode(variants["baseline_420"])), name  # cv2 rejects this one
+        else:
+            assert np.array_equal(ours, T.decode_image(data)), name
+            assert np.array_equal(ours, pil_decode(data)), name
+
+
+def test_scaled_decode_bit_exact_with_opencv_reduced(variants):
+    flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+    for name in ("baseline_420", "baseline_444", "progressive_420", "gray"):
+        buf = np.frombuffer(variants[name], np.uint8)
+        for s, flag in flags.items():
+            ref = cv2.cvtColor(cv2.imdecode(buf, flag | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB)
+            assert np.array_equal(_reader.decode(variants[name], scale_denom=s), ref), (name, s)
+
+
+@pytest.mark.parametrize("name", ["baseline_420", "baseline_422", "baseline_444", "progressive_420", "restart_420"])
+def test_region_decode_equals_full_decode(variants, name):
+    """Cropped columns + skipped rows: identical to the full decode away from the region's border pixel."""
+    data = variants[name]
+    rng = np.random.default_rng(1)
+    for s in (1, 2):
+        full = _reader.decode(data, scale_denom=s)
+        h, w = full.shape[:2]
+        for _ in range(12):
+            x, y = int(rng.integers(0, w - 8)), int(rng.integers(0, h - 8))
+            rw, rh = int(rng.integers(4, w - x + 1)), int(rng.integers(4, h - y + 1))
+            part = _reader.decode(data, scale_denom=s, region=(x, y, rw, rh))
+            inner = (slice(1, rh - 1), slice(1, rw - 1))
+            assert np.array_equal(part[inner], full[y : y + rh, x : x + rw][inner]), (s, x, y, rw, rh)
+
+
+# ---- transforms vs the OpenCV reference -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "aug,bound",
+    [
+        (dict(), MAX_DIFF_FULL_SCALE),
+        (dict(interpolation="area"), MAX_DIFF_FULL_SCALE),
+        (dict(lower_scale=0.02, lower_ratio=0.3, upper_ratio=3.0), MAX_DIFF_FULL_SCALE),
+        (FULL_AUG, MAX_DIFF_ROTATE),
+    ],
+)
+def test_train_transform_matches_reference_at_full_scale(variants, aug, bound):
+    cfg = T.AugConfig(**aug)
+    for name in ("baseline_420", "progressive_444", "gray"):
+        ref_img = T.decode_image(variants[name])
+        for seed in range(40):
+            for size in (64, 97):
+                ours = _reader.transform(
+                    variants[name], seed, True, size, dct_scaling=False, interpolation=cfg.interpolation,
+                    **aug_kwargs(cfg),
+                )
+                ref = T.train_transform(ref_img, seed, size, cfg)
+                diff = np.abs(ours.astype(int) - ref)
+                assert diff.max() <= bound, (name, seed, size, diff.max())
+                if aug is FULL_AUG:
+                    assert diff.mean() < 0.5
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "area"])
+def test_val_transform_matches_reference(variants, interpolation):
+    for name in ("baseline_420", "baseline_411", "arithmetic_420", "cmyk"):
+        ref_img = pil_decode(variants[name]) if name == "cmyk" else T.decode_image(variants[name])
+        for size, short in ((64, 73), (97, 97), (150, 183), (33, 200)):
+            ours = _reader.transform(variants[name], 0, False, size, short, interpolation=interpolation, dct_scaling=False)
+            ref = T.val_transform(ref_img, size, short, interpolation)
+            assert np.abs(ours.astype(int) - ref).max() <= MAX_DIFF_FULL_SCALE, (name, size, short)
+
+
+def test_dct_scaled_transform_within_bound():
+    """Decoding at 1/2..1/8 low-passes where cv2's bilinear decimation aliases: bounded mean difference."""
+    data = _reader.encode(jpeg_zoo.synthetic_photo(768, 1024, seed=5), 90, "420")
+    ref_img = T.decode_image(data)
+    means, scaled = [], 0
+    for seed in range(30):
+        p = T.sample_train_params(768, 1024, seed, T.AugConfig())
+        scaled += _reader.choose_scale(p.w, p.h, 112, 112) > 1
+        ours = _reader.transform(data, seed, True, 112)
+        means.append(np.abs(ours.astype(int) - T.train_transform(ref_img, seed, 112)).mean())
+    val = _reader.transform(data, 0, False, 112, 128)
+    means.append(np.abs(val.astype(int) - T.val_transform(ref_img, 112, 128)).mean())
+    assert scaled >= 10
+    assert max(means) < MEAN_DIFF_DCT, max(means)
+
+
+# ---- bad files: per-image errors, never a crash -----------------------------------------------------------------
+
+
+def set_sof_field(data: bytes, offset: int, value: bytes) -> bytes:
+    """Overwrite bytes of the SOF0/SOF2 segment (offset counted from the marker's FF)."""
+    at = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
+    return data[: at + offset] + value + data[at + offset + len(value) :]
+
+
+def test_bad_files_raise_clear_errors(variants):
+    base = variants["baseline_420"]
+    cases = {
+        "12-bit": set_sof_field(base, 4, b"\x0c"),
+        "huge": set_sof_field(base, 5, struct.pack(">HH", 60000, 60000)),
+        "truncated": base[: len(base) // 2],
+        "corrupt": base[:700] + bytes(range(256)) * 4 + base[700 + 1024 :],
+        "header only": base[:300],
+        "empty": b"\xff\xd8\xff",
+    }
+    for name, data in cases.items():
+        for train in (True, False):
+            with pytest.raises(ValueError):
+                _reader.transform(data, 1, train, 64)
+        with pytest.raises(ValueError):
+            _reader.decode(data)
+    with pytest.raises(ValueError, match="not a JPEG"):
+        _reader.decode(b"\x89PNG\r\n\x1a\n")
+
+
+def exif_orientation_jpeg(data: bytes, orientation: int) -> bytes:
+    """Insert an APP1 EXIF segment holding one Orientation tag after SOI."""
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
+    tiff += b"\x00\x00\x00\x00"
+    payload = b"Exif\x00\x00" + tiff
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+@pytest.fixture()
+def files(tmp_path, variants, photo) -> dict[str, str]:
+    paths = {}
+    for name, data in variants.items():
+        paths[name] = tmp_path / f"{name}.jpg"
+        paths[name].write_bytes(data)
+    paths["png"] = tmp_path / "image.png"
+    cv2.imwrite(str(paths["png"]), photo[..., ::-1])
+    paths["truncated"] = tmp_path / "truncated.jpg"
+    paths["truncated"].write_bytes(variants["baseline_420"][:5000])
+    paths["exif6"] = tmp_path / "exif6.jpg"
+    paths["exif6"].write_bytes(exif_orientation_jpeg(variants["baseline_444"], 6))
+    paths["missing"] = tmp_path / "missing.jpg"
+    return {k: str(v) for k, v in paths.items()}
+
+
+# ---- the batch reader -------------------------------------------------------------------------------------------
+
+
+def test_batch_reader_matches_single_image_and_thread_count(files):
+    names = [n for n in files if n not in ("truncated", "missing")] * 3
+    paths = [files[n] for n in names]
+    seeds = [T.sample_seed(7, 0, i) for i in range(len(paths))]
+    cfg = T.AugConfig(**FULL_AUG)
+    outs = []
+    for threads in (1, 2, 3):
+        reader = NativeReader(True, 80, 92, cfg, num_threads=threads)
+        out = np.zeros((len(paths), 80, 80, 3), np.uint8)
+        assert reader.read_batch(paths, seeds, out) == [None] * len(paths)
+        reader.close()
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    for i, name in enumerate(names):
+        data = Path(paths[i]).read_bytes()
+        if name == "png":  # through the OpenCV reference
+            ref = T.train_transform(T.decode_image(data), seeds[i], 80, cfg)
+        else:
+            ref = _reader.transform(data, seeds[i], True, 80, **aug_kwargs(cfg))
+        assert np.array_equal(outs[0][i], ref), name
+
+
+def test_batch_reader_reports_bad_images_and_keeps_going(files):
+    reader = make_reader("native", train=False, size=64, resize_short=72, aug=T.AugConfig(), num_threads=2)
+    assert isinstance(reader, NativeReader)
+    order = ["baseline_420", "truncated", "missing", "png", "gray"]
+    out = np.zeros((len(order), 64, 64, 3), np.uint8)
+    errors = reader.read_batch([files[n] for n in order], [0] * len(order), out)
+    assert errors[0] is None and errors[3] is None and errors[4] is None
+    assert "truncated" in errors[1] and "cannot open" in errors[2]
+    ref = OpenCVReader(False, 64, 72, T.AugConfig())
+    ref_out = np.zeros_like(out)
+    ref_errors = ref.read_batch([files[n] for n in order], [0] * len(order), ref_out)
+    assert [e is None for e in errors] == [e is None for e in ref_errors]
+    assert np.abs(out.astype(int) - ref_out).max() <= MAX_DIFF_FULL_SCALE
+
+
+def test_exif_orientation_raw_by_default_applied_on_request(files):
+    cfg = T.AugConfig()
+    data = Path(files["exif6"]).read_bytes()
+    out = np.zeros((2, 64, 64, 3), np.uint8)
+    assert NativeReader(False, 64, 70, cfg).read_batch([files["exif6"]], [0], out[:1]) == [None]
+    assert NativeReader(False, 64, 70, cfg, apply_exif=True).read_batch([files["exif6"]], [0], out[1:]) == [None]
+    raw = T.val_transform(T.decode_image(data), 64, 70)
+    rotated = T.val_transform(T.decode_image(data, apply_exif=True), 64, 70)
+    assert np.abs(out[0].astype(int) - raw).max() <= MAX_DIFF_FULL_SCALE
+    assert np.array_equal(out[1], rotated) and not np.array_equal(raw, rotated)
+
+
+def test_rss_flat_over_many_decodes(variants):
+    """Good and bad images alike: memory must not grow (the 100k-decode run is bench/rss_reader.py)."""
+
+    def rss_kb() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+    inputs = list(variants.values()) + [variants["baseline_420"][:3000], b"\xff\xd8\xff\xe0garbage"]
+
+    def run(n: int) -> None:
+        for i in range(n):
+            try:
+                _reader.transform(inputs[i % len(inputs)], i, i % 2 == 0, 48, 56)
+            except ValueError:
+                pass
+
+    run(300)  # warm up allocator pools and per-thread buffers
+    before = rss_kb()
+    run(1500)
+    assert rss_kb() - before < 4096, "RSS grew by more than 4 MiB over 1500 decodes"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+def test_bounded_fuzz_no_crash(variants):
+    """A short in-process mutation run (the ASan/libFuzzer run is csrc/fuzz/run_fuzz.sh)."""
+    rng = np.random.default_rng(2024)
+    seeds = list(jpeg_zoo.jpeg_variants(jpeg_zoo.synthetic_photo(24, 40, seed=9)).values())
+    for i in range(400):
+        data = bytearray(seeds[i % len(seeds)])
+        for _ in range(int(rng.integers(1, 6))):
+            at = int(rng.integers(0, len(data)))
+            data[at] = int(rng.integers(0, 256))
+        if i % 5 == 0:
+            data = data[: int(rng.integers(2, len(data)))]
+        for fn in (
+            lambda d: _reader.decode(d),
+            lambda d: _reader.transform(d, i, True, 32),
+            lambda d: _reader.transform(d, i, False, 32, 40),
+        ):
+            try:
+                out = fn(bytes(data))
+                assert out.dtype == np.uint8
+            except ValueError:
+                pass

@@ -1,0 +1,124 @@
+"""Family checks for the mobile and classic zoo (ShuffleNetV2, MobileNetV1/V2, SqueezeNet, AlexNet, VGG, GoogLeNet,
+Xception, InceptionV4) that the shared parity and model tests do not make: the Paddle name maps use every tensor
+of the Paddle program, ``fused=True`` reaches the depthwise/shuffle blocks, other input sizes work where Paddle's
+program has a global pool, and GoogLeNet's aux heads reproduce Paddle's aux logits in training mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from imgcls.convert import paddle_to_state_dict
+from imgcls.layers import ChannelShuffle, DWConvBNAct
+from imgcls.models import create_model, get_model_cfg
+
+from .conftest import PARITY
+from .test_parity import _paddle_weights, assert_logits_close
+
+OWNED = [
+    "ShuffleNetV2",
+    "ShuffleNetV2_x0_25",
+    "ShuffleNetV2_x0_33",
+    "ShuffleNetV2_x0_5",
+    "ShuffleNetV2_x1_5",
+    "ShuffleNetV2_x2_0",
+    "ShuffleNetV2_swish",
+    "MobileNetV2",
+    "MobileNetV2_x0_25",
+    "MobileNetV2_x0_5",
+    "MobileNetV2_x1_5",
+    "MobileNetV2_x2_0",
+    "MobileNetV1",
+    "SqueezeNet1_0",
+    "SqueezeNet1_1",
+    "AlexNet",
+    "VGG11",
+    "VGG13",
+    "VGG16",
+    "VGG19",
+    "GoogLeNet",
+    "Xception41",
+    "InceptionV4",
+]
+# Fixture spellings that differ from the registered name.
+FIXTURE_NAME = {"ShuffleNetV2": "ShuffleNetV2_x1_0", "MobileNetV2": "MobileNetV2_x1_0"}
+
+
+def _fixture(name: str):
+    path = PARITY / "fixtures" / f"{FIXTURE_NAME.get(name, name)}.npz"
+    if not path.exists():
+        pytest.skip(f"no parity fixture at {path}")
+    return np.load(path, allow_pickle=False)
+
+
+@pytest.mark.parametrize("name", OWNED)
+def test_paddle_names_cover_the_paddle_program(name: str) -> None:
+    """Every Paddle tensor of the program has exactly one place in our model, with the same number of values."""
+    fx = _fixture(name)
+    entries = dict(_paddle_weights().read_params_tsv(fx["params_tsv"]))
+    with torch.device("meta"):
+        model = create_model(name)
+    state = model.state_dict()
+    names = get_model_cfg(name).paddle_names(model)
+    assert sorted(names.values()) == sorted(entries), "name map and Paddle program differ"
+    assert set(names) == {k for k in state if not k.endswith("num_batches_tracked")}
+    for key, paddle in names.items():
+        assert state[key].numel() == int(np.prod(entries[paddle])), f"{key} vs {paddle}"
+
+
+@pytest.mark.parametrize(
+    "name", ["ShuffleNetV2_x0_25", "ShuffleNetV2_swish", "MobileNetV2_x0_25", "MobileNetV1", "Xception41"]
+)
+def test_fused_flag_reaches_blocks(name: str) -> None:
+    with torch.device("meta"):
+        fused, plain = create_model(name, fused=True), create_model(name)
+    blocks = [m for m in fused.modules() if isinstance(m, (DWConvBNAct, ChannelShuffle))]
+    assert blocks and all(m.fused for m in blocks)
+    assert not any(m.fused for m in plain.modules() if isinstance(m, (DWConvBNAct, ChannelShuffle)))
+    assert list(fused.state_dict()) == list(plain.state_dict())  # checkpoints interchange
+
+
+def test_shufflenet_swish_uses_swish_everywhere() -> None:
+    with torch.device("meta"):
+        model = create_model("ShuffleNetV2_swish")
+    acts = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.SiLU))]
+    assert acts and all(isinstance(m, nn.SiLU) for m in acts)
+    # The depthwise convs of every unit are followed by BN alone.
+    assert all(isinstance(m.act, nn.Identity) for m in model.modules() if isinstance(m, DWConvBNAct))
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("ShuffleNetV2_x0_25", 256), ("MobileNetV2_x0_25", 160), ("MobileNetV1", 192), ("SqueezeNet1_1", 200)],
+)
+def test_other_input_sizes(name: str, size: int) -> None:
+    model = create_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, size, size)).shape == (2, 10)
+
+
+def test_googlenet_aux_heads_match_paddle() -> None:
+    """Training mode returns (logits, [aux1, aux2]); with dropout switched off they are Paddle's three heads."""
+    fx = _fixture("GoogLeNet")
+    pw = _paddle_weights()
+    tensors = pw.make_weights(pw.read_params_tsv(fx["params_tsv"]), int(fx["weight_seed"]), pw.fixture_calib(fx))
+    model = create_model("GoogLeNet")
+    model.load_state_dict(paddle_to_state_dict(tensors, "GoogLeNet"))
+    assert model.aux_loss_weights == (0.3, 0.3)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    x = torch.from_numpy(pw.make_input(int(fx["input_size"]), int(fx["input_seed"])))
+    with torch.no_grad():
+        logits, aux = model(x)
+    assert len(aux) == 2
+    assert_logits_close(logits.numpy(), fx["logits"])
+    assert_logits_close(aux[0].numpy(), fx["aux1_logits"])
+    assert_logits_close(aux[1].numpy(), fx["aux2_logits"])
+    model.eval()
+    with torch.no_grad():
+        assert isinstance(model(x), torch.Tensor)
