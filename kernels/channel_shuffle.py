@@ -82,7 +82,7 @@ def _interleave_kernel(
 # GPU config table (BLOCK_C, BLOCK_P, num_warps) per layout. UNTUNED (written without a GPU): tune with
 # bench/bench_channel_shuffle.py on a lent GPU. The interpreter (CPU) pays per program, so it takes big tiles.
 _GPU_CONFIGS = {"nchw": (4, 256, 4), "channels_last": (64, 16, 4)}
-_INTERPRETER_CONFIG = (64, 128, 1)
+_INTERPRETER_CONFIG = (256, 128, 1)
 
 
 def _layout(x: torch.Tensor) -> str:

@@ -337,13 +337,19 @@ def _bwd_dx_kernel(
 # GPU config table, (BLOCK_C, BLOCK_P, num_warps) per layout. UNTUNED: written without a GPU; tune on a lent GPU
 # with bench/bench_dwconv_bn_act.py and record the result here. The interpreter (CPU tensors) costs per program and
 # per op, not per element, so it takes the biggest tiles.
+# The per-channel reductions (_bn_finalize, _sum_rows) take (BLOCK_R rows, BLOCK_C columns) per step.
 _GPU_CONFIGS = {"nchw": (8, 64, 4), "channels_last": (32, 16, 4)}
-_INTERPRETER_CONFIG = (64, 128, 1)
-_REDUCE_BLOCK_R, _REDUCE_BLOCK_C = 32, 64
+_GPU_REDUCE = (32, 64)
+_INTERPRETER_CONFIG = (256, 128, 1)
+_INTERPRETER_REDUCE = (16, 1024)
 
 
 def _config(x: torch.Tensor) -> tuple[int, int, int]:
     return _GPU_CONFIGS[_layout(x)] if x.is_cuda else _INTERPRETER_CONFIG
+
+
+def _reduce_config(x: torch.Tensor) -> tuple[int, int]:
+    return _GPU_REDUCE if x.is_cuda else _INTERPRETER_REDUCE
 
 
 def _layout(x: torch.Tensor) -> str:
@@ -377,8 +383,8 @@ def _sum_rows(part: torch.Tensor) -> torch.Tensor:
     """Deterministic column sums of a contiguous fp32 [R, L] tensor."""
     r, length = part.shape
     out = torch.empty(length, dtype=torch.float32, device=part.device)
-    grid = (triton.cdiv(length, _REDUCE_BLOCK_C),)
-    _sum_rows_kernel[grid](part, out, r, length, BLOCK_R=_REDUCE_BLOCK_R, BLOCK_L=_REDUCE_BLOCK_C)
+    block_r, block_l = _reduce_config(part)
+    _sum_rows_kernel[(triton.cdiv(length, block_l),)](part, out, r, length, BLOCK_R=block_r, BLOCK_L=block_l)
     return out
 
 
@@ -425,11 +431,12 @@ def dwconv_bn_act_forward(
     part = torch.empty((2, num_pb, c), dtype=torch.float32, device=x.device)
     _fwd_stats_kernel[grid](x, weight, part[0], part[1], c, h, w, ow, p, n * p, *strides, **geo)
     has_running = running_mean is not None and running_var is not None
-    _bn_finalize_kernel[(triton.cdiv(c, _REDUCE_BLOCK_C),)](
+    block_r, block_rc = _reduce_config(x)
+    _bn_finalize_kernel[(triton.cdiv(c, block_rc),)](
         part[0], part[1], bn_weight, bn_bias,
         running_mean if has_running else stats[0], running_var if has_running else stats[1], *stats,
         c, n * p, num_pb, eps, momentum,
-        HAS_RUNNING=has_running, BLOCK_P=block_p, BLOCK_R=_REDUCE_BLOCK_R, BLOCK_C=_REDUCE_BLOCK_C,
+        HAS_RUNNING=has_running, BLOCK_P=block_p, BLOCK_R=block_r, BLOCK_C=block_rc,
     )  # fmt: skip
     _fwd_apply_kernel[grid](
         x, weight, out, stats[4], stats[5], stats[4], stats[5], c, h, w, ow, p, n * p, eps,

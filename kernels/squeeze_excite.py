@@ -184,7 +184,7 @@ def _x_grad_kernel(
 # GPU config table (BLOCK_C, BLOCK_P, num_warps) per layout for the [C, N*HW] tile kernels, and the FC block.
 # UNTUNED (written without a GPU): tune with bench/bench_squeeze_excite.py on a lent GPU.
 _GPU_CONFIGS = {"nchw": (4, 256, 4), "channels_last": (64, 16, 4)}
-_INTERPRETER_CONFIG = (64, 128, 1)
+_INTERPRETER_CONFIG = (256, 128, 1)
 _FC_BLOCK_C = 64
 
 

@@ -9,7 +9,7 @@ Train and val draw from disjoint seed streams, so val is held out.
 
 Layout under the cache folder (``$IMGCLS_CACHE`` or ``~/.cache/imgcls``)::
 
-    shapes10-v1/train/<class>/<index>.jpg, val/<class>/<index>.jpg, train_list.txt, val_list.txt, labels.txt
+    shapes10-v2/train/<class>/<index>.jpg, val/<class>/<index>.jpg, train_list.txt, val_list.txt, labels.txt
 
 The folder appears atomically (built in a temp folder, then renamed), so a crash never leaves half a dataset.
 Bump ``BUILTIN_VERSION`` whenever the drawing changes: the folder name changes and the set is regenerated.
@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-BUILTIN_VERSION = 1
+BUILTIN_VERSION = 2
 BUILTIN_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "arrow", "hourglass", "bars")
 BUILTIN_NUM_CLASSES = len(BUILTIN_CLASSES)
 BUILTIN_NUM_TRAIN = 4000
@@ -47,7 +47,7 @@ BUILTIN_LOWER_SCALE = 0.35
 CIRCLE_POINTS = 48
 ARROW = np.array([[-1.0, -0.22], [0.15, -0.22], [0.15, -0.65], [1.0, 0.0], [0.15, 0.65], [0.15, 0.22], [-1.0, 0.22]])
 HOURGLASS_TOP = np.array([[-0.85, -1.0], [0.85, -1.0], [0.0, 0.0]])  # the bottom is its mirror image
-MIN_LUMA_CONTRAST = 60.0  # foreground vs background mean luma (0-255), so every shape is visible
+MIN_LUMA_CONTRAST = 80.0  # foreground vs background mean luma (0-255), so every shape is visible
 
 
 def cache_root() -> Path:
@@ -115,10 +115,10 @@ def place(poly: np.ndarray, center: np.ndarray, radius: float, angle: float, str
 def shape_mask(name: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """Anti-aliased float alpha mask (0..1) of one randomly placed class shape."""
     side = min(height, width)
-    radius = side * rng.uniform(0.22, 0.38)
+    radius = side * rng.uniform(0.26, 0.40)
     margin = 0.8 * radius  # keep most of the shape inside the frame
     center = np.array([rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)])
-    angle, stretch = rng.uniform(0, 2 * math.pi), rng.uniform(0.8, 1.25)
+    angle, stretch = rng.uniform(0, 2 * math.pi), rng.uniform(0.85, 1.18)
     filled, holes = shape_outline(name)
     mask = np.zeros((height, width), np.uint8)
     for poly in filled:
@@ -145,7 +145,7 @@ def background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
         img = base + t[..., None] * (other - base) * rng.uniform(0.3, 0.8)
     elif kind == 1:  # smooth color blobs: low-resolution noise upsampled
         cells = int(rng.integers(3, 8))
-        low = base + rng.normal(0, 40, (cells, cells, 3)).astype(np.float32)
+        low = base + rng.normal(0, 30, (cells, cells, 3)).astype(np.float32)
         img = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
     else:  # faint stripes or checks
         period = rng.uniform(5, 14)
@@ -154,7 +154,7 @@ def background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
         wave = np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * 2 * math.pi / period)
         if rng.random() < 0.5:
             wave = wave * np.sin((-xx * math.sin(theta) + yy * math.cos(theta)) * 2 * math.pi / period)
-        img = base + wave[..., None] * rng.uniform(8, 25) * rng.uniform(0.5, 1.0, 3).astype(np.float32)
+        img = base + wave[..., None] * rng.uniform(6, 18) * rng.uniform(0.5, 1.0, 3).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.float32)
 
 
@@ -187,7 +187,7 @@ def draw_clutter(img: np.ndarray, rng: np.random.Generator) -> None:
     """Thin lines, small dots and arcs in random colors: distractors too small or thin to look like a class."""
     height, width = img.shape[:2]
     side = min(height, width)
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(int(rng.integers(1, 5))):
         color = tuple(float(c) for c in rng.uniform(0, 255, 3))
         kind = rng.integers(3)
         if kind == 0:
@@ -213,7 +213,7 @@ def render_image(label: int, rng: np.random.Generator) -> np.ndarray:
     fg = foreground(height, width, float(luma(bg).mean()), rng)
     img = bg * (1 - alpha) + fg * alpha
     draw_clutter(img, rng)
-    img = img + rng.normal(0, rng.uniform(2, 12), img.shape).astype(np.float32)
+    img = img + rng.normal(0, rng.uniform(2, 8), img.shape).astype(np.float32)
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.4, 1.0))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
@@ -237,7 +237,7 @@ def write_split(root: Path, split: str, count: int) -> list[str]:
         rng = np.random.default_rng([BUILTIN_VERSION, split_id, index])
         image = render_image(label, rng)
         relative = f"{split}/{BUILTIN_CLASSES[label]}/{index:05d}.jpg"
-        (root / relative).write_bytes(encode_jpeg(image, int(rng.integers(55, 96))))
+        (root / relative).write_bytes(encode_jpeg(image, int(rng.integers(60, 96))))
         lines.append(f"{relative} {label}\n")
     return lines
 

@@ -1,0 +1,151 @@
+"""Fused depthwise conv + BN + act against its plain PyTorch reference (CUDA, or the Triton interpreter on CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import dwconv_bn_act as op
+
+from .conftest import DEVICE, ON_GPU, assert_close, to_layout
+
+FP16 = torch.float16
+# Low-precision inputs are compared with the fp32 reference on the same (rounded) values.
+TOL = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+
+# (act, kernel, stride, layout, dtype, training, shape): every activation, kernel, stride, layout, mode and dtype
+# appears, with odd sizes (C, H, W not multiples of the tiles; stride 2 on odd H/W; H = W = 1).
+CASES = [
+    ("identity", 3, 1, "nchw", torch.float32, True, (2, 19, 9, 7)),
+    ("identity", 3, 2, "channels_last", torch.float32, True, (2, 19, 9, 7)),
+    ("relu", 3, 1, "channels_last", FP16, True, (2, 12, 6, 5)),
+    ("relu", 5, 2, "nchw", torch.float32, False, (2, 11, 7, 9)),
+    ("relu6", 5, 1, "nchw", FP16, False, (2, 10, 6, 6)),
+    ("relu6", 3, 2, "channels_last", torch.float32, False, (3, 9, 5, 5)),
+    ("swish", 3, 1, "nchw", torch.float32, False, (2, 13, 8, 5)),
+    ("swish", 5, 2, "channels_last", FP16, True, (2, 7, 9, 9)),
+    ("hardswish", 5, 1, "channels_last", torch.float32, True, (2, 6, 7, 7)),
+    ("hardswish", 3, 2, "nchw", FP16, True, (2, 9, 7, 6)),
+    ("relu", 3, 1, "nchw", torch.float32, True, (3, 5, 1, 1)),
+    ("identity", 3, 2, "channels_last", torch.float32, False, (2, 5, 1, 1)),
+]
+if ON_GPU:  # the interpreter handles bf16 too, but one case is enough there (see test_bf16)
+    CASES += [(a, k, s, lay, torch.bfloat16, t, shp) for a, k, s, lay, _, t, shp in CASES[:6]]
+
+
+def make_inputs(shape, k, dtype, layout, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+
+    def rand(*size, scale=1.0, offset=0.0):
+        return (torch.randn(*size, generator=gen) * scale + offset).to(DEVICE)
+
+    x = to_layout(rand(n, c, h, w).to(dtype), layout)
+    params = [rand(c, 1, k, k, scale=0.3), rand(c, scale=0.2, offset=1.0), rand(c, scale=0.1)]
+    running = [rand(c, scale=0.1), rand(c, scale=0.1, offset=1.0).abs()]
+    return x, params, running
+
+
+def run_both(shape, k, stride, act, dtype, layout, training, seed=0):
+    """Forward + backward through the fused op and the fp32 reference on the same values; returns both results."""
+    x, params, running = make_inputs(shape, k, dtype, layout, seed)
+    results = []
+    for fused in (True, False):
+        xi = (x if fused else x.float()).detach().clone().requires_grad_()
+        ps = [p.detach().clone().requires_grad_() for p in params]
+        rm, rv = (r.clone() for r in running)
+        fn = op.dwconv_bn_act if fused else op.reference
+        kw = dict(training=training, momentum=0.1, eps=1e-5, stride=stride, act=act)
+        out = fn(xi, *ps, rm, rv, **kw)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
+        out.backward(grad.to(out.dtype))
+        results.append(dict(out=out, rm=rm, rv=rv, dx=xi.grad, dw=ps[0].grad, dgamma=ps[1].grad, dbeta=ps[2].grad))
+    return results
+
+
+@pytest.mark.parametrize("act,k,stride,layout,dtype,training,shape", CASES)
+def test_matches_reference(act, k, stride, layout, dtype, training, shape):
+    fused, ref = run_both(shape, k, stride, act, dtype, layout, training)
+    assert fused["out"].dtype == dtype and fused["dx"].dtype == dtype
+    if layout == "channels_last" and shape[2] * shape[3] > 1:
+        assert fused["out"].is_contiguous(memory_format=torch.channels_last)
+        assert fused["dx"].is_contiguous(memory_format=torch.channels_last)
+    for key in ref:
+        assert_close(fused[key], ref[key], TOL[dtype], key)
+
+
+@pytest.mark.parametrize("act,k,stride,layout", [("swish", 3, 1, "nchw"), ("relu6", 5, 2, "channels_last")])
+def test_several_tiles(small_tiles, act, k, stride, layout):
+    """Tiles of 16 channels x 32 positions and 4-row reduction steps: C, N*H*W span several of each."""
+    fused, ref = run_both((3, 20, 7, 9), k, stride, act, torch.float32, layout, training=True)
+    for key in ref:
+        assert_close(fused[key], ref[key], TOL[torch.float32], key)
+
+
+def test_bf16():
+    fused, ref = run_both((2, 6, 5, 5), 3, 1, "swish", torch.bfloat16, "channels_last", training=True)
+    assert fused["out"].dtype == torch.bfloat16
+    for key in ref:
+        assert_close(fused[key], ref[key], TOL[torch.bfloat16], key)
+
+
+def test_deterministic():
+    first, _ = run_both((2, 10, 7, 7), 3, 1, "hardswish", torch.float32, "nchw", training=True)
+    second, _ = run_both((2, 10, 7, 7), 3, 1, "hardswish", torch.float32, "nchw", training=True)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_gradcheck():
+    """float64 in, but the kernels accumulate in fp32: finite differences with eps 1e-3 (error ~eps^2 + 1e-7/eps).
+    fast_mode checks a random projection of the Jacobian (a few evaluations instead of one per input element)."""
+    x, params, _ = make_inputs((2, 3, 5, 4), 3, torch.float64, "nchw")
+    args = [t.double().requires_grad_() for t in (x, *params)]
+
+    def fn(x, w, g, b):
+        return op.dwconv_bn_act(x, w, g, b, None, None, training=True, stride=2, act="swish")
+
+    assert torch.autograd.gradcheck(fn, args, eps=1e-3, atol=2e-3, rtol=2e-3, fast_mode=True)
+
+
+def test_opcheck():
+    x, (w, g, b), (rm, rv) = make_inputs((2, 4, 5, 5), 3, torch.float32, "channels_last")
+    for t in (x, w, g, b):
+        t.requires_grad_()
+    for training in (True, False):
+        torch.library.opcheck(op._forward_op, (x, w, g, b, rm, rv, training, 0.1, 1e-5, 1, "relu"))
+
+
+def test_compile_fullgraph():
+    """torch.compile takes the custom op (forward, running-stat update and backward) without a graph break."""
+    fused_in, fused_out = make_inputs((2, 5, 6, 6), 3, torch.float32, "nchw"), []
+    for compiled in (True, False):
+        x, params, (rm, rv) = fused_in
+        x = x.clone().requires_grad_()
+        params = [p.clone().requires_grad_() for p in params]
+        rm, rv = rm.clone(), rv.clone()
+
+        def step(x, w, g, b, rm, rv):
+            return op.dwconv_bn_act(x, w, g, b, rm, rv, training=True, act="swish").square().sum()
+
+        fn = torch.compile(step, fullgraph=True, backend="aot_eager") if compiled else step
+        fn(x, *params, rm, rv).backward()
+        fused_out.append([x.grad, *(p.grad for p in params), rm, rv])
+    for a, b in zip(*fused_out):
+        assert_close(a, b, 1e-5)
+
+
+def test_layer_fused_matches_reference():
+    """DWConvBNAct: same parameters/buffers in both modes, same outputs, running stats and num_batches_tracked."""
+    from imgcls.layers import DWConvBNAct, set_fused
+
+    torch.manual_seed(0)
+    ref = DWConvBNAct(8, 5, stride=2, act="relu6").to(DEVICE)
+    fused = set_fused(DWConvBNAct(8, 5, stride=2, act="relu6").to(DEVICE), True)
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 8, 9, 9, device=DEVICE)
+    for train in (True, False):
+        ref.train(train), fused.train(train)
+        assert_close(fused(x), ref(x), 2e-5, f"train={train}")
+    for key, value in ref.state_dict().items():
+        assert_close(fused.state_dict()[key], value, 1e-6, key)
