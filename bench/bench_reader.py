@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-kind", type=int, default=4, help="images per (size, quality, subsampling, mode)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
     cv2.setNumThreads(1)  # one core for every reader
     corpus = build_corpus(args.per_kind)
@@ -183,7 +184,7 @@ def main() -> None:
     print(f"libjpeg-turbo {_reader.libjpeg_turbo_version} (native), OpenCV {cv2.__version__}, cpus {os.cpu_count()}")
     print("| images | transform | " + " | ".join(f"{n} img/s" for n in names) + " | native / opencv |")
     print("|---|---|" + "---|" * len(names) + "---|")
-    for size_name in SIZES:
+    for size_name in args.sizes:
         for mode in ("baseline", "progressive"):
             images = [
                 d

@@ -20,7 +20,9 @@ from imgcls.data.transforms import INTERPOLATIONS, AugConfig
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
-BUILTIN_LR_STRATEGY = "cosine_decay"  # a few epochs: no room for the seed's 5 warmup epochs
+# A few epochs from scratch: a short warmup (lr 0.1 at step 0 diverges) then the seed's cosine.
+BUILTIN_LR_STRATEGY = "cosine_decay_warmup"
+BUILTIN_WARMUP_EPOCHS = 1.0
 DEFAULT_PREFETCH = 4  # batches read ahead (--reader_buf_size)
 
 
@@ -151,6 +153,7 @@ def builtin_defaults(train: bool) -> dict:
             num_epochs=builtin.BUILTIN_EPOCHS,
             lr=builtin.BUILTIN_LR,
             lr_strategy=BUILTIN_LR_STRATEGY,
+            warm_up_epochs=BUILTIN_WARMUP_EPOCHS,
             lower_scale=builtin.BUILTIN_LOWER_SCALE,
         )
     return out

@@ -6,9 +6,9 @@ With ``s`` = step, ``E`` = steps per epoch, ``lr0`` = --lr:
 
 - piecewise_decay:          lr0 * 0.1 ** (number of step_epochs boundaries b with s >= b * E)
 - cosine_decay:             lr0 * (cos(floor(s / E) * pi / num_epochs) + 1) / 2
-- cosine_decay_warmup:      warmup lr0 * s / (5 E) for the first 5 epochs, then
-                            lr0 * (cos((s - 5 E) * pi / (num_epochs * E)) + 1) / 2   (the seed's formula, as is)
-- exponential_decay_warmup: warmup as above for warm_up_epochs, then lr0 * decay_rate ** floor((s - W E) / (d E))
+- cosine_decay_warmup:      warmup lr0 * s / (W E) for the first W = warm_up_epochs (the seed: 5), then
+                            lr0 * (cos((s - W E) * pi / (num_epochs * E)) + 1) / 2   (the seed's formula, as is)
+- exponential_decay_warmup: warmup as above, then lr0 * decay_rate ** floor((s - W E) / (d E))
                             (the seed: decay_rate 0.97 every d = 2.4 epochs after W = 5 warmup epochs)
 - linear_decay:             lr0 * (1 - s / (num_epochs * E)), clamped at 0. The seed passed one epoch's steps as the
                             decay length (its LR hit 0 after epoch 1); we decay over the whole run, which it meant.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay", "cosine_decay_warmup", "exponential_decay_warmup", "linear_decay")
-COSINE_WARMUP_EPOCHS = 5  # the seed hard-codes 5 warmup epochs in cosine_decay_with_warmup
+SEED_WARMUP_EPOCHS = 5.0  # the seed hard-codes 5 warmup epochs in cosine_decay_with_warmup
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class LRSchedule:
     steps_per_epoch: int
     num_epochs: int
     step_epochs: tuple[float, ...] = (30, 60, 90)
-    warm_up_epochs: float = 5.0
+    warm_up_epochs: float = SEED_WARMUP_EPOCHS
     decay_epochs: float = 2.4
     decay_rate: float = 0.97
 
@@ -61,17 +61,18 @@ class LRSchedule:
         return self.base_lr * (math.cos(epoch * math.pi / self.num_epochs) + 1) / 2
 
     def _warmup(self, step: int, warm_epochs: float) -> float | None:
-        """The warmup LR while floor(step / E) < warm_epochs (the seed's test), else None."""
-        if step // self.steps_per_epoch < warm_epochs:
+        """The warmup LR while step < warm_epochs * E, else None. For whole warm_epochs this is the seed's test
+        floor(step / E) < warm_epochs; unlike it, it stays right for fractional ones."""
+        if step < warm_epochs * self.steps_per_epoch:
             return self.base_lr * step / (self.steps_per_epoch * warm_epochs)
         return None
 
     def _cosine_decay_warmup(self, step: int) -> float:
-        warm = self._warmup(step, COSINE_WARMUP_EPOCHS)
+        warm = self._warmup(step, self.warm_up_epochs)
         if warm is not None:
             return warm
         total = self.num_epochs * self.steps_per_epoch
-        return self.base_lr * (math.cos((step - COSINE_WARMUP_EPOCHS * self.steps_per_epoch) * math.pi / total) + 1) / 2
+        return self.base_lr * (math.cos((step - self.warm_up_epochs * self.steps_per_epoch) * math.pi / total) + 1) / 2
 
     def _exponential_decay_warmup(self, step: int) -> float:
         warm = self._warmup(step, self.warm_up_epochs)

@@ -22,7 +22,11 @@ from imgcls.metrics import MetricsLog, plot_metrics
 from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
 
 # Seed defaults for flags whose default may come from the built-in dataset instead (see cli_args.prepare).
-SEED_DEFAULTS = dict(batch_size=8, num_epochs=120, lr=0.1, lr_strategy="piecewise_decay", lower_scale=0.08)
+SEED_DEFAULTS = dict(
+    batch_size=8, num_epochs=120, lr=0.1, lr_strategy="piecewise_decay", lower_scale=0.08, warm_up_epochs=5.0
+)
+# Flags that map one to one onto AugConfig fields.
+AUG_FLAGS = "lower_scale lower_ratio upper_ratio rotate brightness contrast saturation hue interpolation".split()
 SEED_MASK = (1 << 63) - 1
 TORCH_SALT = 0x746F726368  # "torch": the per-epoch torch seed stream (dropout, etc.)
 
@@ -38,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2_decay", type=float, default=1e-4, help="L2 weight decay on all parameters")
     p.add_argument("--momentum_rate", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--step_epochs", type=float, nargs="+", default=[30, 60, 90], help="piecewise_decay boundaries")
-    p.add_argument("--warm_up_epochs", type=float, default=5.0, help="exponential_decay_warmup warmup epochs")
+    p.add_argument("--warm_up_epochs", type=float, default=None, help="warmup epochs of the *_warmup strategies (5)")
     p.add_argument("--decay_epochs", type=float, default=2.4, help="exponential_decay_warmup decay period")
     p.add_argument("--decay_rate", type=float, default=0.97, help="exponential_decay_warmup decay factor")
     p.add_argument("--total_images", type=positive_int, default=None, help="train images (checked against data)")
@@ -97,18 +101,7 @@ def main(args: argparse.Namespace) -> dict:
     random.seed(args.random_seed)
     np.random.seed(args.random_seed % (1 << 32))
     model = prepare_model(args, cfg, spec.num_classes, device)
-    aug = AugConfig(
-        args.lower_scale,
-        args.lower_ratio,
-        args.upper_ratio,
-        True,
-        args.rotate,
-        args.brightness,
-        args.contrast,
-        args.saturation,
-        args.hue,
-        args.interpolation,
-    )
+    aug = AugConfig(flip=True, **{name: getattr(args, name) for name in AUG_FLAGS})
     train_loader, val_loader = build_data(args, spec, aug)
     schedule = LRSchedule(
         args.lr_strategy,

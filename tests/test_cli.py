@@ -27,7 +27,13 @@ def test_flag_forms():
     a = parse("--model=MobileNetV2", "--batch_size", "32", "--lr=0.05", "--step_epochs", "30", "60", "90")
     assert (a.model, a.batch_size, a.lr, a.step_epochs) == ("MobileNetV2", 32, 0.05, [30, 60, 90])
     a = parse("--use_mixup=True", "--use_label_smoothing", "--fused", "--use_gpu=False", "--image_shape=3,64,64")
-    assert (a.use_mixup, a.use_label_smoothing, a.fused, a.use_gpu, a.image_shape) == (True, True, True, False, (3, 64, 64))
+    assert (a.use_mixup, a.use_label_smoothing, a.fused, a.use_gpu, a.image_shape) == (
+        True,
+        True,
+        True,
+        False,
+        (3, 64, 64),
+    )
     a = parse("--use_mixup", "false", "--image_mean", "0.5", "0.5", "0.5", "--step_epochs=10")
     assert a.use_mixup is False and a.image_mean == [0.5, 0.5, 0.5] and a.step_epochs == [10]
     a = parse()

@@ -97,3 +97,13 @@ def test_momentum_l2_matches_paddle_update():
     v2 = mu * v1 + g2 + l2 * w1
     w2 = w1 - lr * v2
     torch.testing.assert_close(model.weight.detach()[0], w2, rtol=0, atol=1e-15)
+
+
+def test_fractional_warmup_and_custom_cosine_warmup():
+    """warm_up_epochs=0.5: linear warmup over 5 steps, then the seed's cosine counted from the warmup's end."""
+    s = schedule("cosine_decay_warmup", 4, warm_up_epochs=0.5)
+    assert s.lr_at(0) == 0.0 and s.lr_at(4) == pytest.approx(0.08)
+    assert s.lr_at(5) == pytest.approx(0.1)
+    assert s.lr_at(25) == pytest.approx(0.05)  # cos((25 - 5) * pi / 40) = 0
+    e = schedule("exponential_decay_warmup", 20, warm_up_epochs=0.5)
+    assert e.lr_at(2) == pytest.approx(0.04) and e.lr_at(5 + 24) == pytest.approx(0.097)

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 build=${2:-build/fuzz}
-python=${PYTHON:-.venv/bin/python}
+python=${PYTHON:-$PWD/.venv/bin/python}
 seeds="$build/seeds"
 cmake -S . -B "$build" -DIMGCLS_ASAN=ON -DIMGCLS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DIMGCLS_OUTPUT_DIR="$PWD/$build/module" -DPython_EXECUTABLE="$python" >/dev/null

@@ -1,0 +1,95 @@
+"""Whole zoo models with fused blocks against the same weights in reference mode (``set_fused``).
+
+Sizes are tiny for the interpreter; 48 px keeps 2x2 maps (8 values per channel at N = 2) in the last stage, so
+training-mode BN is not dominated by the ill-conditioned 2-sample statistics of 1x1 maps.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from imgcls.layers import ChannelShuffle, DWConvBNAct, SqueezeExcite, set_fused
+
+from .conftest import DEVICE, assert_close
+
+FUSED_BLOCKS = (DWConvBNAct, ChannelShuffle, SqueezeExcite)
+# Models whose depthwise convs / shuffles / SE blocks take the fused kernels (issue 5, item 5).
+FUSED_MODELS = [
+    "ShuffleNetV2_x0_25", "ShuffleNetV2_x0_33", "ShuffleNetV2_x0_5", "ShuffleNetV2", "ShuffleNetV2_x1_5",
+    "ShuffleNetV2_x2_0", "ShuffleNetV2_swish", "MobileNetV1", "MobileNetV2", "SE_ResNeXt50_32x4d",
+    "SE_ResNeXt101_32x4d", "SENet154_vd", "Xception41",
+]  # fmt: skip
+
+
+def build(name: str, **kw) -> nn.Module:
+    from imgcls.models import list_models
+
+    if name not in list_models():
+        pytest.skip(f"{name} is not registered yet (imgcls.models)")
+    from imgcls.models import create_model
+
+    return create_model(name, **kw)
+
+
+def pair(name: str, num_classes: int = 10) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    ref = build(name, num_classes=num_classes).to(DEVICE)
+    return ref, set_fused(copy.deepcopy(ref), True)
+
+
+@pytest.mark.parametrize("name", FUSED_MODELS)
+def test_create_model_fused_wires_the_kernels(name):
+    with torch.device("meta"):
+        model = build(name, fused=True)
+    blocks = [m for m in model.modules() if isinstance(m, FUSED_BLOCKS)]
+    assert blocks, f"{name} has no fused-capable block"
+    assert all(m.fused for m in blocks)
+    set_fused(model, False)
+    assert not any(m.fused for m in blocks)
+
+
+def test_shufflenet_v2_swish_train_steps():
+    """Three SGD steps from the same weights: every gradient and BN buffer of the first step match, then the loss
+    curve and the eval-mode logits (one test, as each interpreted forward + backward costs ~10 s)."""
+    ref, fused = pair("ShuffleNetV2_swish")
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(2, 3, 48, 48, generator=gen).to(DEVICE), torch.randint(0, 10, (2,), generator=gen).to(DEVICE)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in (fused, ref)]
+    curves = [[], []]
+    for step in range(3):
+        for model, opt, curve in zip((fused, ref), opts, curves):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            curve.append(loss.item())
+            if step == 0:
+                model.first_logits = logits.detach()
+        if step == 0:
+            assert_close(fused.first_logits, ref.first_logits, 1e-4, "logits")
+            ref_params, ref_state = dict(ref.named_parameters()), ref.state_dict()
+            for name, p in fused.named_parameters():
+                assert_close(p.grad, ref_params[name].grad, 1e-3, name)
+            for name, t in fused.state_dict().items():
+                assert_close(t, ref_state[name], 1e-4, name)
+        for opt in opts:
+            opt.step()
+    assert_close(torch.tensor(curves[0]), torch.tensor(curves[1]), 1e-3, f"loss curves {curves}")
+    assert curves[1][-1] < curves[1][0], "the reference did not learn; the comparison would be vacuous"
+    fused.eval(), ref.eval()
+    with torch.no_grad():
+        assert_close(fused(x), ref(x), 1e-3, "eval logits after training")
+
+
+@pytest.mark.parametrize("name,size", [("MobileNetV2_x0_25", 32), ("SE_ResNeXt50_32x4d", 32)])
+def test_eval_forward(name, size):
+    """Eval mode: BN folded into the depthwise kernels; SE with the fused residual tail."""
+    ref, fused = pair(name)
+    ref.eval(), fused.eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    with torch.no_grad():
+        assert_close(fused(x), ref(x), 1e-4, name)
