@@ -226,8 +226,8 @@ def _(dout):
     return _empty_like_layout(dout, dout.shape[1] // 2), _empty_like_layout(dout, dout.shape[1] // 2)
 
 
-for _op, _fn in ((_shuffle_op, ChannelShuffleFunction), (_concat_op, ConcatShuffleFunction)):
-    _op.register_autograd(_fn.backward, setup_context=_fn.setup_context)
+_shuffle_op.register_autograd(ChannelShuffleFunction.backward, setup_context=ChannelShuffleFunction.setup_context)
+_concat_op.register_autograd(ConcatShuffleFunction.backward, setup_context=ConcatShuffleFunction.setup_context)
 _split_op.register_autograd(SplitUnshuffleFunction.backward, setup_context=SplitUnshuffleFunction.setup_context)
 
 

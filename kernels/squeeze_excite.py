@@ -314,7 +314,12 @@ def _forward_op(
 def _(x, w1, b1, w2, b2, residual):
     n, c = x.shape[:2]
     f32 = dict(dtype=torch.float32, device=x.device)
-    return _empty_like_layout(x), torch.empty((n, c), **f32), torch.empty((n, w1.shape[0]), **f32), torch.empty((n, c), **f32)
+    return (
+        _empty_like_layout(x),
+        torch.empty((n, c), **f32),
+        torch.empty((n, w1.shape[0]), **f32),
+        torch.empty((n, c), **f32),
+    )
 
 
 @torch.library.custom_op("imgcls_kernels::squeeze_excite_backward", mutates_args=())

@@ -139,10 +139,21 @@ def train_args(data: Path, out: Path, *extra: str):
     from imgcls.train import get_args_parser
 
     flags = [
-        f"--model={MODEL}", f"--data_dir={data}", f"--model_save_dir={out}", "--image_shape=3,32,32",
-        "--batch_size=16", "--num_epochs=2", "--lr_strategy=cosine_decay", "--lr=0.05", "--use_mixup=True",
-        "--use_label_smoothing", "--reader=opencv", "--reader_thread=1", "--tensorboard=False", *extra,
-    ]  # fmt: skip
+        f"--model={MODEL}",
+        f"--data_dir={data}",
+        f"--model_save_dir={out}",
+        "--image_shape=3,32,32",
+        "--batch_size=16",
+        "--num_epochs=2",
+        "--lr_strategy=cosine_decay",
+        "--lr=0.05",
+        "--use_mixup=True",
+        "--use_label_smoothing",
+        "--reader=opencv",
+        "--reader_thread=1",
+        "--tensorboard=False",
+        *extra,
+    ]
     return get_args_parser().parse_args(flags)
 
 

@@ -107,8 +107,17 @@ def shapes(tmp_path_factory) -> Path:
 def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
     out = tmp_path / "out"
     common = [f"--model={MODEL}", f"--data_dir={shapes}", "--reader=opencv", "--reader_thread=1"]
-    args = parse(*common, f"--model_save_dir={out}", "--image_shape=3,32,32", "--batch_size=16",
-                 "--num_epochs=2", "--lr_strategy=linear_decay", "--lr=0.05", "--rotate=10", "--brightness=0.2")  # fmt: skip
+    args = parse(
+        *common,
+        f"--model_save_dir={out}",
+        "--image_shape=3,32,32",
+        "--batch_size=16",
+        "--num_epochs=2",
+        "--lr_strategy=linear_decay",
+        "--lr=0.05",
+        "--rotate=10",
+        "--brightness=0.2",
+    )
     train_cli.main(args)
     run = out / MODEL
     text = capsys.readouterr().out
@@ -136,8 +145,18 @@ def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
         infer_cli.get_args_parser().parse_args([*infer_args, "--save_inference=True", f"--inference_dir={export_dir}"])
     )
     assert len(direct) == 2 and all(len(top) == 3 for _, top in direct)
-    assert direct[0][1][0][2] in {"circle", "square", "triangle", "star", "cross", "ring", "crescent", "arrow",
-                                  "hourglass", "bars"}  # fmt: skip
+    assert direct[0][1][0][2] in {
+        "circle",
+        "square",
+        "triangle",
+        "star",
+        "cross",
+        "ring",
+        "crescent",
+        "arrow",
+        "hourglass",
+        "bars",
+    }
     assert sorted(p.name for p in export_dir.iterdir()) == ["inference.json", "model.onnx", "model.ts"]
     for backend in ("torchscript", "onnx"):
         flags = [f"--inference_model={export_dir}", f"--inference_backend={backend}", "--topk=3", "--image", *images]
@@ -147,7 +166,14 @@ def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
             assert [s for _, s, _ in a] == pytest.approx([s for _, s, _ in b], abs=1e-4)
 
     # fine-tune from it onto the same data as a fresh run: loads everything (same class count)
-    args = parse(*common, f"--model_save_dir={tmp_path / 'ft'}", "--image_shape=3,32,32", "--batch_size=16",
-                 "--num_epochs=1", f"--pretrained_model={checkpoint / 'model.pt'}", "--tensorboard=False")  # fmt: skip
+    args = parse(
+        *common,
+        f"--model_save_dir={tmp_path / 'ft'}",
+        "--image_shape=3,32,32",
+        "--batch_size=16",
+        "--num_epochs=1",
+        f"--pretrained_model={checkpoint / 'model.pt'}",
+        "--tensorboard=False",
+    )
     train_cli.main(args)
     assert "loaded" in capsys.readouterr().out

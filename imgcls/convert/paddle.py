@@ -193,14 +193,14 @@ def paddle_to_state_dict(paddle_tensors: dict[str, np.ndarray], model_name: str)
     Raises ValueError if any of the model's tensors is missing; unknown Paddle tensors are ignored (see
     ``convert_paddle`` for the report).
     """
-    fc_out = _classifier_width(paddle_tensors, model_name)
+    fc_out = checkpoint_class_count(paddle_tensors, model_name)
     state, report = convert_paddle(paddle_tensors, model_name, num_classes=fc_out)
     if report.missing:
         raise ValueError(f"{model_name}: {report.summary()}")
     return state
 
 
-def _classifier_width(paddle_tensors: dict[str, np.ndarray], model_name: str) -> int | None:
+def checkpoint_class_count(paddle_tensors: dict[str, np.ndarray], model_name: str) -> int | None:
     """Class count of a Paddle checkpoint, read from the last tensor the model maps (the classifier bias)."""
     cfg = get_model_cfg(model_name)
     with torch.device("meta"):

@@ -1,0 +1,51 @@
+"""``python -m imgcls.convert --model X --paddle PATH --out x.pt``: a Paddle checkpoint -> a PyTorch state_dict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..models import canonical_name
+from .paddle import checkpoint_class_count, convert_paddle, read_paddle_checkpoint
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imgcls.convert", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="zoo model name, e.g. ResNet50_vd")
+    parser.add_argument("--paddle", required=True, help="<Model>_pretrained.tar or its unpacked folder")
+    parser.add_argument("--out", required=True, help="where to write the state_dict (.pt)")
+    parser.add_argument("--class_dim", type=int, default=None, help="classes of the checkpoint (default: read from it)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        name = canonical_name(args.model)
+        tensors = read_paddle_checkpoint(args.paddle)
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    skipped = getattr(read_paddle_checkpoint, "skipped", [])
+    state, report = convert_paddle(tensors, name, num_classes=args.class_dim or checkpoint_class_count(tensors, name))
+    if skipped:
+        print(f"skipped {len(skipped)} files that are not Paddle tensors: {', '.join(skipped[:8])}")
+    if report.unused:
+        print(f"ignored {len(report.unused)} Paddle tensors the model does not have: {', '.join(report.unused[:8])}")
+    if report.missing:
+        print(f"error: {report.summary()}", file=sys.stderr)
+        return 1
+    torch.save(state, args.out)
+    print(f"wrote {len(state)} tensors of {name} to {args.out}")
+    return 0
+
+
+def _class_count(tensors: dict, name: str) -> int | None:
+    from .paddle import _classifier_width
+
+    return _classifier_width(tensors, name)
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
