@@ -127,6 +127,21 @@ py::array transform(py::bytes data, uint64_t seed, bool train, int size, int res
   return std::move(out);
 }
 
+py::array resize(u8array src, int out_w, int out_h, const std::string& interpolation, bool flip, bool vectorized) {
+  if (src.ndim() != 3 || src.shape(2) != 3) throw py::value_error("src must be a uint8 HxWx3 array");
+  if (out_w <= 0 || out_h <= 0 || src.shape(0) <= 0 || src.shape(1) <= 0) throw py::value_error("empty image");
+  const Interp interp = parse_interp(interpolation);
+  u8array out({out_h, out_w, 3});
+  const uint8_t* p = src.data();
+  uint8_t* dst = out.mutable_data();
+  const int w = static_cast<int>(src.shape(1)), h = static_cast<int>(src.shape(0));
+  {
+    py::gil_scoped_release release;
+    resize_image(p, w, h, dst, out_w, out_h, interp, flip, vectorized);
+  }
+  return std::move(out);
+}
+
 py::tuple train_params(int64_t height, int64_t width, uint64_t seed, double lower_scale, double lower_ratio,
                        double upper_ratio, bool flip, double rotate, double brightness, double contrast,
                        double saturation, double hue) {
@@ -217,6 +232,12 @@ PYBIND11_MODULE(_reader, m) {
         py::arg("lower_ratio") = 3.0 / 4.0, py::arg("upper_ratio") = 4.0 / 3.0, py::arg("flip") = true,
         py::arg("rotate") = 0.0, py::arg("brightness") = 0.0, py::arg("contrast") = 0.0, py::arg("saturation") = 0.0,
         py::arg("hue") = 0.0);
+  m.def("resize", &resize,
+        "cv2.resize of a uint8 HxWx3 image (linear or area), the reader's resampler; vectorized=False runs the "
+        "scalar reference pass (same float operations, so the bytes are equal).",
+        py::arg("src"), py::arg("out_w"), py::arg("out_h"), py::arg("interpolation") = "linear",
+        py::arg("flip") = false, py::arg("vectorized") = true);
+  m.attr("resize_vectorized") = resize_vectorized();
   m.def("sample_seed", &sample_seed, py::arg("random_seed"), py::arg("epoch"), py::arg("index"));
   m.def("choose_scale", &choose_scale, py::arg("crop_w"), py::arg("crop_h"), py::arg("out_w"), py::arg("out_h"));
   m.def("encode", &encode, "uint8 HxW / HxWx3 RGB / HxWx4 CMYK -> JPEG bytes (tests, benchmark corpus, fuzz seeds).",

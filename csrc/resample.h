@@ -40,9 +40,18 @@ void make_taps(const AxisMap& axis, Interp interp, Taps* taps);
 
 // out[i][j] = sum over the taps of src (a region starting at (src_x0, src_y0) of the scaled image, src_w pixels
 // wide), uint8 RGB. Vertical pass first (contiguous rows, vectorises), then the horizontal gather; `tmp` is
-// scratch for one vertically filtered row.
+// scratch for one vertically filtered row. `vectorized` picks the SSE2 horizontal pass (one pixel's three
+// channels per register) over the scalar reference; both do the same float operations, so the bytes are equal.
 void resize_region(const uint8_t* src, int src_w, int src_x0, int src_y0, const Taps& xt, const Taps& yt,
-                   uint8_t* out, int out_w, int out_h, std::vector<float>* tmp);
+                   uint8_t* out, int out_w, int out_h, std::vector<float>* tmp, bool vectorized = true);
+
+// cv2.resize of a whole w x h uint8 RGB image (`flip` mirrors the output), through resize_region: the entry that
+// tests compare the vectorised pass with the reference on, and benchmarks time.
+void resize_image(const uint8_t* src, int w, int h, uint8_t* out, int out_w, int out_h, Interp interp, bool flip,
+                  bool vectorized);
+
+// Whether this build has the vectorised horizontal pass (x86-64: always; elsewhere the reference runs).
+bool resize_vectorized();
 
 // cv2.warpAffine of a rotation about the centre by `angle` degrees, bilinear, BORDER_REFLECT_101; src != dst.
 void rotate_image(const uint8_t* src, uint8_t* dst, int w, int h, double angle);

@@ -23,6 +23,19 @@ int choose_scale(double crop_w, double crop_h, int out_w, int out_h) {
   return 1;
 }
 
+void normalize_to_chw(const uint8_t* hwc, int pixels, const float scale[3], const float shift[3], float* chw) {
+  float* r = chw;
+  float* g = chw + pixels;
+  float* b = chw + 2 * size_t(pixels);
+  const float s0 = scale[0], s1 = scale[1], s2 = scale[2], t0 = shift[0], t1 = shift[1], t2 = shift[2];
+  for (int i = 0; i < pixels; i++) {
+    const uint8_t* q = hwc + size_t(i) * 3;
+    r[i] = float(q[0]) * s0 + t0;
+    g[i] = float(q[1]) * s1 + t1;
+    b[i] = float(q[2]) * s2 + t2;
+  }
+}
+
 namespace {
 
 // Decodes the source range the taps touch (plus a pixel of margin, so libjpeg's edge handling of a cropped

@@ -25,7 +25,7 @@ struct TransformSpec {
 
 // Per-thread buffers, reused across images so that steady-state decoding does not allocate.
 struct Scratch {
-  std::vector<uint8_t> region, row4, image, image2;
+  std::vector<uint8_t> region, row4, image, hwc;  // hwc: the uint8 image before normalization
   std::vector<float> tmp;
   Taps xt, yt;
 };
@@ -36,6 +36,10 @@ enum Status { kOk = 0, kNotJpeg = 1, kError = 2, kNeedsReference = 3 };
 // kNeedsReference (EXIF rotation asked for: the reference path applies it) or kError with `message` set.
 Status transform_jpeg(Decoder* d, const uint8_t* data, size_t size, uint64_t seed, const TransformSpec& spec,
                       Scratch* s, uint8_t* out, std::string* message);
+
+// HWC uint8 RGB -> CHW float32 with x * scale[c] + shift[c]: two float roundings, exactly the Python loader's
+// (x.float() * scale).add(shift) with scale = 1 / (255 std), shift = -mean / std.
+void normalize_to_chw(const uint8_t* hwc, int pixels, const float scale[3], const float shift[3], float* chw);
 
 // The largest DCT scale in {8, 4, 2} that keeps a crop_w x crop_h region at least out_w x out_h, else 1.
 int choose_scale(double crop_w, double crop_h, int out_w, int out_h);

@@ -21,7 +21,7 @@ import os
 import re
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ def n_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_facts() -> dict[str, tuple[int, str]]:
     """name -> (trainable parameters, family), from meta-device builds (no memory, no init)."""
     return {name: (n_trainable(meta_model(name)), get_model_cfg(name).family) for name in list_models()}
@@ -90,7 +90,7 @@ def smallest_input(model: nn.Module) -> int:
     raise AssertionError(f"no input size in {PROBE_SIZES} works")
 
 
-@lru_cache(maxsize=None)
+@cache
 def paddle_tables() -> dict[str, list[tuple[str, tuple[int, ...], bool]]]:
     """Paddle model name -> [(tensor name, shape, trainable)] from param_names.tsv.gz."""
     tables: dict[str, list] = {}

@@ -136,6 +136,26 @@ def test_region_decode_equals_full_decode(variants, name):
             assert np.array_equal(part[inner], full[y : y + rh, x : x + rw][inner]), (s, x, y, rw, rh)
 
 
+# ---- the resampler: vectorised pass == scalar reference, both within one level of cv2.resize ----------------------
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "area"])
+def test_resize_vectorized_equals_reference_and_cv2(interpolation):
+    """Random noise (the worst case for rounding), shrinking and enlarging, odd sizes, flipped or not."""
+    rng = np.random.default_rng(11)
+    flag = cv2.INTER_LINEAR if interpolation == "linear" else cv2.INTER_AREA
+    for i in range(150):
+        h, w, out_h, out_w = (int(v) for v in rng.integers(1, 130, 4))
+        src = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        flip = i % 2 == 1
+        fast = _reader.resize(src, out_w, out_h, interpolation, flip, vectorized=True)
+        ref = _reader.resize(src, out_w, out_h, interpolation, flip, vectorized=False)
+        assert np.array_equal(fast, ref), (h, w, out_h, out_w, flip)
+        want = cv2.resize(src, (out_w, out_h), interpolation=flag)
+        want = want[:, ::-1] if flip else want
+        assert np.abs(fast.astype(int) - want).max() <= MAX_DIFF_FULL_SCALE, (h, w, out_h, out_w, flip)
+
+
 # ---- transforms vs the OpenCV reference -------------------------------------------------------------------------
 
 

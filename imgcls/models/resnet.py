@@ -112,7 +112,9 @@ def make_stem(channels: tuple[int, ...]) -> nn.Sequential:
     if len(channels) == 1:
         return nn.Sequential(ConvBNAct(3, channels[0], 7, 2))
     in_channels = (3,) + channels[:-1]
-    return nn.Sequential(*[ConvBNAct(i, o, 3, 2 if j == 0 else 1) for j, (i, o) in enumerate(zip(in_channels, channels))])
+    return nn.Sequential(
+        *[ConvBNAct(i, o, 3, 2 if j == 0 else 1) for j, (i, o) in enumerate(zip(in_channels, channels))]
+    )
 
 
 def make_stage(spec: ResNetSpec, stage: int, in_channels: int, fused: bool) -> nn.Sequential:
