@@ -39,6 +39,19 @@ BatchReader::~BatchReader() {
 
 void BatchReader::read_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
                              std::vector<int>* status, std::vector<std::string>* messages) {
+  const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
+  run_batch(paths, seeds, out, nullptr, one, zero, status, messages);
+}
+
+void BatchReader::read_batch_normalized(const std::vector<std::string>& paths, const uint64_t* seeds, float* out_f32,
+                                        const float scale[3], const float shift[3], std::vector<int>* status,
+                                        std::vector<std::string>* messages) {
+  run_batch(paths, seeds, nullptr, out_f32, scale, shift, status, messages);
+}
+
+void BatchReader::run_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
+                            float* out_f32, const float scale[3], const float shift[3], std::vector<int>* status,
+                            std::vector<std::string>* messages) {
   status->assign(paths.size(), kError);
   messages->assign(paths.size(), std::string());
   if (paths.empty()) return;
@@ -46,6 +59,8 @@ void BatchReader::read_batch(const std::vector<std::string>& paths, const uint64
   paths_ = &paths;
   seeds_ = seeds;
   out_ = out;
+  out_f32_ = out_f32;
+  for (int c = 0; c < 3; c++) scale_[c] = scale[c], shift_[c] = shift[c];
   status_ = status;
   messages_ = messages;
   next_ = 0;
@@ -64,6 +79,8 @@ void BatchReader::worker() {
   std::vector<uint8_t> file;
   uint64_t seen = 0;
   const size_t image_bytes = size_t(spec_.size) * spec_.size * 3;
+  const int pixels = spec_.size * spec_.size;
+  scratch.hwc.resize(image_bytes);
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -77,12 +94,13 @@ void BatchReader::worker() {
     for (size_t i = next_++; i < total; i = next_++) {
       std::string message;
       int st = kError;
-      uint8_t* dst = out_ + i * image_bytes;
+      uint8_t* dst = out_f32_ != nullptr ? scratch.hwc.data() : out_ + i * image_bytes;
       if (!decoder_ok) {
         message = "libjpeg could not create a decompressor";
       } else if (read_file((*paths_)[i], &file, &message)) {
         st = transform_jpeg(decoder.get(), file.data(), file.size(), seeds_[i], spec_, &scratch, dst, &message);
       }
+      if (st == kOk && out_f32_ != nullptr) normalize_to_chw(dst, pixels, scale_, shift_, out_f32_ + i * 3 * pixels);
       (*status_)[i] = st;
       (*messages_)[i] = std::move(message);
       finished++;

@@ -29,10 +29,20 @@ class BatchReader {
   void read_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
                   std::vector<int>* status, std::vector<std::string>* messages);
 
+  // The same, writing each image normalized (normalize_to_chw) as float32 3 x size x size into out_f32[i]:
+  // the uint8 image only passes through the thread's scratch, and no second pass over the batch is needed.
+  void read_batch_normalized(const std::vector<std::string>& paths, const uint64_t* seeds, float* out_f32,
+                             const float scale[3], const float shift[3], std::vector<int>* status,
+                             std::vector<std::string>* messages);
+
   int num_threads() const { return static_cast<int>(threads_.size()); }
 
  private:
   void worker();
+  // Hands a batch (uint8 `out` or float `out_f32`) to the workers under the lock and waits for it.
+  void run_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out, float* out_f32,
+                 const float scale[3], const float shift[3], std::vector<int>* status,
+                 std::vector<std::string>* messages);
 
   TransformSpec spec_;
   std::vector<std::thread> threads_;
@@ -42,6 +52,8 @@ class BatchReader {
   const std::vector<std::string>* paths_ = nullptr;
   const uint64_t* seeds_ = nullptr;
   uint8_t* out_ = nullptr;
+  float* out_f32_ = nullptr;  // set instead of out_ for a normalized batch
+  float scale_[3] = {1, 1, 1}, shift_[3] = {0, 0, 0};
   std::vector<int>* status_ = nullptr;
   std::vector<std::string>* messages_ = nullptr;
   std::atomic<size_t> next_{0};

@@ -23,6 +23,7 @@ using namespace imgcls;
 namespace {
 
 using u8array = py::array_t<uint8_t, py::array::c_style>;
+using f32array = py::array_t<float, py::array::c_style>;
 
 // A decoder that lives for one call (the single-image entries are for tests and benchmarks).
 struct ScopedDecoder {
@@ -202,6 +203,31 @@ class PyBatchReader {
     return result;
   }
 
+  // read_batch writing normalized float32 (N, 3, size, size): out[i][c] = pixel * scale[c] + shift[c].
+  std::vector<std::pair<int, std::string>> read_batch_normalized(const std::vector<std::string>& paths,
+                                                                 py::array_t<uint64_t, py::array::c_style> seeds,
+                                                                 f32array out, f32array scale, f32array shift) {
+    const auto n = static_cast<py::ssize_t>(paths.size());
+    if (seeds.ndim() != 1 || seeds.shape(0) != n) throw py::value_error("seeds must be a 1-D array, one per path");
+    if (out.ndim() != 4 || out.shape(0) < n || out.shape(1) != 3 || out.shape(2) != spec_.size ||
+        out.shape(3) != spec_.size)
+      throw py::value_error("out must be a C-contiguous float32 array (N, 3, size, size) with N >= len(paths)");
+    if (scale.ndim() != 1 || scale.shape(0) != 3 || shift.ndim() != 1 || shift.shape(0) != 3)
+      throw py::value_error("scale and shift are float32 arrays of 3 (one per channel)");
+    float* dst = out.mutable_data();
+    const uint64_t* s = seeds.data();
+    const float sc[3] = {scale.at(0), scale.at(1), scale.at(2)}, sh[3] = {shift.at(0), shift.at(1), shift.at(2)};
+    std::vector<int> status;
+    std::vector<std::string> messages;
+    {
+      py::gil_scoped_release release;
+      reader_.read_batch_normalized(paths, s, dst, sc, sh, &status, &messages);
+    }
+    std::vector<std::pair<int, std::string>> result(paths.size());
+    for (size_t i = 0; i < paths.size(); i++) result[i] = {status[i], std::move(messages[i])};
+    return result;
+  }
+
   int num_threads() const { return reader_.num_threads(); }
 
  private:
@@ -258,6 +284,9 @@ PYBIND11_MODULE(_reader, m) {
            py::arg("upper_ratio"), py::arg("flip"), py::arg("rotate"), py::arg("brightness"), py::arg("contrast"),
            py::arg("saturation"), py::arg("hue"), py::arg("interpolation"), py::arg("apply_exif"),
            py::arg("num_threads") = 1, py::arg("max_pixels") = uint64_t(1) << 27)
-      .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out"))
+      // noconvert: a converted copy of `out` would be filled and thrown away
+      .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out").noconvert())
+      .def("read_batch_normalized", &PyBatchReader::read_batch_normalized, py::arg("paths"), py::arg("seeds"),
+           py::arg("out").noconvert(), py::arg("scale"), py::arg("shift"))
       .def_property_readonly("num_threads", &PyBatchReader::num_threads);
 }

@@ -24,15 +24,19 @@ int choose_scale(double crop_w, double crop_h, int out_w, int out_h) {
 }
 
 void normalize_to_chw(const uint8_t* hwc, int pixels, const float scale[3], const float shift[3], float* chw) {
+  // A 256-entry table per channel holds the same float results (each computed once with the same two roundings);
+  // measured faster than the arithmetic loops, which GCC does not vectorise well across the stride-3 read.
+  float table[3][256];
+  for (int c = 0; c < 3; c++)
+    for (int x = 0; x < 256; x++) table[c][x] = float(x) * scale[c] + shift[c];
   float* r = chw;
   float* g = chw + pixels;
   float* b = chw + 2 * size_t(pixels);
-  const float s0 = scale[0], s1 = scale[1], s2 = scale[2], t0 = shift[0], t1 = shift[1], t2 = shift[2];
   for (int i = 0; i < pixels; i++) {
     const uint8_t* q = hwc + size_t(i) * 3;
-    r[i] = float(q[0]) * s0 + t0;
-    g[i] = float(q[1]) * s1 + t1;
-    b[i] = float(q[2]) * s2 + t2;
+    r[i] = table[0][q[0]];
+    g[i] = table[1][q[1]];
+    b[i] = table[2][q[2]];
   }
 }
 

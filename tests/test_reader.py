@@ -319,6 +319,64 @@ def test_batch_reader_reports_bad_images_and_keeps_going(files):
     assert np.abs(out.astype(int) - ref_out).max() <= MAX_DIFF_FULL_SCALE
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_normalized_batch_equals_python_normalization(files, threads):
+    """read_batch_normalized == read_batch + the loader's (x * 1 / (255 std)) + (-mean / std), bit for bit."""
+    import torch
+
+    from imgcls.data.native_reader import normalize_chw
+
+    names = ["baseline_420", "png", "missing", "progressive_444", "gray", "cmyk"]
+    paths = [files[n] for n in names]
+    seeds = [T.sample_seed(3, 1, i) for i in range(len(paths))]
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    scale, shift = 1.0 / (255.0 * std), -torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) / std
+    reader = NativeReader(True, 72, 80, T.AugConfig(**FULL_AUG), num_threads=threads)
+    pixels = np.zeros((len(paths), 72, 72, 3), np.uint8)
+    errors = reader.read_batch(paths, seeds, pixels)
+    out = np.full((len(paths), 3, 72, 72), np.nan, np.float32)
+    assert reader.read_batch_normalized(paths, seeds, out, scale.view(3).numpy(), shift.view(3).numpy()) == errors
+    assert errors[2] is not None and sum(e is None for e in errors) == len(paths) - 1
+    want = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().mul_(scale).add_(shift).numpy()
+    ok = [i for i, e in enumerate(errors) if e is None]
+    assert np.array_equal(out[ok], want[ok])
+    assert np.array_equal(normalize_chw(pixels[0], scale.view(3).numpy(), shift.view(3).numpy()), want[0])
+    with pytest.raises(ValueError, match="float32"):
+        reader.read_batch_normalized(paths, seeds, out.astype(np.float64), scale.view(3).numpy(), shift.view(3).numpy())
+    reader.close()
+
+
+def test_loader_batches_from_normalized_reader_equal_uint8_path(files):
+    """The loader's native path (normalize in C++) gives the batches of its uint8 path; bad images dropped alike."""
+    from imgcls.data.datasets import Sample
+    from imgcls.data.loader import build_loader
+
+    names = ["baseline_420", "missing", "png", "progressive_420", "gray"]
+    samples = [Sample(files[n], i) for i, n in enumerate(names)]
+    args = dict(train=True, batch_size=5, size=48, resize_short=56, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    loader = build_loader(samples, **args, aug=T.AugConfig(), random_seed=1, num_workers=2, prefetch=1, reader="native")
+    assert hasattr(loader.reader, "read_batch_normalized")
+    indices = np.arange(len(samples))
+    images, labels = loader.load_batch(indices, epoch=0)
+    native = loader.reader
+    loader.reader = Uint8Only(native)
+    want_images, want_labels = loader.load_batch(indices, epoch=0)
+    assert images.shape == (4, 3, 48, 48) and torch_equal(images, want_images) and torch_equal(labels, want_labels)
+    assert [p for p, _ in loader.skipped] == [files["missing"]] * 2
+    native.close()
+
+
+class Uint8Only:
+    """The native reader without read_batch_normalized: the loader takes its uint8 + torch normalization path."""
+
+    def __init__(self, reader: NativeReader):
+        self.read_batch = reader.read_batch
+
+
+def torch_equal(a, b) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+
+
 def test_exif_orientation_raw_by_default_applied_on_request(files):
     cfg = T.AugConfig()
     data = Path(files["exif6"]).read_bytes()

@@ -202,18 +202,28 @@ class Loader:
         """Read and normalize one batch; failed images are dropped and recorded (None if all failed)."""
         paths = [self.paths[i] for i in indices]
         seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
-        out = self._buffer[: len(paths)]
-        errors = self.reader.read_batch(paths, seeds, out)
-        keep = [i for i, err in enumerate(errors) if err is None]
+        if hasattr(self.reader, "read_batch_normalized"):
+            # The C++ reader normalizes each image as it finishes it, straight into the (pinned) batch tensor.
+            images = torch.empty((len(paths), 3, self.size, self.size), dtype=torch.float32, pin_memory=self.pin_memory)
+            errors = self.reader.read_batch_normalized(
+                paths, seeds, images.numpy(), self._scale.view(3).numpy(), self._shift.view(3).numpy()
+            )
+            keep = [i for i, err in enumerate(errors) if err is None]
+            images = images if len(keep) == len(paths) else images[keep]
+        else:
+            out = self._buffer[: len(paths)]
+            errors = self.reader.read_batch(paths, seeds, out)
+            keep = [i for i, err in enumerate(errors) if err is None]
+            pixels = torch.from_numpy(out if len(keep) == len(paths) else out[keep])
+            images = torch.empty((len(keep), 3, self.size, self.size), dtype=torch.float32)
+            images.copy_(pixels.permute(0, 3, 1, 2)).mul_(self._scale).add_(self._shift)
         self.skipped.extend((paths[i], err) for i, err in enumerate(errors) if err is not None)
         if not keep:
             return None
-        pixels = torch.from_numpy(out if len(keep) == len(paths) else out[keep])
-        images = torch.empty((len(keep), 3, self.size, self.size), dtype=torch.float32)
-        images.copy_(pixels.permute(0, 3, 1, 2)).mul_(self._scale).add_(self._shift)
         labels = torch.from_numpy(self.labels[indices[keep]])
         if self.pin_memory:
-            images, labels = images.pin_memory(), labels.pin_memory()
+            images = images if images.is_pinned() else images.pin_memory()
+            labels = labels.pin_memory()
         return images, labels
 
     def __iter__(self) -> Iterator[Batch]:

@@ -25,6 +25,12 @@ NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
 STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE = range(4)
 
 
+def normalize_chw(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """uint8 HWC -> float32 CHW ``x * scale + shift`` in two float32 roundings, as the loader normalizes."""
+    chw = image.transpose(2, 0, 1).astype(np.float32)
+    return chw * scale.reshape(3, 1, 1) + shift.reshape(3, 1, 1)
+
+
 class NativeReader:
     """Batch reader over the C++ pool; ``num_threads`` decoder threads, one libjpeg decompressor each."""
 
@@ -92,11 +98,7 @@ class NativeReader:
         """
         if self._impl is None:
             return self._reference.read_batch(paths, seeds, out)
-        if len(paths) != len(seeds) or out.shape[0] < len(paths):
-            raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
-        if out.shape[1:] != (self.size, self.size, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
-            want = f"C-contiguous uint8 [N, {self.size}, {self.size}, 3]"
-            raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
+        self._check(paths, seeds, out, (self.size, self.size, 3), np.uint8)
         seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
         results = self._impl.read_batch([str(p) for p in paths], seed_array, out)
         errors: list[str | None] = []
@@ -108,6 +110,46 @@ class NativeReader:
             else:
                 errors.append(f"ValueError: {message}")
         return errors
+
+    def read_batch_normalized(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, scale: np.ndarray, shift: np.ndarray
+    ) -> list[str | None]:
+        """Fill ``out[i]`` (float32, 3 x size x size, C-contiguous) with ``image * scale[c] + shift[c]``.
+
+        The C++ threads normalize each image right after its transform, into ``out`` (which may be pinned memory);
+        ``normalize_chw`` is the reference, used here for the images that go through the OpenCV path.
+        """
+        self._check(paths, seeds, out, (3, self.size, self.size), np.float32)
+        scale = np.ascontiguousarray(scale, dtype=np.float32).reshape(3)
+        shift = np.ascontiguousarray(shift, dtype=np.float32).reshape(3)
+        if self._impl is None:
+            pixels = np.empty((len(paths), self.size, self.size, 3), np.uint8)
+            errors = self._reference.read_batch(paths, seeds, pixels)
+            for i, err in enumerate(errors):
+                if err is None:
+                    out[i] = normalize_chw(pixels[i], scale, shift)
+            return errors
+        seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
+        results = self._impl.read_batch_normalized([str(p) for p in paths], seed_array, out, scale, shift)
+        errors: list[str | None] = []
+        for i, (status, message) in enumerate(results):
+            if status == STATUS_OK:
+                errors.append(None)
+            elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
+                pixels = np.empty((self.size, self.size, 3), np.uint8)
+                errors.append(self._reference_fill(paths[i], seeds[i], pixels))
+                if errors[-1] is None:
+                    out[i] = normalize_chw(pixels, scale, shift)
+            else:
+                errors.append(f"ValueError: {message}")
+        return errors
+
+    def _check(self, paths: list[str], seeds: list[int], out: np.ndarray, shape: tuple, dtype: type) -> None:
+        if len(paths) != len(seeds) or out.shape[0] < len(paths):
+            raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
+        if out.shape[1:] != shape or out.dtype != dtype or not out.flags.c_contiguous:
+            want = f"C-contiguous {np.dtype(dtype)} [N, {', '.join(map(str, shape))}]"
+            raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
 
     def close(self) -> None:
         """Stop the C++ threads (they also stop when the reader is garbage collected)."""
