@@ -122,24 +122,27 @@ def check_outputs(images: list[bytes]) -> None:
                 assert out.shape == ref.shape and mean < 6.0, (name, train, mean)
 
 
-def images_per_second(fn, images: list[bytes], rounds: int) -> list[float]:
-    """One timing per round: images/s over the whole list."""
-    results = []
+def images_per_second(fn, images: list[bytes], seed0: int) -> tuple[float, float]:
+    """(images/s of the calling thread's CPU time, images/s of wall time) over the whole list.
+
+    Every reader here runs in the calling thread (cv2.setNumThreads(1); the native call releases the GIL but
+    does not leave the thread), so thread CPU time is its one-core cost, and other processes on a shared machine
+    change it much less than the wall clock.
+    """
+    cpu, wall = time.thread_time(), time.perf_counter()
+    for i, data in enumerate(images):
+        fn(data, seed0 + i)
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    return len(images) / max(cpu, 1e-9), len(images) / wall
+
+
+def compare(images: list[bytes], train: bool, names: list[str], rounds: int = 5) -> dict[str, tuple[float, float]]:
+    """Best-of-rounds (cpu, wall) images/s per reader, rounds interleaved across readers."""
+    best = {name: (0.0, 0.0) for name in names}
     for r in range(rounds):
-        start = time.perf_counter()
-        for i, data in enumerate(images):
-            fn(data, r * 1000 + i)
-        results.append(len(images) / (time.perf_counter() - start))
-    return results
-
-
-def compare(images: list[bytes], train: bool, names: list[str], rounds: int = 5) -> dict[str, float]:
-    """Best-of-rounds images/s per reader, rounds interleaved across readers."""
-    best = dict.fromkeys(names, 0.0)
-    for _ in range(rounds):
         for name in names:
-            rate = images_per_second(READERS[name][0 if train else 1], images, 1)[0]
-            best[name] = max(best[name], rate)
+            cpu, wall = images_per_second(READERS[name][0 if train else 1], images, r * 1000)
+            best[name] = (max(best[name][0], cpu), max(best[name][1], wall))
     return best
 
 
@@ -169,21 +172,170 @@ def thread_scaling(images: list[bytes], threads: int, batch: int = 64, rounds: i
     return best
 
 
+def pixel_differences(corpus: dict, sizes: list[str], seeds_per_image: int = 4) -> list[str]:
+    """Table rows: |native - OpenCV reference| over the baseline images, train (several seeds each) and val."""
+    from imgcls import _reader
+
+    rows = []
+    for size_name in sizes:
+        images = [d for (s, _, _, prog), files in corpus.items() if s == size_name and not prog for d in files]
+        for train, interpolation in ((True, "linear"), (False, "linear"), (True, "area"), (False, "area")):
+            cfg = T.AugConfig(interpolation=interpolation)
+            means, worst, scaled, count = [], 0, 0, 0
+            for data in images:
+                ref_img = T.decode_image(data)
+                h, w = ref_img.shape[:2]
+                for seed in range(seeds_per_image if train else 1):
+                    if train:
+                        p = T.sample_train_params(h, w, seed, cfg)
+                        scaled += _reader.choose_scale(p.w, p.h, OUT, OUT) > 1
+                        ref = T.train_transform(ref_img, seed, OUT, cfg)
+                    else:
+                        new_h, new_w = T.resize_short_dims(h, w, SHORT)
+                        scaled += _reader.choose_scale(w, h, new_w, new_h) > 1
+                        ref = T.val_transform(ref_img, OUT, SHORT, interpolation)
+                    ours = _reader.transform(data, seed, train, OUT, SHORT, interpolation=interpolation)
+                    diff = np.abs(ours.astype(int) - ref)
+                    means.append(diff.mean())
+                    worst = max(worst, int(diff.max()))
+                    count += 1
+            label = "train" if train else "val"
+            rows.append(
+                f"| {size_name} | {label} | {interpolation} | {scaled}/{count} | {np.mean(means):.2f} | "
+                f"{max(means):.2f} | {worst} |"
+            )
+    return rows
+
+
+def resize_speed(rounds: int) -> tuple[float, float]:
+    """ms per 224x224 resize of a 330x330 crop (the val case at 500x375): (vectorised, scalar reference)."""
+    from imgcls import _reader
+
+    src = np.random.default_rng(0).integers(0, 256, (330, 330, 3), dtype=np.uint8)
+    assert np.array_equal(_reader.resize(src, OUT, OUT), _reader.resize(src, OUT, OUT, vectorized=False))
+    best = [1e9, 1e9]
+    for _ in range(rounds):
+        for k, vectorized in enumerate((True, False)):
+            start = time.thread_time()
+            for _ in range(50):
+                _reader.resize(src, OUT, OUT, vectorized=vectorized)
+            best[k] = min(best[k], (time.thread_time() - start) / 50 * 1e3)
+    return best[0], best[1]
+
+
+def normalize_speed(images: list[bytes], threads: int, batch: int = 64, rounds: int = 5) -> tuple[float, float]:
+    """ms per batch of 64: (read_batch_normalized, read_batch + the loader's torch normalization), same reader."""
+    import tempfile
+
+    import torch
+
+    from imgcls.data.native_reader import NativeReader
+
+    torch.set_num_threads(1)
+    scale = np.full(3, 1 / (255 * 0.226), np.float32)
+    shift = np.full(3, -0.449 / 0.226, np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [str(Path(tmp) / f"{i}.jpg") for i in range(batch)]
+        for i, path in enumerate(paths):
+            Path(path).write_bytes(images[i % len(images)])
+        reader = NativeReader(True, OUT, SHORT, T.AugConfig(), num_threads=threads)
+        pixels = np.empty((batch, OUT, OUT, 3), np.uint8)
+        out = np.empty((batch, 3, OUT, OUT), np.float32)
+        scale_t, shift_t = torch.from_numpy(scale).view(1, 3, 1, 1), torch.from_numpy(shift).view(1, 3, 1, 1)
+        images_t = torch.empty((batch, 3, OUT, OUT))
+        best = [1e9, 1e9]
+        for r in range(rounds):
+            seeds = list(range(r * batch, (r + 1) * batch))
+            start = time.perf_counter()
+            reader.read_batch_normalized(paths, seeds, out, scale, shift)
+            best[0] = min(best[0], time.perf_counter() - start)
+            start = time.perf_counter()
+            reader.read_batch(paths, seeds, pixels)
+            images_t.copy_(torch.from_numpy(pixels).permute(0, 3, 1, 2)).mul_(scale_t).add_(shift_t)
+            best[1] = min(best[1], time.perf_counter() - start)
+            assert np.array_equal(out, images_t.numpy())
+        reader.close()
+    return best[0] * 1e3, best[1] * 1e3
+
+
+def loader_overhead(images: list[bytes], threads: int, batch: int = 64, rounds: int = 5) -> dict[str, float]:
+    """ms per batch (wall): the C++ read into a reused buffer, into a fresh tensor, and the loader's whole batch.
+
+    The loader's Python work between two C++ calls is what a prefetch ring inside C++ could hide.
+    """
+    import tempfile
+
+    import torch
+
+    from imgcls.data.datasets import Sample
+    from imgcls.data.loader import build_loader
+
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = [Sample(str(Path(tmp) / f"{i}.jpg"), 0) for i in range(batch)]
+        for i, sample in enumerate(samples):
+            Path(sample.path).write_bytes(images[i % len(images)])
+        loader = build_loader(
+            samples,
+            train=True,
+            batch_size=batch,
+            size=OUT,
+            resize_short=SHORT,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            aug=T.AugConfig(),
+            random_seed=0,
+            num_workers=threads,
+            prefetch=1,
+            reader="native",
+        )
+        paths = [s.path for s in samples]
+        scale, shift = loader._scale.view(3).numpy(), loader._shift.view(3).numpy()
+        reused = np.empty((batch, 3, OUT, OUT), np.float32)
+        cases = {
+            "C++ read, reused buffer": lambda seeds: loader.reader.read_batch_normalized(
+                paths, seeds, reused, scale, shift
+            ),
+            "C++ read, fresh torch.empty": lambda seeds: loader.reader.read_batch_normalized(
+                paths, seeds, torch.empty((batch, 3, OUT, OUT)).numpy(), scale, shift
+            ),
+            "Loader.load_batch": lambda seeds: loader.load_batch(np.arange(batch), seeds[0]),
+        }
+        best = dict.fromkeys(cases, 1e9)
+        for r in range(rounds):
+            for name, fn in cases.items():
+                start = time.perf_counter()
+                fn(list(range(r * batch, (r + 1) * batch)))
+                best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
+        loader.close()
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-kind", type=int, default=4, help="images per (size, quality, subsampling, mode)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--diffs", action="store_true", help="only the pixel-difference table vs the reference")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # one core for every reader
     corpus = build_corpus(args.per_kind)
     names = ["native", "opencv"] + (["pillow"] if importlib.util.find_spec("PIL") else [])
     from imgcls import _reader
 
-    print(f"libjpeg-turbo {_reader.libjpeg_turbo_version} (native), OpenCV {cv2.__version__}, cpus {os.cpu_count()}")
-    print("| images | transform | " + " | ".join(f"{n} img/s" for n in names) + " | native / opencv |")
-    print("|---|---|" + "---|" * len(names) + "---|")
+    if args.diffs:
+        print(
+            "| images | transform | interpolation | DCT-scaled samples | mean abs diff (avg) | mean abs diff (worst "
+            "image) | max abs diff |\n|---|---|---|---|---|---|---|"
+        )
+        print("\n".join(pixel_differences(corpus, args.sizes)))
+        return
+    print(
+        f"libjpeg-turbo {_reader.libjpeg_turbo_version} (native), OpenCV {cv2.__version__}, cpus {os.cpu_count()}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    print("| images | transform | " + " | ".join(f"{n} img/s" for n in names) + " | native / opencv | (wall) |")
+    print("|---|---|" + "---|" * len(names) + "---|---|")
     for size_name in args.sizes:
         for mode in ("baseline", "progressive"):
             images = [
@@ -196,20 +348,31 @@ def main() -> None:
             rounds = args.rounds if size_name != "2048x1536" else max(2, args.rounds // 2)
             for train in (True, False):
                 best = compare(images, train, names, rounds)
-                cells = " | ".join(f"{best[n]:.0f}" for n in names)
+                cells = " | ".join(f"{best[n][0]:.0f}" for n in names)
                 label = "train" if train else "val"
+                cpu_ratio, wall_ratio = (best["native"][k] / best["opencv"][k] for k in (0, 1))
                 print(
-                    f"| {size_name} {mode} (q75+q90, 4:2:0+4:4:4) | {label} | {cells} | "
-                    f"{best['native'] / best['opencv']:.2f}x |",
+                    f"| {size_name} {mode} (q75+q90, 4:2:0+4:4:4) | {label} | {cells} | {cpu_ratio:.2f}x | "
+                    f"{wall_ratio:.2f}x |",
                     flush=True,
                 )
     small = [d for (s, _, _, prog), files in corpus.items() if s == "500x375" and not prog for d in files]
     scaling = thread_scaling(small, args.threads, rounds=args.rounds)
     print(
-        "\nthreads (NativeReader, train, 500x375 baseline, batch 64): "
+        f"\nthreads (NativeReader, train, 500x375 baseline, batch 64, wall clock, load {os.getloadavg()[0]:.2f}): "
         + ", ".join(f"{n}: {v:.0f} img/s" for n, v in scaling.items())
         + f"; {max(scaling)} / 1 = {scaling[max(scaling)] / scaling[1]:.2f}x"
     )
+    fast, ref = resize_speed(args.rounds)
+    print(f"resize 330x330 -> 224x224 (one core): vectorised {fast:.3f} ms, reference {ref:.3f} ms = {ref / fast:.2f}x")
+    for threads in sorted({1, args.threads}):
+        fused, separate = normalize_speed(small, threads, rounds=args.rounds)
+        print(
+            f"batch of 64 to normalized float32, {threads} thread(s): read_batch_normalized {fused:.1f} ms, "
+            f"read_batch + torch normalize (1 thread) {separate:.1f} ms = {separate / fused:.2f}x"
+        )
+    overhead = loader_overhead(small, args.threads, rounds=args.rounds)
+    print(f"batch of 64, {args.threads} threads: " + ", ".join(f"{k} {v:.1f} ms" for k, v in overhead.items()))
 
 
 # ---- pytest-benchmark entries -----------------------------------------------------------------------------------
@@ -232,6 +395,15 @@ def test_reader_500x375(benchmark, small_baseline, reader, train):
         pytest.importorskip("PIL")
     fn = READERS[reader][0 if train else 1]
     benchmark(lambda: [fn(d, i) for i, d in enumerate(small_baseline)])
+
+
+@pytest.mark.parametrize("vectorized", [True, False], ids=["vectorized", "reference"])
+def test_resize_330_to_224(benchmark, vectorized):
+    """The reader's resampler alone (the val crop at 500x375), SSE2 pass vs the scalar reference: same bytes."""
+    _reader = pytest.importorskip("imgcls._reader")
+    src = np.random.default_rng(0).integers(0, 256, (330, 330, 3), dtype=np.uint8)
+    out = benchmark(lambda: _reader.resize(src, OUT, OUT, vectorized=vectorized))
+    assert np.array_equal(out, _reader.resize(src, OUT, OUT, vectorized=not vectorized))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,9 @@ namespace {
 // Vertical pass over columns [x0, x1) of the region: v = sum_k wy[k] * row_k, in the same float operations (and
 // order) for every path, so the reference and the vectorised resize give identical bytes. On x86-64 GCC also
 // builds an AVX2 clone, picked at load time by the CPU (same operations, 8 lanes instead of 4; no FMA).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+// (target_clones needs glibc's ifunc; skipped under ASan, as ifunc resolvers run before the sanitizer starts.)
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void vertical_pass(const uint8_t* src, size_t src_row, int src_y0, const float* wy, const int* iy, int taps,
@@ -197,7 +199,9 @@ void resize_region(const uint8_t* src, int src_w, int src_x0, int src_y0, const 
   tmp->resize(src_row + 1);
   float* v = tmp->data();
   v[x1] = 0.0f;
-  vectorized = vectorized && resize_vectorized();
+#if !defined(__SSE2__)
+  (void)vectorized;  // no vectorised pass on this target: the reference runs
+#endif
   for (int i = 0; i < out_h; i++) {
     vertical_pass(src, src_row, src_y0, &yt.weight[size_t(i) * yt.taps], &yt.index[size_t(i) * yt.taps], yt.taps,
                   x0, x1, v);
@@ -305,7 +309,8 @@ void color_jitter(uint8_t* img, int pixels, const TrainParams& p) {
     const double rot[9] = {1, 0, 0, 0, c, -s, 0, s, c};
     double rt[9], m[9];
     for (int i = 0; i < 3; i++)
-      for (int j = 0; j < 3; j++) rt[i * 3 + j] = rot[i * 3] * t[j] + rot[i * 3 + 1] * t[3 + j] + rot[i * 3 + 2] * t[6 + j];
+      for (int j = 0; j < 3; j++)
+        rt[i * 3 + j] = rot[i * 3] * t[j] + rot[i * 3 + 1] * t[3 + j] + rot[i * 3 + 2] * t[6 + j];
     for (int i = 0; i < 3; i++)
       for (int j = 0; j < 3; j++)
         m[i * 3 + j] = inv[i * 3] * rt[j] + inv[i * 3 + 1] * rt[3 + j] + inv[i * 3 + 2] * rt[6 + j];

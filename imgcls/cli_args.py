@@ -79,6 +79,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_bool(parser, "fused", False, "route blocks through the Triton kernels (GPU or TRITON_INTERPRET=1)")
 
 
+def add_precision_args(parser: argparse.ArgumentParser) -> None:
+    """Mixed precision and memory layout (train and eval)."""
+    add_bool(parser, "amp", False, "autocast: fp16 + GradScaler on CUDA, bf16 on CPU (see --amp_dtype)")
+    parser.add_argument("--amp_dtype", default=None, choices=["fp16", "bf16"], help="autocast dtype with --amp")
+    add_bool(parser, "channels_last", False, "NHWC memory layout for the model and its inputs")
+
+
 def fail(message: str) -> NoReturn:
     """A one-line error and exit status 2 (no traceback), for bad flags and unusable data."""
     print(f"error: {message}", file=sys.stderr)
@@ -208,7 +215,10 @@ def prepare(args: argparse.Namespace, train: bool, seed_defaults: dict | None = 
     return spec, cfg, pick_device(args.use_gpu)
 
 
-def loader_for(args: argparse.Namespace, samples, train: bool, aug, batch_size: int):
+def loader_for(
+    args: argparse.Namespace, samples, train: bool, aug, batch_size: int, rank: int = 0, world_size: int = 1
+):
+    """A loader over ``samples``; ``rank``/``world_size`` give this process its shard (``batch_size`` per rank)."""
     from imgcls.data import build_loader
 
     workers = args.reader_thread or os.cpu_count() or 1
@@ -225,15 +235,26 @@ def loader_for(args: argparse.Namespace, samples, train: bool, aug, batch_size: 
         num_workers=workers,
         prefetch=args.reader_buf_size or DEFAULT_PREFETCH,
         reader=args.reader,
+        rank=rank,
+        world_size=world_size,
+        pin_memory=torch.cuda.is_available() and args.use_gpu is not False,
     )
 
 
-def build_data(args: argparse.Namespace, spec, aug):
-    """(train loader, val loader) for a training run."""
+def build_data(args: argparse.Namespace, spec, aug, rank: int = 0, world_size: int = 1):
+    """(train loader, val loader) for a training run; both batch sizes are global (all ranks together).
+
+    Train: each rank reads every world_size-th sample of the epoch's order, batch_size / world_size at a time.
+    Val: each rank evaluates every world_size-th image (all of them are read once; the counts are summed).
+    """
     if not spec.val:
         fail(f"{spec.root}: the val list is empty; training reports val accuracy every epoch")
     if len(spec.train) < args.batch_size:
         fail(f"--batch_size {args.batch_size} is larger than the {len(spec.train)} train images")
-    train = loader_for(args, spec.train, True, aug, args.batch_size)
-    val = loader_for(args, spec.val, False, AugConfig(interpolation=args.interpolation), args.test_batch_size)
+    if args.batch_size % world_size:
+        fail(f"--batch_size {args.batch_size} is the global batch and must divide by the {world_size} processes")
+    train = loader_for(args, spec.train, True, aug, args.batch_size // world_size, rank, world_size)
+    val_batch = -(-args.test_batch_size // world_size)
+    val_aug = AugConfig(interpolation=args.interpolation)
+    val = loader_for(args, spec.val[rank::world_size], False, val_aug, val_batch)
     return train, val

@@ -1,5 +1,8 @@
 """The loops the CLIs share: ``train_one_epoch`` and ``evaluate``.
 
+Both run under a ``Precision`` (autocast dtype, channels_last input) and, in a distributed run, sum their counters
+over ranks before averaging, so every rank returns the global metrics of the epoch.
+
 The LR is set before every iteration from the global step (as Paddle's schedules); mixup draws come from a seed of
 (random_seed, epoch, iteration), so an epoch's arithmetic depends only on the weights, the optimizer state and the
 step it starts from: what makes a resumed run equal a straight one.
@@ -7,16 +10,20 @@ step it starts from: what makes a resumed run equal a straight one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from imgcls.data.transforms import sample_seed
+from imgcls.distributed import is_main, reduce_sums
 from imgcls.losses import mixup_batch, training_loss
 from imgcls.metrics import ProgressBar, topk_correct
 from imgcls.optim import LRSchedule, set_lr
@@ -48,8 +55,45 @@ class LossConfig:
     mixup_alpha: float = 0.0
 
 
-def to_device(images, labels, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a step computes: autocast dtype (None = fp32) and whether inputs (hence activations) are channels_last."""
+
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.amp_dtype)
+
+    def needs_scaler(self, device: torch.device) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none."""
+        return self.amp_dtype == torch.float16 and device.type == "cuda"
+
+
+def make_precision(amp: bool, amp_dtype: str | None, channels_last: bool, device: torch.device) -> Precision:
+    """``--amp`` picks fp16 on CUDA and bf16 on CPU unless ``--amp_dtype`` says; ValueError for fp16 on CPU."""
+    if not amp:
+        return Precision(None, channels_last)
+    name = amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("--amp_dtype fp16 needs a CUDA device; on CPU use --amp_dtype bf16")
+    return Precision(AMP_DTYPES[name], channels_last)
+
+
+def make_scaler(precision: Precision, device: torch.device) -> torch.amp.GradScaler | None:
+    """A GradScaler for fp16 on CUDA; None otherwise (fp32 and bf16 step without one)."""
+    return torch.amp.GradScaler(device.type) if precision.needs_scaler(device) else None
+
+
+def to_device(images, labels, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.as_tensor(images).to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.as_tensor(labels).to(device, dtype=torch.long, non_blocking=True)
     return images, labels
 
@@ -66,38 +110,54 @@ def train_one_epoch(
     loss_cfg: LossConfig = LossConfig(),
     random_seed: int = 0,
     desc: str | None = None,
+    precision: Precision = Precision(),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
-    """One pass over ``loader`` with momentum SGD; ``start_step`` is the global step of its first iteration."""
+    """One pass over ``loader`` with momentum SGD; ``start_step`` is the global step of its first iteration.
+
+    With ``scaler`` (fp16) the loss is scaled for backward and steps whose gradients overflowed are skipped by it.
+    The returned loss and accuracy are over all ranks' images (the progress bar shows rank 0's own).
+    """
     model.train()
-    aux_weights = tuple(getattr(model, "aux_loss_weights", ()))
-    bar = ProgressBar(len(loader), desc or f"epoch {epoch}")
+    aux_weights = tuple(getattr(_inner(model), "aux_loss_weights", ()))
+    bar = ProgressBar(len(loader), desc or f"epoch {epoch}") if is_main() else None
     total_loss, correct, seen, lr = 0.0, 0, 0, math.nan
     start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
-        images, labels = to_device(images, labels, device)
+        images, labels = to_device(images, labels, device, precision.channels_last)
         lr = schedule.lr_at(start_step + i)
         set_lr(optimizer, lr)
         mix = None
         if loss_cfg.mixup_alpha > 0:
             mix = mixup_batch(images, labels, loss_cfg.mixup_alpha, sample_seed(random_seed ^ MIXUP_SALT, epoch, i))
             images = mix.images
-        loss, logits = training_loss(
-            model(images), labels, epsilon=loss_cfg.label_smoothing, mix=mix, aux_weights=aux_weights
-        )
+        with precision.autocast(device):
+            output = model(images)
+        # The loss (log-softmax) is taken in fp32 outside autocast.
+        loss, logits = training_loss(output, labels, epsilon=loss_cfg.label_smoothing, mix=mix, aux_weights=aux_weights)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}; try a lower --lr")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         # Train accuracy against the dominant label of a mixed pair (the plain label otherwise).
         target = labels if mix is None or mix.lam >= 0.5 else mix.labels_b
         n = labels.shape[0]
         total_loss += loss.item() * n
         correct += topk_correct(logits.detach(), target, (1,))[0]
         seen += n
-        bar.update(i + 1, seen, loss=total_loss / seen, lr=lr)
-    bar.close()
+        if bar is not None:
+            bar.update(i + 1, seen, loss=total_loss / seen, lr=lr)
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - start
+    total_loss, correct, seen = reduce_sums([total_loss, correct, seen], device)
+    seen = int(seen)
     if seen == 0:
         raise RuntimeError(f"epoch {epoch}: the train loader gave no batches (all images skipped, or too few images)")
     return EpochStats(total_loss / seen, 100.0 * correct / seen, math.nan, seen, seconds, lr)
@@ -105,16 +165,23 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable, device: torch.device, desc: str = "eval", progress: bool = True
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    desc: str = "eval",
+    progress: bool = True,
+    precision: Precision = Precision(),
 ) -> EpochStats:
-    """Top-1 / top-5 (percent) and mean cross entropy of ``model`` over ``loader``."""
+    """Top-1 / top-5 (percent) and mean cross entropy of ``model`` over ``loader`` (summed over ranks, each
+    evaluating its own share; pass the unwrapped model: eval needs no gradient sync)."""
     model.eval()
-    bar = ProgressBar(len(loader), desc) if progress else None
+    bar = ProgressBar(len(loader), desc) if progress and is_main() else None
     total_loss, top1, top5, seen = 0.0, 0, 0, 0
     start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
-        images, labels = to_device(images, labels, device)
-        logits = model(images)
+        images, labels = to_device(images, labels, device, precision.channels_last)
+        with precision.autocast(device):
+            logits = model(images)
         n = labels.shape[0]
         total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
         c1, c5 = topk_correct(logits, labels, (1, 5))
@@ -124,9 +191,46 @@ def evaluate(
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
+    total_loss, top1, top5, seen = reduce_sums([total_loss, top1, top5, seen], device)
+    seen = int(seen)
     if seen == 0:
         return EpochStats(math.nan, math.nan, math.nan, 0, seconds)
     return EpochStats(total_loss / seen, 100.0 * top1 / seen, 100.0 * top5 / seen, seen, seconds)
+
+
+def epoch_row(epoch: int, train: EpochStats, val: EpochStats) -> dict:
+    """The metrics.csv row of one epoch (global numbers in a distributed run)."""
+    return dict(
+        epoch=epoch,
+        train_loss=train.loss,
+        train_top1=train.top1,
+        val_top1=val.top1,
+        val_top5=val.top5,
+        lr=train.lr,
+        images_per_sec=train.images_per_sec,
+        epoch_time_s=train.seconds + val.seconds,
+    )
+
+
+def summary_text(row: dict) -> str:
+    """The one-line epoch summary printed after the progress bar."""
+    return (
+        f"train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f}% | val top-1 {row['val_top1']:.2f}% "
+        f"top-5 {row['val_top5']:.2f}% | lr {row['lr']:.5f} | {row['images_per_sec']:.1f} img/s | "
+        f"{row['epoch_time_s']:.1f}s"
+    )
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (for its attributes)."""
+    return getattr(model, "module", model)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (model init); the loader and mixup derive their own streams from ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
 
 
 def setup_determinism(enabled: bool, device: torch.device) -> None:

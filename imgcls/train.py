@@ -1,5 +1,8 @@
 """Train a model: ``python -m imgcls.train --model ShuffleNetV2_swish [--data_dir D] [flags]`` (the seed's train.py).
 
+Data parallel: ``torchrun --nproc_per_node N -m imgcls.train ...`` (``--batch_size`` stays the global batch; see
+imgcls/distributed.py); ``--amp`` and ``--channels_last`` choose the precision and layout.
+
 Each epoch: a progress bar, one summary line, a metrics.csv row and TensorBoard scalars in
 ``<model_save_dir>/<model>/``, and a checkpoint ``<model_save_dir>/<model>/<epoch>/`` (model.pt + state.pt) that
 ``--checkpoint`` resumes exactly and ``--pretrained_model`` fine-tunes from. At the end, curves.png.
@@ -8,16 +11,16 @@ Each epoch: a progress bar, one summary line, a metrics.csv row and TensorBoard 
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from imgcls import checkpoint as ckpt
-from imgcls.cli_args import add_bool, add_model_args, build_data, fail, first_set, positive_int, prepare
+from imgcls import cli_args as cli
+from imgcls import distributed as dist
+from imgcls import engine
+from imgcls.cli_args import add_bool, fail, positive_int
 from imgcls.data.transforms import AugConfig, sample_seed
-from imgcls.engine import LossConfig, evaluate, setup_determinism, train_one_epoch
 from imgcls.metrics import MetricsLog, plot_metrics
 from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
 
@@ -33,7 +36,9 @@ TORCH_SALT = 0x746F726368  # "torch": the per-epoch torch seed stream (dropout, 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_model_args(p)
+    cli.add_model_args(p)
+    cli.add_precision_args(p)
+    add_bool(p, "sync_bn", False, "synchronize BN statistics across processes (torchrun runs)")
     p.add_argument("--batch_size", type=positive_int, default=None, help="images per iteration, all devices (8)")
     p.add_argument("--test_batch_size", type=positive_int, default=None, help="eval batch (default: batch_size)")
     p.add_argument("--num_epochs", type=positive_int, default=None, help="epochs (seed: 120)")
@@ -65,68 +70,77 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def training_state(args, optimizer, epoch: int, step: int, label_names) -> dict:
+def training_state(args, optimizer, epoch: int, step: int, label_names, scaler=None) -> dict:
     """Everything besides the weights that an exact resume needs (and eval/infer defaults: args, label names)."""
-    return dict(
-        epoch=epoch,
-        step=step,
-        optimizer=optimizer.state_dict(),
-        rng=ckpt.rng_states(),
-        args=vars(args),
-        label_names=label_names,
-    )
+    state = dict(epoch=epoch, step=step, optimizer=optimizer.state_dict(), rng=ckpt.rng_states(), args=vars(args))
+    state.update(label_names=label_names, scaler=scaler.state_dict() if scaler is not None else None)
+    return state
 
 
-def resume(args, model, optimizer) -> tuple[int, int]:
-    """Load ``--checkpoint``: weights, optimizer, RNG; returns (first epoch to run, its global step)."""
+def resume(args, model, optimizer, scaler=None) -> tuple[int, int]:
+    """Load ``--checkpoint`` (any world size: weights are unwrapped, steps global); -> (first epoch, its step)."""
     weights, state = ckpt.load_training_state(args.checkpoint)
     model.load_state_dict(weights)
     optimizer.load_state_dict(state["optimizer"])
     ckpt.restore_rng_states(state["rng"])
-    changed = [k for k in ("batch_size", "lr", "lr_strategy", "num_epochs") if state["args"].get(k) != getattr(args, k)]
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    keys = ("batch_size", "lr", "lr_strategy", "num_epochs", "amp")
+    changed = [k for k in keys if state["args"].get(k) != getattr(args, k)]
     if changed:
-        print(f"note: resuming with different {', '.join(changed)} than the checkpoint's run")
-    print(f"resumed from {args.checkpoint} (epoch {state['epoch']} done, step {state['step']})")
+        dist.print0(f"note: resuming with different {', '.join(changed)} than the checkpoint's run")
+    dist.print0(f"resumed from {args.checkpoint} (epoch {state['epoch']} done, step {state['step']})")
     return state["epoch"] + 1, state["step"]
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Train; returns the last epoch's metrics row."""
-    spec, cfg, device = prepare(args, train=True, seed_defaults=SEED_DEFAULTS)
-    args.test_batch_size = first_set(args.test_batch_size, args.batch_size)
+    """Train (one process, or one of torchrun's); returns the last epoch's metrics row."""
+    info = dist.init_distributed(cli.pick_device(args.use_gpu))
+    try:
+        if not info.is_main:  # rank 0 resolves (maybe generates) the data first
+            dist.barrier()
+        spec, cfg, _ = cli.prepare(args, train=True, seed_defaults=SEED_DEFAULTS)
+        if info.is_main:
+            dist.barrier()
+        return run(args, spec, cfg, info)
+    finally:
+        dist.cleanup()
+
+
+def run(args: argparse.Namespace, spec, cfg, info: dist.DistInfo) -> dict:
+    device = info.device
+    args.test_batch_size = cli.first_set(args.test_batch_size, args.batch_size)
     if not 0 < args.lower_scale <= 1 or not 0 < args.lower_ratio <= args.upper_ratio:
         fail("need 0 < lower_scale <= 1 and 0 < lower_ratio <= upper_ratio")
-    setup_determinism(args.deterministic, device)
-    torch.manual_seed(args.random_seed)
-    random.seed(args.random_seed)
-    np.random.seed(args.random_seed % (1 << 32))
+    try:
+        precision = engine.make_precision(args.amp, args.amp_dtype, args.channels_last, device)
+    except ValueError as e:
+        fail(str(e))
+    engine.setup_determinism(args.deterministic, device)
+    engine.seed_everything(args.random_seed)
     model = prepare_model(args, cfg, spec.num_classes, device)
     aug = AugConfig(flip=True, **{name: getattr(args, name) for name in AUG_FLAGS})
-    train_loader, val_loader = build_data(args, spec, aug)
-    schedule = LRSchedule(
-        args.lr_strategy,
-        args.lr,
-        len(train_loader),
-        args.num_epochs,
-        tuple(args.step_epochs),
-        args.warm_up_epochs,
-        args.decay_epochs,
-        args.decay_rate,
-    )
+    train_loader, val_loader = cli.build_data(args, spec, aug, info.rank, info.world_size)
+    # Steps per epoch are global: every rank runs the same count, each on its share of the global batch.
+    shape = (args.lr_strategy, args.lr, len(train_loader), args.num_epochs, tuple(args.step_epochs))
+    schedule = LRSchedule(*shape, args.warm_up_epochs, args.decay_epochs, args.decay_rate)
     optimizer = build_optimizer(model, args.lr, args.momentum_rate, args.l2_decay)
-    start_epoch, step = resume(args, model, optimizer) if args.checkpoint else (0, 0)
+    scaler = engine.make_scaler(precision, device)
+    start_epoch, step = resume(args, model, optimizer, scaler) if args.checkpoint else (0, 0)
+    train_model = dist.prepare_ddp(model, info, args.sync_bn)
     run_dir = Path(args.model_save_dir) / cfg.name
-    log = MetricsLog(run_dir, tensorboard=args.tensorboard, keep_before_epoch=start_epoch)
-    loss_cfg = LossConfig(
+    log = MetricsLog(run_dir, tensorboard=args.tensorboard, keep_before_epoch=start_epoch) if info.is_main else None
+    loss_cfg = engine.LossConfig(
         args.label_smoothing_epsilon if args.use_label_smoothing else 0.0, args.mixup_alpha if args.use_mixup else 0.0
     )
     row = {}
     for epoch in range(start_epoch, args.num_epochs):
         train_loader.set_epoch(epoch)
-        torch.manual_seed(sample_seed(args.random_seed ^ TORCH_SALT, epoch, 0) & SEED_MASK)
+        # Dropout and friends: a stream per (epoch, rank), so ranks draw independent masks.
+        torch.manual_seed(sample_seed(args.random_seed ^ TORCH_SALT, epoch, info.rank) & SEED_MASK)
         desc = f"epoch {epoch + 1}/{args.num_epochs}"
-        stats = train_one_epoch(
-            model,
+        stats = engine.train_one_epoch(
+            train_model,
             train_loader,
             optimizer,
             schedule,
@@ -136,34 +150,23 @@ def main(args: argparse.Namespace) -> dict:
             loss_cfg=loss_cfg,
             random_seed=args.random_seed,
             desc=desc,
+            precision=precision,
+            scaler=scaler,
         )
         step += len(train_loader)
-        val = evaluate(model, val_loader, device, desc="  val")
-        row = dict(
-            epoch=epoch,
-            train_loss=stats.loss,
-            train_top1=stats.top1,
-            val_top1=val.top1,
-            val_top5=val.top5,
-            lr=stats.lr,
-            images_per_sec=stats.images_per_sec,
-            epoch_time_s=stats.seconds + val.seconds,
-        )
-        print(
-            f"epoch {epoch + 1}/{args.num_epochs}: train loss {stats.loss:.4f} top-1 {stats.top1:.2f}% | "
-            f"val top-1 {val.top1:.2f}% top-5 {val.top5:.2f}% | lr {stats.lr:.5f} | "
-            f"{stats.images_per_sec:.1f} img/s | {stats.seconds + val.seconds:.1f}s",
-            flush=True,
-        )
-        report_skipped(train_loader, val_loader)
-        log.append(row)
-        saved = ckpt.save_checkpoint(
-            run_dir / str(epoch), model, training_state(args, optimizer, epoch, step, spec.label_names)
-        )
-        print(f"saved {saved}", flush=True)
-    log.close()
-    if log.csv_path.exists():
-        print(f"metrics: {log.csv_path}; curves: {plot_metrics(log.csv_path, run_dir / 'curves.png', cfg.name)}")
+        val = engine.evaluate(model, val_loader, device, desc="  val", precision=precision)
+        row = engine.epoch_row(epoch, stats, val)
+        dist.print0(f"{desc}: {engine.summary_text(row)}", flush=True)
+        report_skipped(dist.gather_lists(train_loader.skipped + val_loader.skipped))
+        if info.is_main:
+            log.append(row)
+            state = training_state(args, optimizer, epoch, step, spec.label_names, scaler)
+            print(f"saved {ckpt.save_checkpoint(run_dir / str(epoch), model, state)}", flush=True)
+        dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
+    if info.is_main:
+        log.close()
+        if log.csv_path.exists():
+            print(f"metrics: {log.csv_path}; curves: {plot_metrics(log.csv_path, run_dir / 'curves.png', cfg.name)}")
     return row
 
 
@@ -173,16 +176,17 @@ def prepare_model(args, cfg, num_classes: int, device: torch.device) -> torch.nn
     model = create_model(cfg.name, num_classes=num_classes, fused=args.fused)
     if args.pretrained_model and not args.checkpoint:
         try:
-            ckpt.load_pretrained(model, args.pretrained_model, cfg.name)
+            ckpt.load_pretrained(model, args.pretrained_model, cfg.name, log=dist.print0)
         except ValueError as e:
             fail(str(e))
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return model.to(device)
 
 
-def report_skipped(*loaders) -> None:
+def report_skipped(skipped: list[tuple[str, str]]) -> None:
     """One line per unreadable image the loaders skipped this epoch (bad data never stops a run)."""
-    skipped = [item for loader in loaders for item in getattr(loader, "skipped", [])]
-    if skipped:
+    if skipped and dist.is_main():
         print(f"skipped {len(skipped)} unreadable images this epoch:")
         for path, reason in skipped:
             print(f"  {path}: {reason}")

@@ -20,3 +20,13 @@ def parity_dir() -> Path:
     if not PARITY.exists():
         pytest.skip(f"Paddle parity fixtures not found at {PARITY} (set IMGCLS_SHARED)")
     return PARITY
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (the biggest models, interpreter-heavy checks) run only when ``-m`` asks for them."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -108,7 +108,8 @@ def test_other_class_count_and_cli(tmp_path) -> None:
         tar.add(folder, arcname=folder.name)
     assert set(read_paddle_checkpoint(tar_path)) == set(tensors)
     out = tmp_path / "sq.pt"
-    cmd = [sys.executable, "-m", "imgcls.convert", "--model", "SqueezeNet1_1", "--paddle", str(tar_path), "--out", str(out)]
+    cmd = [sys.executable, "-m", "imgcls.convert", "--model", "SqueezeNet1_1", "--paddle", str(tar_path)]
+    cmd += ["--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     model = create_model("SqueezeNet1_1", num_classes=7)

@@ -166,16 +166,6 @@ def _model_params(smallest_of_family_only: bool) -> list:
     return params
 
 
-def is_slow(param) -> bool:
-    return any(mark.name == "slow" for mark in param.marks)
-
-
-def skip_unless_slow_selected(request: pytest.FixtureRequest, slow: bool) -> None:
-    """Slow params run only when the marker expression asks for them (``-m slow``)."""
-    if slow and "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("large or interpreter-heavy: run with -m slow")
-
-
 # ---------------------------------------------------------------- registry
 
 
@@ -230,15 +220,12 @@ def test_paddle_names_place_every_tensor(name: str) -> None:
 # ---------------------------------------------------------------- real weights (one build per model)
 
 REAL_WEIGHT_PARAMS = _model_params(smallest_of_family_only=False)
-SLOW_REAL_WEIGHT = {p.values[0] for p in REAL_WEIGHT_PARAMS if is_slow(p)}
 
 
 @pytest.fixture(scope="module", params=REAL_WEIGHT_PARAMS)
 def built(request: pytest.FixtureRequest):
     """(name, model with seeded weights and random BN statistics, input size); built once for the tests below."""
     name = request.param
-    # a module-scoped fixture's request.node is the module, so the param's slow mark is looked up by name
-    skip_unless_slow_selected(request, name in SLOW_REAL_WEIGHT)
     torch.manual_seed(0)
     model = create_model(name)
     randomize_bn(model, torch.Generator().manual_seed(1))
@@ -297,7 +284,6 @@ assert err < 1e-5, err
 @pytest.mark.parametrize("name", _model_params(smallest_of_family_only=True))
 def test_fused_matches_reference(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Same weights, same input: ``fused=True`` (Triton interpreter on CPU) reproduces the reference path."""
-    skip_unless_slow_selected(request, request.node.get_closest_marker("slow") is not None)
     ops = fused_ops(meta_model(name))
     if not ops:
         pytest.skip(f"{name} has no fused blocks")

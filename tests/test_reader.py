@@ -346,6 +346,23 @@ def test_normalized_batch_equals_python_normalization(files, threads):
     reader.close()
 
 
+def test_normalized_batch_through_opencv_for_other_interpolations(files):
+    """An interpolation the C++ reader lacks: both entries go through OpenCV, and still agree."""
+    from imgcls.data.native_reader import normalize_chw
+
+    with pytest.warns(UserWarning, match="reading with OpenCV"):
+        reader = NativeReader(False, 40, 48, T.AugConfig(interpolation="cubic"))
+    paths = [files["baseline_420"], files["missing"]]
+    pixels = np.zeros((2, 40, 40, 3), np.uint8)
+    out = np.zeros((2, 3, 40, 40), np.float32)
+    scale, shift = np.array([0.1, 0.2, 0.3], np.float32), np.array([-1.0, 0.0, 1.0], np.float32)
+    errors = reader.read_batch(paths, [0, 0], pixels)
+    assert reader.read_batch_normalized(paths, [0, 0], out, scale, shift) == errors
+    assert errors[0] is None and errors[1] is not None
+    assert np.array_equal(pixels[0], T.val_transform(T.decode_image(Path(paths[0]).read_bytes()), 40, 48, "cubic"))
+    assert np.array_equal(out[0], normalize_chw(pixels[0], scale, shift))
+
+
 def test_loader_batches_from_normalized_reader_equal_uint8_path(files):
     """The loader's native path (normalize in C++) gives the batches of its uint8 path; bad images dropped alike."""
     from imgcls.data.datasets import Sample

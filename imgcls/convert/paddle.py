@@ -26,8 +26,17 @@ from torch import nn
 
 from ..models import create_model, get_model_cfg
 
-PADDLE_DTYPES = {0: np.bool_, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float16, 5: np.float32, 6: np.float64,
-                 20: np.uint8, 21: np.int8}
+PADDLE_DTYPES = {
+    0: np.bool_,
+    1: np.int16,
+    2: np.int32,
+    3: np.int64,
+    4: np.float16,
+    5: np.float32,
+    6: np.float64,
+    20: np.uint8,
+    21: np.int8,
+}
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -145,7 +154,8 @@ class ConversionReport:
     def summary(self) -> str:
         parts = []
         if self.missing:
-            parts.append(f"{len(self.missing)} tensors missing from the Paddle checkpoint: {', '.join(self.missing[:8])}")
+            missing = ", ".join(self.missing[:8])
+            parts.append(f"{len(self.missing)} tensors missing from the Paddle checkpoint: {missing}")
         if self.unused:
             parts.append(f"{len(self.unused)} Paddle tensors not used: {', '.join(self.unused[:8])}")
         return "; ".join(parts) or "all tensors placed"

@@ -5,6 +5,8 @@ columns the crop needs, at 1/2, 1/4 or 1/8 scale when the crop is shrunk that mu
 angle, jitter factors) is bit-identical to the reference for the same seed; pixels differ by at most one level at
 full scale and by a measured amount when a DCT scale is used (bench/results/reader_cpu.md, tests/test_reader.py).
 Other formats (PNG, BMP, WebP, ...) and, when asked for, EXIF-rotated JPEGs go through the OpenCV reference.
+``read_batch_normalized`` writes float32 NCHW ``x * scale + shift`` straight into a caller buffer (the loader's
+batch tensor, pinned when CUDA is present), bit-identical to the loader's torch normalization.
 """
 
 from __future__ import annotations
@@ -96,9 +98,9 @@ class NativeReader:
 
         Returns one error message (or None) per image; a bad image never raises.
         """
-        if self._impl is None:
-            return self._reference.read_batch(paths, seeds, out)
         self._check(paths, seeds, out, (self.size, self.size, 3), np.uint8)
+        if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
+            return [self._reference_fill(p, s, out[i]) for i, (p, s) in enumerate(zip(paths, seeds))]
         seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
         results = self._impl.read_batch([str(p) for p in paths], seed_array, out)
         errors: list[str | None] = []
@@ -122,21 +124,17 @@ class NativeReader:
         self._check(paths, seeds, out, (3, self.size, self.size), np.float32)
         scale = np.ascontiguousarray(scale, dtype=np.float32).reshape(3)
         shift = np.ascontiguousarray(shift, dtype=np.float32).reshape(3)
-        if self._impl is None:
-            pixels = np.empty((len(paths), self.size, self.size, 3), np.uint8)
-            errors = self._reference.read_batch(paths, seeds, pixels)
-            for i, err in enumerate(errors):
-                if err is None:
-                    out[i] = normalize_chw(pixels[i], scale, shift)
-            return errors
-        seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
-        results = self._impl.read_batch_normalized([str(p) for p in paths], seed_array, out, scale, shift)
+        if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
+            results = [(STATUS_NEEDS_REFERENCE, "")] * len(paths)
+        else:
+            seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
+            results = self._impl.read_batch_normalized([str(p) for p in paths], seed_array, out, scale, shift)
         errors: list[str | None] = []
+        pixels = np.empty((self.size, self.size, 3), np.uint8)
         for i, (status, message) in enumerate(results):
             if status == STATUS_OK:
                 errors.append(None)
             elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
-                pixels = np.empty((self.size, self.size, 3), np.uint8)
                 errors.append(self._reference_fill(paths[i], seeds[i], pixels))
                 if errors[-1] is None:
                     out[i] = normalize_chw(pixels, scale, shift)

@@ -17,7 +17,7 @@ from torch import nn
 _warned = False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 

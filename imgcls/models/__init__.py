@@ -3,7 +3,7 @@
 Importing this package registers every family (one module each, in the order of the seed's tables).
 """
 
-from . import (  # noqa: F401  (imported for their registrations)
+from . import (  # noqa: F401, I001  (imported for their registrations, in the seed tables' order)
     alexnet,
     squeezenet,
     vgg,
@@ -20,7 +20,15 @@ from . import (  # noqa: F401  (imported for their registrations)
     darknet,
     resnext_wsl,
 )
-from ._registry import ModelCfg, canonical_name, create_model, get_model_cfg, list_models, register_alias, register_model
+from ._registry import (
+    ModelCfg,
+    canonical_name,
+    create_model,
+    get_model_cfg,
+    list_models,
+    register_alias,
+    register_model,
+)
 
 __all__ = [
     "ModelCfg",

@@ -1,0 +1,227 @@
+"""Data-parallel training across processes: ``torchrun --nproc_per_node N -m imgcls.train ...``.
+
+torchrun (one node or many, with ``--nnodes`` and a rendezvous endpoint) starts one process per device and sets
+RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; ``init_distributed`` reads them and joins the group:
+NCCL with one GPU per LOCAL_RANK, gloo on CPU. Without those variables everything here is a no-op, so the same
+code runs as a single process.
+
+- the seed's ``--batch_size`` is the global batch; ``per_rank_batch`` splits it (it must divide evenly);
+- ``wrap_model`` gives DistributedDataParallel (gradients averaged across ranks), optionally with synchronized BN:
+  PyTorch's SyncBatchNorm on GPU, ``CpuSyncBatchNorm`` (below, differentiable all-reduces over gloo) on CPU;
+- ``reduce_sums`` adds per-rank counters (loss sums, correct counts, images), so every rank reports global metrics;
+- ``is_main`` / ``print0``: only rank 0 prints, logs and saves checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: its global rank, its rank on the node, how many processes, its device."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None  # None: a single process, no process group
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) when not launched by it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, local_rank, world
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); a plain DistInfo when alone."""
+    rank, local_rank, world = env_world()
+    if world <= 1:
+        return DistInfo(device=device)
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs on this node")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        kwargs = {"device_id": device} if backend == "nccl" else {}
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world, **kwargs)
+    return DistInfo(rank, local_rank, world, device, backend)
+
+
+def cleanup() -> None:
+    """Leave the process group (safe to call when there is none)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def is_main() -> bool:
+    """True on rank 0, and in a single process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def print0(*args, **kwargs) -> None:
+    """``print`` on rank 0 only (the other ranks would repeat the same global numbers)."""
+    if is_main():
+        print(*args, **kwargs)
+
+
+def per_rank_batch(global_batch: int, world_size: int, flag: str = "--batch_size") -> int:
+    """The seed's batch counts all devices: each rank takes an equal share; ValueError when it does not divide."""
+    if global_batch % world_size:
+        raise ValueError(f"{flag} {global_batch} is the global batch and must divide by the {world_size} processes")
+    return global_batch // world_size
+
+
+def reduce_sums(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks of per-rank counters (float64, so counts and loss sums stay exact enough)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [float(v) for v in values]
+    # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=where)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather_lists(items: list) -> list:
+    """Concatenate every rank's list (e.g. the images each rank skipped), in rank order."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(items)
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, list(items))
+    return [x for part in out for x in part]
+
+
+def broadcast_value(value, src: int = 0):
+    """Rank ``src``'s picklable ``value`` on every rank (e.g. a path only rank 0 computed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class CpuSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the whole global batch, for gloo (PyTorch's SyncBatchNorm
+    is CUDA-only).
+
+    Mean and variance are formed from all-reduced per-channel sums (two passes: the sum, then the squared
+    deviations from the global mean, as a single-process BN computes them). The all-reduces are the
+    differentiable ones of ``torch.distributed.nn``, so gradients flow through the global statistics exactly as
+    through a single-process BN over the whole batch. Eval mode uses the running statistics, as BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        xf = x.float()
+        local = torch.cat([xf.sum(dim=(0, 2, 3)), xf.new_tensor([xf.numel() / xf.shape[1]])])
+        total = dist_fn.all_reduce(local)
+        count = total[-1]
+        mean = total[:-1] / count
+        centered = xf - mean.view(1, -1, 1, 1)
+        var = dist_fn.all_reduce(centered.pow(2).sum(dim=(0, 2, 3))) / count
+        if self.track_running_stats and self.running_mean is not None:
+            self._update_running_stats(mean.detach(), var.detach(), count.item())
+        out = centered * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+        if self.affine:
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return out.to(x.dtype)
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
+        self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        unbiased = var * (count / max(count - 1.0, 1.0))  # BN keeps the unbiased variance for eval
+        self.running_mean.mul_(1 - momentum).add_(mean.to(self.running_mean.dtype), alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(unbiased.to(self.running_var.dtype), alpha=momentum)
+
+
+def convert_cpu_sync_bn(module: nn.Module) -> nn.Module:
+    """Swap every BatchNorm2d for a CpuSyncBatchNorm sharing its parameters and buffers (in place)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            sync = CpuSyncBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            # The same Parameter and buffer objects: an optimizer built before the swap still updates them.
+            for key, value in [*child._parameters.items(), *child._buffers.items()]:
+                setattr(sync, key, value)
+            setattr(module, name, sync)
+        else:
+            convert_cpu_sync_bn(child)
+    return module
+
+
+def unfuse_synced_blocks(model: nn.Module) -> int:
+    """Fused blocks that own a synchronized BN take the reference path (their kernel normalizes per rank)."""
+    count = 0
+    for m in model.modules():
+        bn = getattr(m, "bn", None)
+        if getattr(m, "fused", False) and isinstance(bn, (nn.SyncBatchNorm, CpuSyncBatchNorm)):
+            m.fused = False
+            count += 1
+    return count
+
+
+def convert_sync_bn(model: nn.Module, info: DistInfo) -> nn.Module:
+    """Synchronized BN for the current backend (NCCL: torch's SyncBatchNorm; gloo: CpuSyncBatchNorm)."""
+    if not info.enabled:
+        return model
+    if info.backend == "nccl":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    else:
+        model = convert_cpu_sync_bn(model)
+    unfused = unfuse_synced_blocks(model)
+    if unfused:
+        print0(f"sync_bn: {unfused} fused blocks run their reference path (the fused kernel keeps per-rank stats)")
+    return model
+
+
+def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
+    """DistributedDataParallel around ``model`` when there are several ranks; the model itself otherwise."""
+    if not info.enabled:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP (what checkpoints save, so they load at any world size)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def prepare_ddp(model: nn.Module, info: DistInfo, sync_bn: bool) -> nn.Module:
+    """Synchronized BN in place (if asked) and the DDP wrapper; ``model`` stays the module checkpoints save."""
+    if sync_bn and not info.enabled:
+        print0("sync_bn: a single process already normalizes over the whole batch; plain BN")
+    elif sync_bn:
+        convert_sync_bn(model, info)
+    return wrap_model(model, info)
