@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -128,26 +127,42 @@ def broadcast_value(value, src: int = 0):
     return box[0]
 
 
+class AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: the gradient of a sum that every rank uses is the sum of their gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
 class CpuSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the whole global batch, for gloo (PyTorch's SyncBatchNorm
     is CUDA-only).
 
     Mean and variance are formed from all-reduced per-channel sums (two passes: the sum, then the squared
-    deviations from the global mean, as a single-process BN computes them). The all-reduces are the
-    differentiable ones of ``torch.distributed.nn``, so gradients flow through the global statistics exactly as
-    through a single-process BN over the whole batch. Eval mode uses the running statistics, as BatchNorm2d.
+    deviations from the global mean, as a single-process BN computes them). The all-reduces are differentiable
+    (``AllReduceSum``), so gradients flow through the global statistics exactly as through a single-process BN
+    over the whole batch. Eval mode uses the running statistics, as BatchNorm2d.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
-        xf = x.float()
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()  # fp16/bf16: statistics in fp32
         local = torch.cat([xf.sum(dim=(0, 2, 3)), xf.new_tensor([xf.numel() / xf.shape[1]])])
-        total = dist_fn.all_reduce(local)
+        total = AllReduceSum.apply(local)
         count = total[-1]
         mean = total[:-1] / count
         centered = xf - mean.view(1, -1, 1, 1)
-        var = dist_fn.all_reduce(centered.pow(2).sum(dim=(0, 2, 3))) / count
+        var = AllReduceSum.apply(centered.pow(2).sum(dim=(0, 2, 3))) / count
         if self.track_running_stats and self.running_mean is not None:
             self._update_running_stats(mean.detach(), var.detach(), count.item())
         out = centered * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)

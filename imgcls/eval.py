@@ -11,14 +11,15 @@ import argparse
 import torch
 
 from imgcls import checkpoint as ckpt
-from imgcls.cli_args import add_model_args, fail, loader_for, positive_int, prepare
+from imgcls.cli_args import add_model_args, add_precision_args, fail, loader_for, positive_int, prepare
 from imgcls.data.transforms import AugConfig
-from imgcls.engine import evaluate
+from imgcls.engine import evaluate, make_precision
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("imgcls.eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
+    add_precision_args(p)
     p.add_argument("--batch_size", "--test_batch_size", dest="batch_size", type=positive_int, default=32)
     return p
 
@@ -47,9 +48,15 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     spec, cfg, device = prepare(args, train=False)
     if not spec.val:
         fail(f"{spec.root}: the val list is empty")
+    try:
+        precision = make_precision(args.amp, args.amp_dtype, args.channels_last, device)
+    except ValueError as e:
+        fail(str(e))
     model = load_for_inference(args, cfg, spec.num_classes, device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     loader = loader_for(args, spec.val, False, AugConfig(interpolation=args.interpolation), args.batch_size)
-    stats = evaluate(model, loader, device, desc="eval")
+    stats = evaluate(model, loader, device, desc="eval", precision=precision)
     for path, reason in loader.skipped:
         print(f"skipped {path}: {reason}")
     print(

@@ -21,6 +21,7 @@ from imgcls import distributed as dist
 from imgcls import engine
 from imgcls.cli_args import add_bool, fail, positive_int
 from imgcls.data.transforms import AugConfig, sample_seed
+from imgcls.engine import train_one_epoch
 from imgcls.metrics import MetricsLog, plot_metrics
 from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
 
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace, spec, cfg, info: dist.DistInfo) -> dict:
         # Dropout and friends: a stream per (epoch, rank), so ranks draw independent masks.
         torch.manual_seed(sample_seed(args.random_seed ^ TORCH_SALT, epoch, info.rank) & SEED_MASK)
         desc = f"epoch {epoch + 1}/{args.num_epochs}"
-        stats = engine.train_one_epoch(
+        stats = train_one_epoch(
             train_model,
             train_loader,
             optimizer,

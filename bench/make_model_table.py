@@ -1,0 +1,132 @@
+"""Markdown table from a ``pytest bench/bench_models.py --benchmark-json=FILE`` run (see bench_models.py's header).
+
+    .venv/bin/python bench/make_model_table.py models.json --command "<pytest command>" > bench/results/models_cpu.md
+
+Times are each case's best round (the least disturbed one on a shared machine); speedups are ratios of two cases of
+the same run. The load average each case saw is in its ``extra_info`` and summarised in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in the checkout
+
+from imgcls.models.table import count_parameters  # noqa: E402
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name and CPU count (the table describes the machine it is generated on)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
+
+
+def load_cases(path: Path) -> tuple[dict, dict[tuple[str, str, int], dict]]:
+    """(the run's metadata, {(model, path, batch): case}) with each case's best time and extra_info."""
+    run = json.loads(path.read_text())
+    cases = {}
+    for bench in run["benchmarks"]:
+        info = bench["extra_info"]
+        if "model" not in info:
+            continue
+        cases[(info["model"], info["path"], info["batch"])] = {"min_s": bench["stats"]["min"], **info}
+    return run, cases
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}x"
+
+
+def inference_table(cases: dict, large: int) -> list[str]:
+    models = list(dict.fromkeys(m for (m, path, _) in cases if not path.startswith("train_")))
+    rows = [
+        f"| Model | Params (M) | Input | b1 eager ms | b1 folded ms | folded speedup | b1 fused÷eager time "
+        f"| b{large} eager img/s | b{large} folded img/s | folded speedup | b{large} fused÷eager time |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for model in models:
+        b1 = {p: cases.get((model, p, 1)) for p in ("eager", "fused", "folded")}
+        bn = {p: cases.get((model, p, large)) for p in ("eager", "fused", "folded")}
+        if None in b1.values() or None in bn.values():
+            continue
+        size = b1["eager"].get("input_size", "")
+        rows.append(
+            f"| {model} | {count_parameters(model) / 1e6:.2f} | {size} "
+            f"| {1e3 * b1['eager']['min_s']:.1f} | {1e3 * b1['folded']['min_s']:.1f} "
+            f"| {ratio(b1['eager']['min_s'], b1['folded']['min_s'])} "
+            f"| {b1['fused']['min_s'] / b1['eager']['min_s']:.2f} "
+            f"| {bn['eager']['img_per_s']:.1f} | {bn['folded']['img_per_s']:.1f} "
+            f"| {ratio(bn['folded']['img_per_s'], bn['eager']['img_per_s'])} "
+            f"| {bn['fused']['min_s'] / bn['eager']['min_s']:.2f} |"
+        )
+    return rows
+
+
+def training_table(cases: dict) -> list[str]:
+    groups = defaultdict(dict)
+    for (model, path, batch), case in cases.items():
+        if path.startswith("train_"):
+            key = (model, batch, case["size"], case["amp"], case["channels_last"])
+            groups[key][path.removeprefix("train_")] = case
+    rows = [
+        "| Model | Batch | Size | Precision | Layout | Variant | img/s | vs eager | first-step loss (eager's) |",
+        "|---|--:|--:|---|---|---|--:|--:|---|",
+    ]
+    for (model, batch, size, amp, channels_last), variants in groups.items():
+        eager = variants.get("eager")
+        for name, case in variants.items():
+            versus = ratio(case["img_per_s"], eager["img_per_s"]) if eager else "-"
+            layout = "channels_last" if channels_last else "NCHW"
+            rows.append(
+                f"| {model} | {batch} | {size} | {amp} | {layout} | {name} | {case['img_per_s']:.1f} | {versus} "
+                f"| {case['first_loss']:.6f} ({case['eager_first_loss']:.6f}) |"
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", type=Path, help="pytest-benchmark JSON of bench/bench_models.py")
+    parser.add_argument("--command", default="", help="the exact command that produced the JSON")
+    args = parser.parse_args()
+    run, cases = load_cases(args.json)
+    if not cases:
+        raise SystemExit(f"{args.json}: no bench_models cases in it")
+    first = next(iter(cases.values()))
+    loads = [c["load1"] for c in cases.values()]
+    large = max(batch for (_, path, batch) in cases if not path.startswith("train_"))
+    fused_ran = {c["fused_ran"] for c in cases.values() if "fused_ran" in c}
+    lines = [
+        f"# Model inference and training-step speed ({first['device']})",
+        "",
+        f"Machine: {cpu_model()}; {first['threads']} torch threads. Python {platform.python_version()}, "
+        f"torch {first['torch']}. Run started {run.get('datetime', '?')}.",
+        f"Command: `{args.command}`" if args.command else "Command: (not given)",
+        f"Load average (1 min) seen by the cases: {min(loads):.2f} to {max(loads):.2f} (2 cores shared).",
+        "",
+        "Times are each case's best round; speedups are ratios of cases of this same run. The eager, fused and",
+        "folded models share weights (BN statistics randomized); every case first checked its logits against eager's",
+        "(folded: relative error <= 1e-4). Fused path: " + ("; ".join(sorted(fused_ran)) or "-") + ".",
+        "",
+        *inference_table(cases, large),
+        "",
+        "## Training step (forward + loss + backward + SGD step)",
+        "",
+        *training_table(cases),
+        "",
+    ]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Data-parallel training on CPU (gloo): 2 processes under torchrun against 1 process with the same global batch.
+
+Why these comparisons are exact (or how close they must be):
+- DDP averages the ranks' gradients; with the global batch split in equal halves that is the gradient of the mean
+  loss over the whole batch, as one process computes it. BatchNorm is the catch: by default each rank normalizes
+  with its own half-batch statistics, so a plain DDP run is *not* the 1-process run. With ``--sync_bn`` (on CPU:
+  ``CpuSyncBatchNorm``, differentiable all-reduces) the statistics cover the global batch and the math is the same.
+- In float64 the only differences left are summation orders (~1e-16), so per-step losses and the final weights
+  must agree to 1e-9 (``test_two_processes_match_one_process_float64``; the worker is this file run by torchrun).
+- Through the CLI (float32) the same math differs by rounding, which training then amplifies: two 1-process runs
+  that differ only in OMP_NUM_THREADS already differ by ~3e-4 relative in the epoch's mean train loss at
+  lr 0.05 on this tiny ShuffleNet. So the CLI comparison uses a small lr (0.002) and a 2e-3 relative tolerance:
+  a wrong batch split, unsynchronized BN or un-averaged gradients move the loss by far more (no sync BN: ~1e-2).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imgcls import distributed as dist
+from imgcls import train as train_cli
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "ShuffleNetV2_x0_25"
+STEPS = 3
+GLOBAL_BATCH = 16
+TIME_FIELDS = ("images_per_sec", "epoch_time_s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc: int, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node nproc ARGS`` on this machine (gloo, one thread per process)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"torchrun failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """64 train / 24 val images of the built-in shapes set."""
+    from imgcls.data.builtin import generate
+
+    root = tmp_path_factory.mktemp("shapes")
+    generate(root, 64, 24)
+    return root
+
+
+# ---- the float64 worker: this file, run by torchrun (or called in-process for the 1-process reference) ----------
+
+
+def run_steps(data_dir: str, out_file: str) -> None:
+    """STEPS of momentum SGD in float64 on the loader's shard of each global batch, with synchronized BN.
+
+    Writes (rank 0) the global mean loss of each step and the final weights.
+    """
+    from imgcls.data import build_loader, resolve_dataset
+    from imgcls.data.transforms import AugConfig
+    from imgcls.losses import training_loss
+    from imgcls.models import create_model
+
+    info = dist.init_distributed(torch.device("cpu"))
+    torch.manual_seed(0)
+    model = create_model(MODEL, num_classes=10).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    ddp = dist.prepare_ddp(model, info, sync_bn=True)
+    spec = resolve_dataset(data_dir, None, None)
+    loader = build_loader(
+        spec.train,
+        train=True,
+        batch_size=dist.per_rank_batch(GLOBAL_BATCH, info.world_size),
+        size=32,
+        resize_short=37,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        aug=AugConfig(flip=True, lower_scale=0.5),
+        random_seed=7,
+        num_workers=0,
+        prefetch=1,
+        reader="opencv",
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    losses = []
+    for _, (images, labels) in zip(range(STEPS), loader):
+        loss, _ = training_loss(ddp(images.double()), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(dist.reduce_sums([loss.item()], info.device)[0] / info.world_size)
+    if info.is_main:
+        torch.save({"losses": losses, "weights": model.state_dict()}, out_file)
+    dist.barrier()
+    del ddp
+    dist.cleanup()
+
+
+def test_two_processes_match_one_process_float64(shapes, tmp_path):
+    two, one = tmp_path / "two.pt", tmp_path / "one.pt"
+    torchrun(2, __file__, "--worker", str(shapes), str(two))
+    run_steps(str(shapes), str(one))
+    a, b = torch.load(two), torch.load(one)
+    assert len(a["losses"]) == STEPS
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-9)
+    for key, value in b["weights"].items():
+        torch.testing.assert_close(a["weights"][key], value, rtol=1e-9, atol=1e-10, msg=key)
+
+
+# ---- the CLI under torchrun -------------------------------------------------------------------------------------
+
+
+def cli_flags(shapes: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"--model={MODEL}",
+        f"--data_dir={shapes}",
+        "--reader=opencv",
+        "--reader_thread=1",
+        "--image_shape=3,32,32",
+        f"--batch_size={GLOBAL_BATCH}",
+        "--lr=0.002",
+        "--lr_strategy=cosine_decay",
+        "--tensorboard=False",
+        f"--model_save_dir={out}",
+        *extra,
+    ]
+
+
+def metrics_rows(out: Path) -> list[dict]:
+    with open(out / MODEL / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_torchrun_cli_matches_one_process_and_resumes_at_another_world_size(shapes, tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    result = torchrun(2, "-m", "imgcls.train", *cli_flags(shapes, two, "--num_epochs=1", "--sync_bn"))
+    assert result.stdout.count("epoch 1/1: train loss") == 1  # only rank 0 prints
+    train_cli.main(train_cli.get_args_parser().parse_args(cli_flags(shapes, one, "--num_epochs=1", "--sync_bn")))
+    (row2,), (row1,) = metrics_rows(two), metrics_rows(one)
+    assert float(row2["train_loss"]) == pytest.approx(float(row1["train_loss"]), rel=2e-3)
+    assert [p.name for p in (two / MODEL).iterdir() if p.is_dir()] == ["0"]  # one checkpoint, no rank copies
+    state = torch.load(two / MODEL / "0" / "state.pt", weights_only=False)
+    assert state["step"] == 64 // GLOBAL_BATCH  # global steps, not per-rank ones
+    assert not any(k.startswith("module.") for k in torch.load(two / MODEL / "0" / "model.pt"))
+
+    # Resume the 2-process checkpoint in 1 process: epoch 1 runs from global step 4 and is logged after epoch 0.
+    resume = cli_flags(shapes, two, "--num_epochs=2", f"--checkpoint={two / MODEL / '0'}")
+    train_cli.main(train_cli.get_args_parser().parse_args(resume))
+    rows = metrics_rows(two)
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[0] == row2
+    assert torch.load(two / MODEL / "1" / "state.pt", weights_only=False)["step"] == 2 * 64 // GLOBAL_BATCH
+
+
+def test_global_batch_must_divide_by_world_size():
+    assert dist.per_rank_batch(16, 2) == 8
+    with pytest.raises(ValueError, match="global batch"):
+        dist.per_rank_batch(15, 2)
+
+
+def test_same_seed_same_metrics(shapes, tmp_path):
+    """--random_seed fixes every source of randomness: two CPU runs log identical metrics (time columns aside)."""
+    runs = []
+    for name in ("a", "b"):
+        flags = cli_flags(shapes, tmp_path / name, "--num_epochs=1", "--lr=0.05", "--use_mixup", "--rotate=10")
+        train_cli.main(train_cli.get_args_parser().parse_args(flags))
+        runs.append([{k: v for k, v in r.items() if k not in TIME_FIELDS} for r in metrics_rows(tmp_path / name)])
+    assert runs[0] == runs[1]
+    a = torch.load(tmp_path / "a" / MODEL / "0" / "model.pt")
+    b = torch.load(tmp_path / "b" / MODEL / "0" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    run_steps(sys.argv[2], sys.argv[3])
+    print(json.dumps({"rank": int(os.environ.get("RANK", 0)), "done": True}))
