@@ -94,10 +94,21 @@ def training_table(cases: dict) -> list[str]:
     return rows
 
 
+def fallback_note(fused_ran: set[str]) -> list[str]:
+    """Without CUDA the fused model runs eager's own code: say that its ratio only shows the run's noise."""
+    if not any("fallback" in path for path in fused_ran):
+        return []
+    return [
+        "Without CUDA the fused model runs the very same reference code as eager, so its ratios (and the training",
+        "step's `fused` row) measure this shared machine's noise, not the kernels; kernel speed needs a GPU run.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark JSON of bench/bench_models.py")
     parser.add_argument("--command", default="", help="the exact command that produced the JSON")
+    parser.add_argument("--load-before", default="", help="the 1-minute load average just before the run")
     args = parser.parse_args()
     run, cases = load_cases(args.json)
     if not cases:
@@ -112,11 +123,13 @@ def main() -> None:
         f"Machine: {cpu_model()}; {first['threads']} torch threads. Python {platform.python_version()}, "
         f"torch {first['torch']}. Run started {run.get('datetime', '?')}.",
         f"Command: `{args.command}`" if args.command else "Command: (not given)",
-        f"Load average (1 min) seen by the cases: {min(loads):.2f} to {max(loads):.2f} (2 cores shared).",
+        f"Load average (1 min): {args.load_before or '?'} just before the run; {min(loads):.2f} to {max(loads):.2f} "
+        "during the cases (counting the benchmark's own 2 threads; 2 cores shared with other users).",
         "",
         "Times are each case's best round; speedups are ratios of cases of this same run. The eager, fused and",
         "folded models share weights (BN statistics randomized); every case first checked its logits against eager's",
         "(folded: relative error <= 1e-4). Fused path: " + ("; ".join(sorted(fused_ran)) or "-") + ".",
+        *fallback_note(fused_ran),
         "",
         *inference_table(cases, large),
         "",
