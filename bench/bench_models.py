@@ -32,7 +32,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgcls.engine import AMP_DTYPES, Precision, make_scaler
+from imgcls.engine import AMP_DTYPES, Precision, backward_and_step, make_scaler
 from imgcls.export import fold_bn
 from imgcls.layers.fused import fused_supported, interpreter_enabled
 from imgcls.losses import training_loss
@@ -238,14 +238,7 @@ def build_step(case: StepCase, state: dict, fused: bool, compiled: bool) -> Call
         with case.precision.autocast(device):
             output = forward(images)
         loss, _ = training_loss(output, labels, aux_weights=aux_weights)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(loss, optimizer, scaler)
         return loss.detach()
 
     return step

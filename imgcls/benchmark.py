@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from imgcls.cli_args import add_bool, pick_device, positive_int
-from imgcls.engine import Precision, make_precision, make_scaler
+from imgcls.engine import Precision, backward_and_step, make_precision, make_scaler
 from imgcls.losses import training_loss
 
 # Largest |logit difference| / max |logit| accepted against the fp32 NCHW reference row (fp32: rounding of another
@@ -96,14 +96,7 @@ def time_train(model, precision: Precision, x, y, steps: int, warmup: int, devic
         with precision.autocast(device):
             out = model(x)
         loss, _ = training_loss(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(loss, optimizer, scaler)
     sync(device)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"training loss became {loss.item()}")

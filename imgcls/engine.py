@@ -98,6 +98,21 @@ def to_device(images, labels, device: torch.device, channels_last: bool = False)
     return images, labels
 
 
+def backward_and_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Zero the gradients, backward, step; with an fp16 ``scaler`` the loss is scaled and steps whose gradients
+    overflowed are skipped (and the scale lowered)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -137,14 +152,7 @@ def train_one_epoch(
         loss, logits = training_loss(output, labels, epsilon=loss_cfg.label_smoothing, mix=mix, aux_weights=aux_weights)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}; try a lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(loss, optimizer, scaler)
         # Train accuracy against the dominant label of a mixed pair (the plain label otherwise).
         target = labels if mix is None or mix.lam >= 0.5 else mix.labels_b
         n = labels.shape[0]

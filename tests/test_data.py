@@ -354,6 +354,21 @@ def test_loader_skips_bad_images(bad_files: dict[str, str]) -> None:
     assert len(loader.skipped) == 4  # the last epoch's, not accumulated
 
 
+def test_all_bad_batch_gets_a_stand_in_with_several_ranks(bad_files: dict[str, str]) -> None:
+    # A rank with nothing to train on would leave the others waiting in DDP's all-reduce forever.
+    bad = [Sample(path, 0) for name, path in bad_files.items() if name != "good"]
+    samples = bad + [Sample(bad_files["good"], 7)]
+    single = loader_for(samples, batch_size=len(bad), shuffle=False, drop_last=True)
+    assert collect(single) == []
+    ranked = loader_for(samples, batch_size=len(bad), shuffle=False, drop_last=True, rank=0, world_size=2)
+    indices = np.arange(len(bad))  # the bad files only, as rank 0 might be handed them
+    images, labels = ranked.load_batch(indices, epoch=0)
+    assert labels.tolist() == [7] and images.shape[0] == 1
+    only_bad = loader_for(bad, batch_size=2, shuffle=False, rank=0, world_size=2)
+    with pytest.raises(RuntimeError, match="no image of the dataset"):
+        only_bad.load_batch(np.arange(2), epoch=0)
+
+
 def live_loader_threads() -> int:
     return sum(t.name == "imgcls-loader" and t.is_alive() for t in threading.enumerate())
 

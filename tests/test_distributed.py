@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,16 +35,10 @@ GLOBAL_BATCH = 16
 TIME_FIELDS = ("images_per_sec", "epoch_time_s")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(nproc: int, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node nproc ARGS`` on this machine (gloo, one thread per process)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
+    # --standalone: the rendezvous binds a free port itself (a port picked here could be taken before torchrun binds it)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     env.pop("TRITON_INTERPRET", None)
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

@@ -199,7 +199,25 @@ class Loader:
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
     def load_batch(self, indices: np.ndarray, epoch: int) -> Batch | None:
-        """Read and normalize one batch; failed images are dropped and recorded (None if all failed)."""
+        """Read and normalize one batch; failed images are dropped and recorded.
+
+        When every image failed: None on one process (the batch is skipped); with several ranks, a stand-in batch of
+        one readable image, because DistributedDataParallel hangs if one rank takes a step fewer than the others.
+        """
+        batch = self._read(indices, epoch)
+        if batch is None and self.world_size > 1:
+            batch = self._stand_in(int(indices[-1]), epoch)
+        return batch
+
+    def _stand_in(self, after: int, epoch: int) -> Batch:
+        """The first readable sample after index ``after`` (wrapping around), as a batch of one."""
+        for step in range(1, len(self.paths) + 1):
+            batch = self._read(np.array([(after + step) % len(self.paths)]), epoch)
+            if batch is not None:
+                return batch
+        raise RuntimeError(f"rank {self.rank}: no image of the dataset could be read (see loader.skipped)")
+
+    def _read(self, indices: np.ndarray, epoch: int) -> Batch | None:
         paths = [self.paths[i] for i in indices]
         seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
         if hasattr(self.reader, "read_batch_normalized"):

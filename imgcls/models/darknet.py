@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct
+from ._paddle_names import conv_bn_names, linear_names
 from ._registry import ModelCfg, register_model
-from .resnet import conv_bn_names, linear_names
 
 STAGE_BLOCKS = (1, 2, 8, 8, 4)
 ACT = "relu"

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..layers import BN_EPS, BN_MOMENTUM, ConvBNAct
+from ._paddle_names import PADDLE_BN, TORCH_BN, conv_bn_names, linear_names
 from ._registry import ModelCfg, register_model
-from .resnet import PADDLE_BN, TORCH_BN, conv_bn_names, linear_names
 
 BN_SIZE = 4  # bottleneck width = BN_SIZE * growth rate
 # layers -> (stem channels, growth rate, dense layers per block)

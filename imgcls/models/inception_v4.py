@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct
+from ._paddle_names import layer_names
 from ._registry import ModelCfg, register_model
 
 # (Paddle layer name, out channels, kernel, stride, padding); kernel and padding may be (h, w).
@@ -194,13 +195,7 @@ def paddle_names(model: InceptionV4) -> dict[str, str]:
     for path, module in model.named_modules():
         if isinstance(module, ConvBNAct):
             paddle = _paddle_prefix(path) + path.rsplit(".", 1)[1]
-            names |= {
-                f"{path}.conv.weight": f"{paddle}_weights",
-                f"{path}.bn.weight": f"{paddle}_bn_scale",
-                f"{path}.bn.bias": f"{paddle}_bn_offset",
-                f"{path}.bn.running_mean": f"{paddle}_bn_mean",
-                f"{path}.bn.running_var": f"{paddle}_bn_variance",
-            }
+            names |= layer_names(path, paddle)
     return names | {"fc.weight": "final_fc_weights", "fc.bias": "final_fc_offset"}
 
 

@@ -10,18 +10,8 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct, DWConvBNAct
+from ._paddle_names import layer_names
 from ._registry import ModelCfg, register_model
-
-
-def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
-    """State-dict keys of a ConvBNAct at ``key`` -> Paddle names ``<paddle>_weights``, ``<paddle>_bn_scale``, ..."""
-    return {
-        f"{key}.conv.weight": f"{paddle}_weights",
-        f"{key}.bn.weight": f"{paddle}_bn_scale",
-        f"{key}.bn.bias": f"{paddle}_bn_offset",
-        f"{key}.bn.running_mean": f"{paddle}_bn_mean",
-        f"{key}.bn.running_var": f"{paddle}_bn_variance",
-    }
 
 
 class DepthwiseSeparable(nn.Module):
@@ -74,9 +64,9 @@ class MobileNetV1(nn.Module):
 
 def paddle_names(model: MobileNetV1) -> dict[str, str]:
     """Our state-dict keys -> the tensor names of Paddle's MobileNetV1 program."""
-    names = conv_bn_names("stem", "conv1")
+    names = layer_names("stem", "conv1")
     for i, (paddle, _, _) in enumerate(BLOCKS[: len(model.blocks)]):
-        names |= conv_bn_names(f"blocks.{i}.dw", f"{paddle}_dw") | conv_bn_names(f"blocks.{i}.sep", f"{paddle}_sep")
+        names |= layer_names(f"blocks.{i}.dw", f"{paddle}_dw") | layer_names(f"blocks.{i}.sep", f"{paddle}_sep")
     return names | {"fc.weight": "fc7_weights", "fc.bias": "fc7_offset"}
 
 

@@ -11,18 +11,8 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct, DWConvBNAct
+from ._paddle_names import layer_names
 from ._registry import ModelCfg, register_alias, register_model
-
-
-def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
-    """State-dict keys of a ConvBNAct at ``key`` -> Paddle names ``<paddle>_weights``, ``<paddle>_bn_scale``, ..."""
-    return {
-        f"{key}.conv.weight": f"{paddle}_weights",
-        f"{key}.bn.weight": f"{paddle}_bn_scale",
-        f"{key}.bn.bias": f"{paddle}_bn_offset",
-        f"{key}.bn.running_mean": f"{paddle}_bn_mean",
-        f"{key}.bn.running_var": f"{paddle}_bn_variance",
-    }
 
 
 class InvertedResidual(nn.Module):
@@ -87,11 +77,11 @@ SETTINGS = (
 
 def paddle_names(model: MobileNetV2) -> dict[str, str]:
     """Our state-dict keys -> the tensor names of Paddle's MobileNetV2 programs (``conv<g+2>_<b+1>_expand`` ...)."""
-    names = conv_bn_names("stem", "conv1_1") | conv_bn_names("head", "conv9")
+    names = layer_names("stem", "conv1_1") | layer_names("head", "conv9")
     for g, group in enumerate(model.blocks):
         for b in range(len(group)):
             for part in ("expand", "dwise", "linear"):
-                names |= conv_bn_names(f"blocks.{g}.{b}.{part}", f"conv{g + 2}_{b + 1}_{part}")
+                names |= layer_names(f"blocks.{g}.{b}.{part}", f"conv{g + 2}_{b + 1}_{part}")
     return names | {"fc.weight": "fc10_weights", "fc.bias": "fc10_offset"}
 
 

@@ -15,22 +15,8 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct, SqueezeExcite
+from ._paddle_names import conv_bn_names, linear_names
 from ._registry import ModelCfg, register_model
-
-PADDLE_BN = ("_scale", "_offset", "_mean", "_variance")
-TORCH_BN = ("weight", "bias", "running_mean", "running_var")
-
-
-def conv_bn_names(key: str, conv_weight: str, bn_prefix: str, bn_suffixes: tuple[str, ...] = PADDLE_BN) -> dict:
-    """Names of one ``ConvBNAct`` at state-dict prefix ``key``: its conv weight and the four BN tensors."""
-    names = {f"{key}.conv.weight": conv_weight}
-    for ours, suffix in zip(TORCH_BN, bn_suffixes):
-        names[f"{key}.bn.{ours}"] = bn_prefix + suffix
-    return names
-
-
-def linear_names(key: str, weight: str, bias: str) -> dict:
-    return {f"{key}.weight": weight, f"{key}.bias": bias}
 
 
 class Shortcut(nn.Module):

@@ -9,8 +9,9 @@ Fix_ResNeXt101_32x48d_wsl is the same network fine-tuned at 320 px.
 
 from __future__ import annotations
 
+from ._paddle_names import TORCH_BN, conv_bn_names, linear_names
 from ._registry import ModelCfg, register_model
-from .resnet import DEPTHS, TORCH_BN, ResNet, ResNetSpec, block_convs, conv_bn_names, iter_blocks, linear_names
+from .resnet import DEPTHS, ResNet, ResNetSpec, block_convs, iter_blocks
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
 TORCH_BN_SUFFIXES = tuple("." + s for s in TORCH_BN)

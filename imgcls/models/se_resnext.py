@@ -8,8 +8,9 @@ of 4 at the first stage, the vd avg-pool shortcut, depths 3/8/36/3, dropout 0.2.
 
 from __future__ import annotations
 
+from ._paddle_names import conv_bn_names, linear_names
 from ._registry import ModelCfg, register_alias, register_model
-from .resnet import DEPTHS, ResNet, ResNetSpec, block_convs, conv_bn_names, iter_blocks, linear_names
+from .resnet import DEPTHS, ResNet, ResNetSpec, block_convs, iter_blocks
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
 SE_BN = ("_bn_scale", "_bn_offset", "_bn_mean", "_bn_variance")

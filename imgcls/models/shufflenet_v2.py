@@ -12,18 +12,8 @@ import torch
 from torch import nn
 
 from ..layers import ChannelShuffle, ConvBNAct, DWConvBNAct
+from ._paddle_names import layer_names
 from ._registry import ModelCfg, register_alias, register_model
-
-
-def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
-    """State-dict keys of a ConvBNAct at ``key`` -> Paddle names ``<paddle>_weights``, ``<paddle>_bn_scale``, ..."""
-    return {
-        f"{key}.conv.weight": f"{paddle}_weights",
-        f"{key}.bn.weight": f"{paddle}_bn_scale",
-        f"{key}.bn.bias": f"{paddle}_bn_offset",
-        f"{key}.bn.running_mean": f"{paddle}_bn_mean",
-        f"{key}.bn.running_var": f"{paddle}_bn_variance",
-    }
 
 
 class ShuffleUnit(nn.Module):
@@ -96,13 +86,13 @@ CHANNELS = {
 
 def paddle_names(model: ShuffleNetV2) -> dict[str, str]:
     """Our state-dict keys -> the tensor names of Paddle's ShuffleNetV2 programs."""
-    names = conv_bn_names("stem", "stage1_conv") | conv_bn_names("head", "conv5")
+    names = layer_names("stem", "stage1_conv") | layer_names("head", "conv5")
     parts = {"down_dw": "conv4", "down_pw": "conv5", "main_pw": "conv1", "main_dw": "conv2", "main_linear": "conv3"}
     for s, stage in enumerate(model.stages):
         for u, unit in enumerate(stage):
             for attr, suffix in parts.items():
                 if hasattr(unit, attr):
-                    names |= conv_bn_names(f"stages.{s}.{u}.{attr}", f"stage_{s + 2}_{u + 1}_{suffix}")
+                    names |= layer_names(f"stages.{s}.{u}.{attr}", f"stage_{s + 2}_{u + 1}_{suffix}")
     return names | {"fc.weight": "fc6_weights", "fc.bias": "fc6_offset"}
 
 

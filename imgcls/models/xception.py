@@ -14,18 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvBNAct, DWConvBNAct
+from ._paddle_names import layer_names
 from ._registry import ModelCfg, register_alias, register_model
 
 
 def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
-    """State-dict keys of a ConvBNAct at ``key`` -> Paddle names ``<paddle>_weights``, ``bn_<paddle>_scale``, ..."""
-    return {
-        f"{key}.conv.weight": f"{paddle}_weights",
-        f"{key}.bn.weight": f"bn_{paddle}_scale",
-        f"{key}.bn.bias": f"bn_{paddle}_offset",
-        f"{key}.bn.running_mean": f"bn_{paddle}_mean",
-        f"{key}.bn.running_var": f"bn_{paddle}_variance",
-    }
+    """Xception names a layer's BN ``bn_<paddle>_scale``, ... (the other families: ``<paddle>_bn_scale``)."""
+    return layer_names(key, paddle, bn_prefix=f"bn_{paddle}")
 
 
 class SeparableConv(nn.Module):
