@@ -104,6 +104,13 @@ def fallback_note(fused_ran: set[str]) -> list[str]:
     ]
 
 
+def training_section(cases: dict) -> list[str]:
+    rows = training_table(cases)
+    if len(rows) <= 2:  # header only: the run deselected the training-step cases
+        return []
+    return ["## Training step (forward + loss + backward + SGD step)", "", *rows, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark JSON of bench/bench_models.py")
@@ -121,7 +128,7 @@ def main() -> None:
         f"# Model inference and training-step speed ({first['device']})",
         "",
         f"Machine: {cpu_model()}; {first['threads']} torch threads. Python {platform.python_version()}, "
-        f"torch {first['torch']}. Run started {run.get('datetime', '?')}.",
+        f"torch {first['torch']}. Results written {run.get('datetime', '?')} (end of the run).",
         f"Command: `{args.command}`" if args.command else "Command: (not given)",
         f"Load average (1 min): {args.load_before or '?'} just before the run; {min(loads):.2f} to {max(loads):.2f} "
         "during the cases (counting the benchmark's own 2 threads; 2 cores shared with other users).",
@@ -133,10 +140,7 @@ def main() -> None:
         "",
         *inference_table(cases, large),
         "",
-        "## Training step (forward + loss + backward + SGD step)",
-        "",
-        *training_table(cases),
-        "",
+        *training_section(cases),
     ]
     print("\n".join(lines))
 
