@@ -275,13 +275,13 @@ def loader_overhead(images: list[bytes], threads: int, batch: int = 64, rounds: 
     import torch
 
     from imgcls.data.datasets import Sample
-    from imgcls.data.loader import build_loader
+    from imgcls.data.loader import Loader
 
     with tempfile.TemporaryDirectory() as tmp:
         samples = [Sample(str(Path(tmp) / f"{i}.jpg"), 0) for i in range(batch)]
         for i, sample in enumerate(samples):
             Path(sample.path).write_bytes(images[i % len(images)])
-        loader = build_loader(
+        loader = Loader(
             samples,
             train=True,
             batch_size=batch,

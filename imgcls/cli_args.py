@@ -219,10 +219,10 @@ def loader_for(
     args: argparse.Namespace, samples, train: bool, aug, batch_size: int, rank: int = 0, world_size: int = 1
 ):
     """A loader over ``samples``; ``rank``/``world_size`` give this process its shard (``batch_size`` per rank)."""
-    from imgcls.data import build_loader
+    from imgcls.data import Loader
 
     workers = args.reader_thread or os.cpu_count() or 1
-    return build_loader(
+    return Loader(
         samples,
         train=train,
         batch_size=batch_size,

@@ -25,7 +25,7 @@ from torch import nn
 from imgcls.data.transforms import sample_seed
 from imgcls.distributed import is_main, reduce_sums
 from imgcls.losses import mixup_batch, training_loss
-from imgcls.metrics import ProgressBar, topk_correct
+from imgcls.metrics import ProgressBar, topk_hits
 from imgcls.optim import LRSchedule, set_lr
 
 MIXUP_SALT = 0x6D69787570  # "mixup": keeps mixup draws apart from the per-sample augmentation stream
@@ -113,6 +113,16 @@ def backward_and_step(
     scaler.update()
 
 
+def finite_loss_sum(sums: torch.Tensor, epoch: int, iteration: int) -> list[float]:
+    """``sums`` (loss sum, ...) read back to the host; a NaN or infinite loss stops the run with advice."""
+    values = sums.tolist()
+    if not math.isfinite(values[0]):
+        raise FloatingPointError(
+            f"the training loss became {values[0]} by epoch {epoch} iteration {iteration}; try a lower --lr"
+        )
+    return values
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -136,7 +146,8 @@ def train_one_epoch(
     model.train()
     aux_weights = tuple(getattr(_inner(model), "aux_loss_weights", ()))
     bar = ProgressBar(len(loader), desc or f"epoch {epoch}") if is_main() else None
-    total_loss, correct, seen, lr = 0.0, 0, 0, math.nan
+    # (loss sum, top-1 hits) stay on the device: a step never waits for the GPU; they are read when shown.
+    sums, seen, lr = torch.zeros(2, dtype=torch.float64, device=device), 0, math.nan
     start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
         images, labels = to_device(images, labels, device, precision.channels_last)
@@ -150,20 +161,18 @@ def train_one_epoch(
             output = model(images)
         # The loss (log-softmax) is taken in fp32 outside autocast.
         loss, logits = training_loss(output, labels, epsilon=loss_cfg.label_smoothing, mix=mix, aux_weights=aux_weights)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}; try a lower --lr")
         backward_and_step(loss, optimizer, scaler)
         # Train accuracy against the dominant label of a mixed pair (the plain label otherwise).
         target = labels if mix is None or mix.lam >= 0.5 else mix.labels_b
         n = labels.shape[0]
-        total_loss += loss.item() * n
-        correct += topk_correct(logits.detach(), target, (1,))[0]
+        sums += torch.stack((loss.detach().double() * n, topk_hits(logits.detach(), target, (1,))[0].double()))
         seen += n
-        if bar is not None:
-            bar.update(i + 1, seen, loss=total_loss / seen, lr=lr)
+        if bar is not None and bar.due(i + 1):
+            bar.update(i + 1, seen, loss=finite_loss_sum(sums, epoch, i)[0] / seen, lr=lr)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
+    total_loss, correct = finite_loss_sum(sums, epoch, i) if seen else (0.0, 0.0)
     total_loss, correct, seen = reduce_sums([total_loss, correct, seen], device)
     seen = int(seen)
     if seen == 0:
@@ -184,22 +193,21 @@ def evaluate(
     evaluating its own share; pass the unwrapped model: eval needs no gradient sync)."""
     model.eval()
     bar = ProgressBar(len(loader), desc) if progress and is_main() else None
-    total_loss, top1, top5, seen = 0.0, 0, 0, 0
+    sums, seen = torch.zeros(3, dtype=torch.float64, device=device), 0  # loss sum, top-1, top-5 hits (on device)
     start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
         images, labels = to_device(images, labels, device, precision.channels_last)
         with precision.autocast(device):
             logits = model(images)
-        n = labels.shape[0]
-        total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
-        c1, c5 = topk_correct(logits, labels, (1, 5))
-        top1, top5, seen = top1 + c1, top5 + c5, seen + n
-        if bar is not None:
-            bar.update(i + 1, seen, top1=100.0 * top1 / seen)
+        loss_sum = nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
+        sums += torch.cat((loss_sum[None], topk_hits(logits, labels, (1, 5)).double()))
+        seen += labels.shape[0]
+        if bar is not None and bar.due(i + 1):
+            bar.update(i + 1, seen, top1=100.0 * sums[1].item() / seen)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
-    total_loss, top1, top5, seen = reduce_sums([total_loss, top1, top5, seen], device)
+    total_loss, top1, top5, seen = reduce_sums([*sums.tolist(), seen], device)
     seen = int(seen)
     if seen == 0:
         return EpochStats(math.nan, math.nan, math.nan, 0, seconds)

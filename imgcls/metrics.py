@@ -24,12 +24,15 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
-    """How many rows have their label among the top-k logits, for each k (k is capped at the class count)."""
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """How many rows have their label among the top-k logits, for each k (capped at the class count): an int64
+    tensor on the logits' device, so that counting never waits for the GPU."""
     kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices
-    hits = top == labels[:, None]
-    return [int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+    hits = logits.topk(kmax, dim=1).indices == labels[:, None]
+    return torch.stack([hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks])
+
+
+REDRAW_SECONDS = 0.1
 
 
 class ProgressBar:
@@ -41,6 +44,16 @@ class ProgressBar:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.perf_counter()
         self.next_plain = 0.1
+        self.last_draw = -math.inf
+
+    def due(self, done: int) -> bool:
+        """Whether ``update(done, ...)`` would show anything now (a terminal redraws at most every
+        ``REDRAW_SECONDS``): callers read their GPU-side values, which waits for the GPU, only when it is."""
+        if done >= self.total:
+            return True
+        if self.tty:
+            return time.perf_counter() - self.last_draw >= REDRAW_SECONDS
+        return done / self.total >= self.next_plain
 
     def update(self, done: int, images: int, **values: float) -> None:
         """Show ``done`` of ``total`` steps, images/s over ``images`` seen so far, and ``values`` (e.g. loss)."""
@@ -51,6 +64,7 @@ class ProgressBar:
         shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
         text = f"{self.desc} {done}/{self.total} {shown} {rate:.1f} img/s ETA {format_duration(eta)}"
         if self.tty:
+            self.last_draw = time.perf_counter()
             bar = "#" * int(frac * self.width)
             self.stream.write(f"\r{self.desc} [{bar:<{self.width}}] {text[len(self.desc) + 1 :]}\x1b[K")
             self.stream.flush()

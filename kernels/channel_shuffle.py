@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._tiles import masked_position_tile
+
 
 def reference(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Plain PyTorch channel shuffle."""
@@ -33,15 +35,6 @@ def concat_shuffle_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _tile(P, W, C, NP, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Program -> channels c [BLOCK_C] and flattened (n, h, w) positions: n (int64), spatial offset pieces, masks."""
-    q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    r = q % P
-    return (q // P).to(tl.int64), r // W, r % W, c, (c < C)[:, None] & (q < NP)[None, :]
-
-
-@triton.jit
 def _shuffle_kernel(
     src_ptr, dst_ptr,
     C, P, W, NP, GROUPS, PER_GROUP,  # P = H * W, NP = N * P, C = GROUPS * PER_GROUP
@@ -49,7 +42,7 @@ def _shuffle_kernel(
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     """dst[:, j] = src[:, (j % GROUPS) * PER_GROUP + j // GROUPS] on a [BLOCK_C, BLOCK_P] tile of dst."""
-    n, h, w, j, mask = _tile(P, W, C, NP, BLOCK_C, BLOCK_P)
+    n, h, w, j, mask = masked_position_tile(P, W, C, NP, BLOCK_C, BLOCK_P)
     src_c = (j % GROUPS) * PER_GROUP + j // GROUPS
     src = src_ptr + n[None, :] * ssn + src_c[:, None].to(tl.int64) * ssc + (h * ssh + w * ssw)[None, :]
     dst = dst_ptr + n[None, :] * sdn + j[:, None].to(tl.int64) * sdc + (h * sdh + w * sdw)[None, :]
@@ -64,7 +57,7 @@ def _interleave_kernel(
     SPLIT: tl.constexpr,  # False: out[2i], out[2i+1] <- a[i], b[i] (forward); True: the reverse (backward)
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    n, h, w, i, mask = _tile(P, W, K, NP, BLOCK_C, BLOCK_P)
+    n, h, w, i, mask = masked_position_tile(P, W, K, NP, BLOCK_C, BLOCK_P)
     i64 = i[:, None].to(tl.int64)
     a = a_ptr + n[None, :] * san + i64 * sac + (h * sah + w * saw)[None, :]
     b = b_ptr + n[None, :] * sbn + i64 * sbc + (h * sbh + w * sbw)[None, :]

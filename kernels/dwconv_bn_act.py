@@ -32,6 +32,8 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
+from ._tiles import position_tile
+
 ACTIVATIONS = ("identity", "relu", "relu6", "swish", "hardswish")
 _ACT_FNS = {"identity": lambda t: t, "relu": F.relu, "relu6": F.relu6, "swish": F.silu, "hardswish": F.hardswish}
 
@@ -93,17 +95,6 @@ def _act_grad(z, ACT: tl.constexpr):
 
 
 @triton.jit
-def _tile_coords(P, C, OW, NP, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Program (row = block of the NP = N * P flattened (n, oh, ow) positions, channel block) -> per-position image
-    index n (int64) and coords oh, ow; channels c; masks. Tiles may span images (fewer programs for small maps)."""
-    row = tl.program_id(0)
-    q = row * BLOCK_P + tl.arange(0, BLOCK_P)
-    r = q % P
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    return row, (q // P).to(tl.int64), c, r // OW, r % OW, c < C, q < NP
-
-
-@triton.jit
 def _dwconv_tile(
     x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask,
     H, W, sxn, sxc, sxh, sxw, swc, swh, sww,
@@ -133,7 +124,7 @@ def _fwd_stats_kernel(
     sxn, sxc, sxh, sxw, swc, swh, sww,
     K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, n, c, oh, ow, c_mask, p_mask = _tile_coords(P, C, OW, NP, BLOCK_C, BLOCK_P)
+    row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
     y = _dwconv_tile(
         x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE, BLOCK_C, BLOCK_P
     )
@@ -198,7 +189,7 @@ def _fwd_apply_kernel(
     K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, FOLD: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, n, c, oh, ow, c_mask, p_mask = _tile_coords(P, C, OW, NP, BLOCK_C, BLOCK_P)
+    row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
     y = _dwconv_tile(
         x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE, BLOCK_C, BLOCK_P
     )
@@ -246,7 +237,7 @@ def _bwd_stats_kernel(
     sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw,
     K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, n, c, oh, ow, c_mask, p_mask = _tile_coords(P, C, OW, NP, BLOCK_C, BLOCK_P)
+    row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
     yhat, dz, _ = _dz_tile(
         x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
         H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
@@ -278,7 +269,7 @@ def _bwd_dy_kernel(
     K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, TRAINING: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, n, c, oh, ow, c_mask, p_mask = _tile_coords(P, C, OW, NP, BLOCK_C, BLOCK_P)
+    row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
     yhat, dz, g_rstd = _dz_tile(
         x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
         H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
@@ -314,7 +305,7 @@ def _bwd_dx_kernel(
 ):  # fmt: skip
     """dx[i] = sum_{kh, kw} w[kh, kw] * dy[o] over the outputs o with o * S + (kh, kw) - PAD = i."""
     PAD: tl.constexpr = (K - 1) // 2
-    row, n, c, ih, iw, c_mask, p_mask = _tile_coords(H * W, C, W, NP, BLOCK_C, BLOCK_P)
+    row, n, ih, iw, c, c_mask, p_mask = position_tile(H * W, W, C, NP, BLOCK_C, BLOCK_P)
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
     dy_base = dy_ptr + n[None, :] * sdn + c[:, None].to(tl.int64) * sdc
     for kh in tl.static_range(K):

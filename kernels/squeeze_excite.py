@@ -21,6 +21,8 @@ import triton
 import triton.language as tl
 from torch.nn import functional as F
 
+from ._tiles import masked_position_tile
+
 
 def reference(
     x: torch.Tensor,
@@ -83,22 +85,13 @@ def _excite_kernel(
 
 
 @triton.jit
-def _flat_tile(C, HW, W, NP, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Program -> channels c, flattened (n, h, w) positions: n (int64), h, w, tile mask."""
-    q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p = q % HW
-    return (q // HW).to(tl.int64), p // W, p % W, c, (c < C)[:, None] & (q < NP)[None, :]
-
-
-@triton.jit
 def _scale_kernel(
     x_ptr, gate_ptr, res_ptr, out_ptr,  # gate [N, C] fp32; res unused without HAS_RES
     C, HW, W, NP,
     sxn, sxc, sxh, sxw, srn, src, srh, srw, son, soc, soh, sow,
     HAS_RES: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    n, h, w, c, mask = _flat_tile(C, HW, W, NP, BLOCK_C, BLOCK_P)
+    n, h, w, c, mask = masked_position_tile(HW, W, C, NP, BLOCK_C, BLOCK_P)
     c64 = c[:, None].to(tl.int64)
     x = tl.load(x_ptr + n[None, :] * sxn + c64 * sxc + (h * sxh + w * sxw)[None, :], mask=mask, other=0.0)
     out = x.to(tl.float32) * tl.load(gate_ptr + n[None, :] * C + c64, mask=mask, other=0.0)
@@ -171,7 +164,7 @@ def _x_grad_kernel(
     sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    n, h, w, c, mask = _flat_tile(C, HW, W, NP, BLOCK_C, BLOCK_P)
+    n, h, w, c, mask = masked_position_tile(HW, W, C, NP, BLOCK_C, BLOCK_P)
     c64 = c[:, None].to(tl.int64)
     dpre = tl.load(dpre_ptr + n[None, :] * sgn + c64 * sgc + (h * sgh + w * sgw)[None, :], mask=mask, other=0.0)
     nc = n[None, :] * C + c64

@@ -14,7 +14,7 @@ import torch
 
 from imgcls.data import builtin, datasets
 from imgcls.data.datasets import DataError, Sample, load_dataset, load_labels, parse_list_file, resolve_dataset
-from imgcls.data.loader import build_loader, epoch_order
+from imgcls.data.loader import Loader, epoch_order
 from imgcls.data.reader import OpenCVReader, make_reader
 from imgcls.data.transforms import AugConfig, random_crop_box, sample_train_params, train_transform, val_transform
 
@@ -51,7 +51,7 @@ def loader_for(samples: list[Sample], **kw):
     args = dict(train=True, batch_size=8, size=SIZE, resize_short=SHORT, mean=MEAN, std=STD, aug=AugConfig())
     args.update(random_seed=3, num_workers=2, prefetch=2, reader="opencv")
     args.update(kw)
-    return build_loader(samples, **args)
+    return Loader(samples, **args)
 
 
 # ---------------------------------------------------------------- datasets

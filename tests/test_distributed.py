@@ -64,7 +64,7 @@ def run_steps(data_dir: str, out_file: str) -> None:
 
     Writes (rank 0) the global mean loss of each step and the final weights.
     """
-    from imgcls.data import build_loader, resolve_dataset
+    from imgcls.data import Loader, resolve_dataset
     from imgcls.data.transforms import AugConfig
     from imgcls.losses import training_loss
     from imgcls.models import create_model
@@ -75,7 +75,7 @@ def run_steps(data_dir: str, out_file: str) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     ddp = dist.prepare_ddp(model, info, sync_bn=True)
     spec = resolve_dataset(data_dir, None, None)
-    loader = build_loader(
+    loader = Loader(
         spec.train,
         train=True,
         batch_size=dist.per_rank_batch(GLOBAL_BATCH, info.world_size),

@@ -366,12 +366,12 @@ def test_normalized_batch_through_opencv_for_other_interpolations(files):
 def test_loader_batches_from_normalized_reader_equal_uint8_path(files):
     """The loader's native path (normalize in C++) gives the batches of its uint8 path; bad images dropped alike."""
     from imgcls.data.datasets import Sample
-    from imgcls.data.loader import build_loader
+    from imgcls.data.loader import Loader
 
     names = ["baseline_420", "missing", "png", "progressive_420", "gray"]
     samples = [Sample(files[n], i) for i, n in enumerate(names)]
     args = dict(train=True, batch_size=5, size=48, resize_short=56, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
-    loader = build_loader(samples, **args, aug=T.AugConfig(), random_seed=1, num_workers=2, prefetch=1, reader="native")
+    loader = Loader(samples, **args, aug=T.AugConfig(), random_seed=1, num_workers=2, prefetch=1, reader="native")
     assert hasattr(loader.reader, "read_batch_normalized")
     indices = np.arange(len(samples))
     images, labels = loader.load_batch(indices, epoch=0)

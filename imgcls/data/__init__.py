@@ -11,7 +11,7 @@ from .datasets import (
     parse_list_file,
     resolve_dataset,
 )
-from .loader import Loader, build_loader
+from .loader import Loader
 from .reader import OpenCVReader, make_reader
 from .transforms import AugConfig
 
@@ -25,7 +25,6 @@ __all__ = [
     "Loader",
     "OpenCVReader",
     "Sample",
-    "build_loader",
     "builtin_dataset_dir",
     "load_dataset",
     "load_labels",

@@ -134,7 +134,8 @@ class EpochIterator:
 
 
 class Loader:
-    """Iterable of ``(images float32 [N, 3, size, size] normalized, labels int64 [N])`` batches for one epoch."""
+    """Iterable of ``(images float32 [N, 3, size, size] normalized, labels int64 [N])`` batches for one epoch;
+    shuffle and drop_last default to ``train``."""
 
     def __init__(
         self,
@@ -267,45 +268,3 @@ class Loader:
         self.close_iterator()
         if hasattr(self.reader, "close"):
             self.reader.close()
-
-
-def build_loader(
-    samples: Sequence[Sample],
-    *,
-    train: bool,
-    batch_size: int,
-    size: int,
-    resize_short: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    aug: AugConfig,
-    random_seed: int,
-    num_workers: int,
-    prefetch: int,
-    reader: str = "auto",
-    shuffle: bool | None = None,
-    drop_last: bool | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    pin_memory: bool = False,
-) -> Loader:
-    """A ``Loader`` over ``samples``; shuffle and drop_last default to ``train``."""
-    return Loader(
-        samples,
-        train=train,
-        batch_size=batch_size,
-        size=size,
-        resize_short=resize_short,
-        mean=mean,
-        std=std,
-        aug=aug,
-        random_seed=random_seed,
-        num_workers=num_workers,
-        prefetch=prefetch,
-        reader=reader,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        rank=rank,
-        world_size=world_size,
-        pin_memory=pin_memory,
-    )

@@ -1,0 +1,67 @@
+"""Top-k counting, the progress bar's redraw schedule, and the training loop's non-finite loss stop."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from imgcls import metrics
+from imgcls.engine import train_one_epoch
+from imgcls.metrics import ProgressBar, topk_hits
+from imgcls.optim import LRSchedule
+
+
+@pytest.mark.parametrize("classes", [1, 3, 10])
+def test_topk_hits_counts_like_a_plain_loop(classes: int) -> None:
+    rng = np.random.default_rng()
+    logits = rng.standard_normal((37, classes))
+    labels = rng.integers(0, classes, 37)
+    ks = (1, 2, 5)
+    want = []
+    for k in ks:
+        top = np.argsort(-logits, axis=1)[:, :k]  # k past the class count takes every class
+        want.append(int(sum(label in row for label, row in zip(labels, top))))
+    got = topk_hits(torch.from_numpy(logits), torch.from_numpy(labels), ks)
+    assert got.tolist() == want
+
+
+def test_progress_bar_due_on_tenths_without_a_terminal() -> None:
+    bar = ProgressBar(20, "x", stream=io.StringIO())
+    due = []
+    for done in range(1, 21):
+        due.append(bar.due(done))
+        if due[-1]:
+            bar.update(done, done)
+    assert [d for d, flag in zip(range(1, 21), due) if flag] == list(range(2, 21, 2))
+
+
+def test_progress_bar_redraws_a_terminal_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: now[0])
+    stream = io.StringIO()
+    stream.isatty = lambda: True
+    bar = ProgressBar(10, "x", stream=stream)
+    assert bar.due(1)
+    bar.update(1, 1)
+    now[0] += metrics.REDRAW_SECONDS / 2
+    assert not bar.due(2)
+    now[0] += metrics.REDRAW_SECONDS
+    assert bar.due(2)
+    assert bar.due(10)  # the last step always shows
+
+
+def test_non_finite_loss_stops_training_with_advice() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    batches = [(torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])) for _ in range(3)]
+    batches[1][0][0, 0, 0, 0] = float("inf")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="lower --lr"):
+        train_one_epoch(
+            model, batches, optimizer, LRSchedule("piecewise_decay", 0.1, 3, 1), 0,
+            device=torch.device("cpu"), start_step=0,
+        )  # fmt: skip
