@@ -44,7 +44,8 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=find_packages(include=["imgcls", "imgcls.*"]),
+    packages=find_packages(include=["imgcls", "imgcls.*", "kernels", "kernels.*"]),
+    package_data={"imgcls.data": ["imagenet_labels.txt"]},
     ext_modules=[Extension("imgcls._reader", sources=[])],
     cmdclass={"build_ext": CMakeBuild},
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DTYPES, LAYOUTS, nbytes, time_phases, to_layout  # bench/conftest.py
+from conftest import DTYPES, LAYOUTS, bench_fused, check_against_reference, compile_fresh, nbytes, time_phases
 
 # ShuffleNetV2_swish at 224 px, batch 256: (branch channels, H = W) of each stage's units.
 SHAPES = [(58, 28), (116, 14), (232, 7)]
@@ -22,22 +22,23 @@ BATCH = 256
 @pytest.mark.parametrize("c,hw", SHAPES)
 def test_concat_shuffle(benchmark, gpu, c, hw, dtype, layout):
     from kernels import channel_shuffle as op
+    from kernels._tiles import to_layout
 
-    a0, b0 = (to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=DTYPES[dtype]), layout) for _ in "ab")
+    dt = DTYPES[dtype]
+    a0, b0 = (to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=dt), layout) for _ in "ab")
 
     def make_args():
         return a0.detach().clone().requires_grad_(), b0.detach().clone().requires_grad_()
 
-    torch.testing.assert_close(op.concat_shuffle(a0, b0), op.concat_shuffle_reference(a0, b0), atol=0, rtol=0)
-    grad = torch.randn(BATCH, 2 * c, hw, hw, device="cuda", dtype=DTYPES[dtype])
+    grad = to_layout(torch.randn(BATCH, 2 * c, hw, hw, device="cuda", dtype=dt), layout)
+    check_against_reference(op.concat_shuffle, op.concat_shuffle_reference, make_args, grad, 0.0)  # data movement
     fns = {
         "eager": op.concat_shuffle_reference,
-        "compile": torch.compile(op.concat_shuffle_reference),
+        "compile": compile_fresh(op.concat_shuffle_reference),
         "fused": op.concat_shuffle,
     }
     times = time_phases(gpu, fns, make_args, grad)
     floor = {"fwd": 2 * nbytes(grad), "bwd": 2 * nbytes(grad)}
     floor["both"] = floor["fwd"] + floor["bwd"]
     gpu.record(benchmark, f"concat_shuffle c={c} {hw}px {dtype} {layout}", times, floor)
-    args = make_args()
-    benchmark(lambda: (op.concat_shuffle(*args).backward(grad), torch.cuda.synchronize()))
+    bench_fused(benchmark, op.concat_shuffle, make_args(), grad)

@@ -1,16 +1,27 @@
-"""Fused depthwise conv + BN + act vs eager and torch.compile'd reference, training mode, at real layer shapes.
+"""Fused depthwise conv + BN + act vs eager and torch.compile'd reference at real layer shapes: training mode
+(forward, backward, both), and eval mode (BN folded, inference forward) at fp16.
 
     .venv/bin/python -m pytest bench/bench_dwconv_bn_act.py --benchmark-only -s   # needs a CUDA GPU
 
-Floor (bytes that must move): forward reads x twice (statistics pass, then the output pass) and writes out;
-backward reads x and dout twice (gradient-statistics pass, then dx/dw) and writes dx.
+Floor (bytes that must move): training forward reads x twice (statistics pass, then the output pass) and writes
+out; backward reads x and dout twice (gradient-statistics pass, then dx/dw) and writes dx. Eval forward reads x
+once and writes out.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DTYPES, LAYOUTS, nbytes, time_phases, to_layout  # bench/conftest.py
+from conftest import (  # bench/conftest.py
+    DTYPES,
+    LAYOUTS,
+    TOL,
+    bench_fused,
+    check_against_reference,
+    compile_fresh,
+    nbytes,
+    time_phases,
+)
 
 # (model, channels, input H = W, kernel, stride, act) at 224 px, batch 256.
 SHAPES = [
@@ -30,34 +41,58 @@ SHAPES = [
 BATCH = 256
 
 
+def make_case(c, hw, k, stride, act, dt, layout, training):
+    """-> (make_args, fused, reference): fresh leaves (gradients only in training) and running stats per call."""
+    from kernels import dwconv_bn_act as op
+    from kernels._tiles import to_layout
+
+    x0 = to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=dt), layout)
+    w0 = torch.randn(c, 1, k, k, device="cuda") * 0.3
+    gamma0, beta0 = torch.rand(c, device="cuda") + 0.5, torch.randn(c, device="cuda") * 0.1
+    rm0, rv0 = torch.randn(c, device="cuda") * 0.1, torch.rand(c, device="cuda") + 0.5
+
+    def make_args():
+        leaves = [t.detach().clone().requires_grad_(training) for t in (x0, w0.to(dt), gamma0, beta0)]
+        return (*leaves, rm0.clone(), rv0.clone())
+
+    def fused(x, w, g, b, rm, rv):
+        return op.dwconv_bn_act(x, w, g, b, rm, rv, training=training, stride=stride, act=act)
+
+    def reference(x, w, g, b, rm, rv):
+        return op.reference(x, w, g, b, rm, rv, training, 0.1, 1e-5, stride, act)
+
+    return make_args, fused, reference
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("model,c,hw,k,stride,act", SHAPES)
 def test_dwconv_bn_act(benchmark, gpu, model, c, hw, k, stride, act, dtype, layout):
-    from kernels import dwconv_bn_act as op
-
     dt = DTYPES[dtype]
-    x0 = to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=dt), layout)
-    w0 = torch.randn(c, 1, k, k, device="cuda") * 0.3
-    gamma0, beta0 = torch.rand(c, device="cuda") + 0.5, torch.randn(c, device="cuda") * 0.1
-
-    def make_args():
-        leaves = [t.detach().clone().requires_grad_() for t in (x0, w0.to(dt), gamma0, beta0)]
-        return (*leaves, torch.zeros(c, device="cuda"), torch.ones(c, device="cuda"))
-
-    def fused(x, w, g, b, rm, rv):
-        return op.dwconv_bn_act(x, w, g, b, rm, rv, training=True, stride=stride, act=act)
-
-    def reference(x, w, g, b, rm, rv):
-        return op.reference(x, w, g, b, rm, rv, True, 0.1, 1e-5, stride, act)
-
-    out_f, out_r = fused(*make_args()), reference(*make_args())
-    torch.testing.assert_close(out_f, out_r, atol=3e-2, rtol=3e-2)
-    grad = torch.randn_like(out_r)
-    fns = {"eager": reference, "compile": torch.compile(reference), "fused": fused}
-    times = time_phases(gpu, fns, make_args, grad)
-    floor = {"fwd": 2 * nbytes(x0) + nbytes(out_r), "bwd": 2 * nbytes(x0, grad) + nbytes(x0)}
+    make_args, fused, reference = make_case(c, hw, k, stride, act, dt, layout, training=True)
+    x0 = make_args()[0]
+    out = reference(*make_args()).detach()
+    grad = torch.randn_like(out)
+    check_against_reference(fused, reference, make_args, grad, TOL[dt])  # output, 4 gradients, running stats
+    times = time_phases(gpu, {"eager": reference, "compile": compile_fresh(reference), "fused": fused}, make_args, grad)
+    floor = {"fwd": 2 * nbytes(x0) + nbytes(out), "bwd": 2 * nbytes(x0, grad) + nbytes(x0)}
     floor["both"] = floor["fwd"] + floor["bwd"]
     gpu.record(benchmark, f"dwconv {model} c={c} {hw}px s{stride} {dtype} {layout}", times, floor)
-    args = make_args()
-    benchmark(lambda: (fused(*args).backward(grad), torch.cuda.synchronize()))
+    bench_fused(benchmark, fused, make_args(), grad)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("model,c,hw,k,stride,act", SHAPES)
+def test_dwconv_bn_act_eval(benchmark, gpu, model, c, hw, k, stride, act, layout):
+    """Inference: BN folded into the conv's per-channel scale and shift, one kernel, under no_grad."""
+    dt = torch.float16
+    make_args, fused, reference = make_case(c, hw, k, stride, act, dt, layout, training=False)
+    with torch.no_grad():
+        check_against_reference(fused, reference, make_args, None, TOL[dt])  # output; running stats untouched
+        x0, out = make_args()[0], reference(*make_args())
+        fns = {"eager": reference, "compile": compile_fresh(reference), "fused": fused}
+        times = time_phases(gpu, fns, make_args, None)
+        gpu.record(
+            benchmark, f"dwconv eval {model} c={c} {hw}px s{stride} fp16 {layout}", times, {"fwd": nbytes(x0, out)}
+        )
+        bench_fused(benchmark, fused, make_args(), None)

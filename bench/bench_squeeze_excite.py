@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DTYPES, LAYOUTS, nbytes, time_phases, to_layout  # bench/conftest.py
+from conftest import (  # bench/conftest.py
+    DTYPES,
+    LAYOUTS,
+    TOL,
+    bench_fused,
+    check_against_reference,
+    compile_fresh,
+    nbytes,
+    time_phases,
+)
 
 # SE_ResNeXt50_32x4d at 224 px, batch 256: (channels, H = W, reduced channels) per stage.
 SHAPES = [(256, 56, 16), (512, 28, 32), (1024, 14, 64), (2048, 7, 128)]
@@ -22,6 +31,7 @@ BATCH = 256
 @pytest.mark.parametrize("c,hw,r", SHAPES)
 def test_squeeze_excite_residual(benchmark, gpu, c, hw, r, dtype, layout):
     from kernels import squeeze_excite as op
+    from kernels._tiles import to_layout
 
     dt = DTYPES[dtype]
     x0, res0 = (to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=dt), layout) for _ in "xr")
@@ -31,12 +41,11 @@ def test_squeeze_excite_residual(benchmark, gpu, c, hw, r, dtype, layout):
         leaves = [t.detach().clone().requires_grad_() for t in (x0, *(p.to("cuda", dt) for p in params0), res0)]
         return tuple(leaves)
 
-    torch.testing.assert_close(op.squeeze_excite(*make_args()), op.reference(*make_args()), atol=3e-2, rtol=3e-2)
     grad = torch.randn_like(x0)
-    fns = {"eager": op.reference, "compile": torch.compile(op.reference), "fused": op.squeeze_excite}
+    check_against_reference(op.squeeze_excite, op.reference, make_args, grad, TOL[dt])  # output, 6 gradients
+    fns = {"eager": op.reference, "compile": compile_fresh(op.reference), "fused": op.squeeze_excite}
     times = time_phases(gpu, fns, make_args, grad)
     floor = {"fwd": 4 * nbytes(x0), "bwd": 6 * nbytes(x0)}
     floor["both"] = floor["fwd"] + floor["bwd"]
     gpu.record(benchmark, f"se+residual c={c} {hw}px {dtype} {layout}", times, floor)
-    args = make_args()
-    benchmark(lambda: (op.squeeze_excite(*args).backward(grad), torch.cuda.synchronize()))
+    bench_fused(benchmark, op.squeeze_excite, make_args(), grad)

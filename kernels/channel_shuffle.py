@@ -17,19 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tiles import masked_position_tile
-
-
-def reference(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Plain PyTorch channel shuffle."""
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
-def concat_shuffle_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Plain PyTorch ShuffleNetV2 unit tail: concat then a 2-group shuffle."""
-    return reference(torch.cat([a, b], 1), 2)
-
+from ._tiles import empty_like_layout, masked_position_tile, tile_config
+from .references import channel_shuffle as reference  # noqa: F401  (the plain PyTorch references, see there)
+from .references import concat_shuffle as concat_shuffle_reference  # noqa: F401
 
 # ----------------------------------------------------------------------------------------------- Triton kernels
 
@@ -78,20 +68,10 @@ _GPU_CONFIGS = {"nchw": (4, 256, 4), "channels_last": (64, 16, 4)}
 _INTERPRETER_CONFIG = (256, 128, 1)
 
 
-def _layout(x: torch.Tensor) -> str:
-    if x.stride(1) == 1 and x.shape[1] > 1 and not x.is_contiguous():
-        return "channels_last"
-    return "nchw"
-
-
-def _config(x: torch.Tensor) -> tuple[int, int, int]:
-    return _GPU_CONFIGS[_layout(x)] if x.is_cuda else _INTERPRETER_CONFIG
-
-
 def _empty_like_layout(x: torch.Tensor, channels: int) -> torch.Tensor:
-    fmt = torch.channels_last if _layout(x) == "channels_last" else torch.contiguous_format
+    """A new [N, channels, H, W] tensor in x's memory format."""
     n, _, h, w = x.shape
-    return torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+    return empty_like_layout(x, (n, channels, h, w))
 
 
 def channel_shuffle_forward(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -100,7 +80,7 @@ def channel_shuffle_forward(x: torch.Tensor, groups: int) -> torch.Tensor:
     if x.dim() != 4 or c % groups:
         raise ValueError(f"channel_shuffle wants [N, C, H, W] with C divisible by groups={groups}; got {x.shape}")
     out = _empty_like_layout(x, c)
-    block_c, block_p, warps = _config(x)
+    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS, _INTERPRETER_CONFIG)
     grid = (triton.cdiv(n * h * w, block_p), triton.cdiv(c, block_c))
     _shuffle_kernel[grid](
         x, out, c, h * w, w, n * h * w, groups, c // groups, *x.stride(), *out.stride(),
@@ -129,7 +109,7 @@ def split_unshuffle_forward(dout: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 def _interleave(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, split: bool) -> None:
     n, k, h, w = a.shape
-    block_c, block_p, warps = _config(out)
+    block_c, block_p, warps = tile_config(out, _GPU_CONFIGS, _INTERPRETER_CONFIG)
     grid = (triton.cdiv(n * h * w, block_p), triton.cdiv(k, block_c))
     _interleave_kernel[grid](
         a, b, out, k, h * w, w, n * h * w, *a.stride(), *b.stride(), *out.stride(),

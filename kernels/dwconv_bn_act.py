@@ -11,52 +11,37 @@ Backward (dz = dout * act'(z)):
     train:  dy = gamma * rstd * (dz - (dbeta + yhat * dgamma) / M)        eval:  dy = gamma * rstd * dz
     dw[c, kh, kw] = sum_{n, o} dy[n, c, o] * x[n, c, o * S + (kh, kw) - PAD];  dx = transposed depthwise conv of dy.
 
-Saved for backward: x, w, gamma, beta and the fp32 per-channel mean and rstd; y is recomputed from x (a depthwise
-conv is a few FLOPs per byte, cheaper than writing y and reading it back).
+Saved for backward: x, w, gamma, beta and the fp32 per-channel mean and rstd (eval: the running stats, from which
+the backward derives them); y is recomputed from x (a depthwise conv is a few FLOPs per byte, cheaper than writing y
+and reading it back).
 
 Kernels (2-D tiles of BLOCK_C channels x BLOCK_P flattened (n, oh, ow) positions; every stride is an argument,
-so NCHW and channels_last run without copies):
-    forward train: _fwd_stats (conv -> per-tile mean and M2) -> _bn_finalize (Chan's merge, running stats,
+so NCHW and channels_last run without copies). The kernels that write reduction partials are persistent: program
+row r walks the TPR consecutive position tiles [r * TPR, (r + 1) * TPR) and writes one partial row, so there are
+R = cdiv(tiles, TPR) rows, about a fixed program count (a few waves of the GPU) whatever the batch:
+    forward train: _fwd_stats (conv -> per-row mean and M2) -> _bn_finalize (Chan's merge, running stats,
                    scale/shift) -> _fwd_apply (conv again, scale/shift, act)
-    forward eval:  _fwd_apply with FOLD=True (BN folded into scale/shift from the running stats): one kernel
-    backward:      _bwd_stats (per-tile sums of dz, dz*yhat) -> _sum_rows -> _bwd_dy (writes dy, per-tile dw)
+    forward eval:  _fwd_apply with FOLD=True (BN folded into scale/shift from the running stats): one kernel, and
+                   nothing else (the backward, when there is one, derives mean and rstd from the running stats)
+    backward:      _bwd_stats (per-row sums of dz, dz*yhat) -> _sum_rows -> _bwd_dy (writes dy, per-row dw)
                    -> _sum_rows -> _bwd_dx
-Every reduction is two-stage (per-tile partials, then an in-order sum per channel): deterministic, no atomics.
+Every reduction is two-stage (per-row partials, in tile order, then an in-order sum per channel): deterministic,
+no atomics.
 Loads are upcast to fp32 (fp16/bf16 inputs, fp32 accumulation); outputs are stored in the input dtype.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
-from torch.nn import functional as F
 
-from ._tiles import position_tile
-
-ACTIVATIONS = ("identity", "relu", "relu6", "swish", "hardswish")
-_ACT_FNS = {"identity": lambda t: t, "relu": F.relu, "relu6": F.relu6, "swish": F.silu, "hardswish": F.hardswish}
-
-
-def reference(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bn_weight: torch.Tensor,
-    bn_bias: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    training: bool = True,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    stride: int = 1,
-    act: str = "relu",
-) -> torch.Tensor:
-    """Plain PyTorch: depthwise conv2d -> batch_norm (updates the running stats in training) -> activation."""
-    k = weight.shape[-1]
-    y = F.conv2d(x, weight, None, stride, (k - 1) // 2, groups=x.shape[1])
-    y = F.batch_norm(y, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps)
-    return _ACT_FNS[act](y)
-
+from ._tiles import empty_like_layout, position_tile, tile_config, tile_positions
+from .references import DWCONV_ACTIVATIONS as ACTIVATIONS
+from .references import dwconv_bn_act as reference  # noqa: F401  (the op's plain PyTorch reference, see there)
+from .references import dwconv_unsupported
 
 # ----------------------------------------------------------------------------------------------- Triton kernels
 
@@ -95,44 +80,79 @@ def _act_grad(z, ACT: tl.constexpr):
 
 
 @triton.jit
+def _x_tap(
+    x_base, oh, ow, c_mask, p_mask, H, W, sxh, sxw,
+    kh: tl.constexpr, kw: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
+):  # fmt: skip
+    """x under tap (kh, kw) of the outputs (oh, ow), fp32 [BLOCK_C, BLOCK_P] (0 outside the image or the masks)."""
+    PAD: tl.constexpr = (K - 1) // 2
+    ih = oh * STRIDE + (kh - PAD)
+    iw = ow * STRIDE + (kw - PAD)
+    ok = p_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    xv = tl.load(x_base + (ih * sxh + iw * sxw)[None, :], mask=c_mask[:, None] & ok[None, :], other=0.0)
+    return xv.to(tl.float32)
+
+
+@triton.jit
 def _dwconv_tile(
     x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask,
     H, W, sxn, sxc, sxh, sxw, swc, swh, sww,
     K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     """y = depthwise conv of x on a [BLOCK_C, BLOCK_P] output tile, fp32 (0 where masked)."""
-    PAD: tl.constexpr = (K - 1) // 2
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
     x_base = x_ptr + n[None, :] * sxn + c[:, None].to(tl.int64) * sxc
     for kh in tl.static_range(K):
-        ih = oh * STRIDE + (kh - PAD)
-        h_ok = p_mask & (ih >= 0) & (ih < H)
         for kw in tl.static_range(K):
-            iw = ow * STRIDE + (kw - PAD)
-            ok = h_ok & (iw >= 0) & (iw < W)
-            xv = tl.load(x_base + (ih * sxh + iw * sxw)[None, :], mask=c_mask[:, None] & ok[None, :], other=0.0)
+            xv = _x_tap(x_base, oh, ow, c_mask, p_mask, H, W, sxh, sxw, kh, kw, K, STRIDE)
             wv = tl.load(w_ptr + c * swc + kh * swh + kw * sww, mask=c_mask, other=0.0)
-            acc += xv.to(tl.float32) * wv.to(tl.float32)[:, None]
+            acc += xv * wv.to(tl.float32)[:, None]
     return acc
+
+
+@triton.jit
+def _row_tiles(TILES, TPR):
+    """-> row (program_id 0), its first tile and its end tile (exclusive): TPR tiles, fewer in the last row."""
+    row = tl.program_id(0)
+    return row, row * TPR, tl.minimum(row * TPR + TPR, TILES)
+
+
+@triton.jit
+def _channels(C, BLOCK_C: tl.constexpr):
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return c, c < C
 
 
 @triton.jit
 def _fwd_stats_kernel(
     x_ptr, w_ptr,
-    part_mean_ptr, part_m2_ptr,  # [R, C] fp32: per-tile mean and sum of squared deviations of y
-    C, H, W, OW, P, NP,  # P = OH * OW positions per image, NP = N * P; R = cdiv(NP, BLOCK_P) tiles
+    part_mean_ptr, part_m2_ptr,  # [R, C] fp32: per-row mean and sum of squared deviations of y
+    C, H, W, OW, P, NP, TILES, TPR,  # P = OH * OW positions per image, NP = N * P; TPR tiles per row
     sxn, sxc, sxh, sxw, swc, swh, sww,
     K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
-    y = _dwconv_tile(
-        x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE, BLOCK_C, BLOCK_P
-    )
-    count = tl.minimum(NP - row * BLOCK_P, BLOCK_P).to(tl.float32)
-    mean = tl.sum(y, 1) / count
-    dev = tl.where(p_mask[None, :], y - mean[:, None], 0.0)
+    """Per tile (count, mean, M2), merged into the row's running triple in tile order (Chan et al.)."""
+    row, t0, t1 = _row_tiles(TILES, TPR)
+    c, c_mask = _channels(C, BLOCK_C)
+    count = tl.zeros([BLOCK_C], dtype=tl.float32)
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for tile in range(t0, t1):
+        n, oh, ow, p_mask = tile_positions(tile, P, OW, NP, BLOCK_P)
+        y = _dwconv_tile(
+            x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww,
+            K, STRIDE, BLOCK_C, BLOCK_P,
+        )  # fmt: skip
+        t_count = tl.minimum(NP - tile * BLOCK_P, BLOCK_P).to(tl.float32)
+        t_mean = tl.sum(y, 1) / t_count
+        dev = tl.where(p_mask[None, :], y - t_mean[:, None], 0.0)
+        total = count + t_count
+        delta = t_mean - mean
+        mean += delta * (t_count / total)
+        m2 += tl.sum(dev * dev, 1) + delta * delta * (count * t_count / total)
+        count = total
     tl.store(part_mean_ptr + row * C + c, mean, mask=c_mask)
-    tl.store(part_m2_ptr + row * C + c, tl.sum(dev * dev, 1), mask=c_mask)
+    tl.store(part_m2_ptr + row * C + c, m2, mask=c_mask)
 
 
 @triton.jit
@@ -140,18 +160,19 @@ def _bn_finalize_kernel(
     part_mean_ptr, part_m2_ptr,  # [R, C] from _fwd_stats
     gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr,  # BN parameters and running stats [C] (read only)
     mean_ptr, rstd_ptr, new_rmean_ptr, new_rvar_ptr,  # [C] fp32 outputs: batch mean, rstd, updated running stats
+    # (without running stats, rmean/rvar are unused and the last two get the batch mean and unbiased variance)
     scale_ptr, shift_ptr,  # [C] fp32 outputs: gamma * rstd, beta - mean * gamma * rstd
-    C, NP, R, eps, momentum,
-    HAS_RUNNING: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    C, NP, R, ROW_SPAN, eps, momentum,  # ROW_SPAN = positions per row (TPR * BLOCK_P), fewer in the last row
+    HAS_RUNNING: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Merge the per-tile (count, mean, M2) in row order (Chan et al.), so the result is deterministic."""
+    """Merge the per-row (count, mean, M2) in row order (Chan et al.), so the result is deterministic."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
     total = NP.to(tl.float32)
     acc = tl.zeros([BLOCK_C], dtype=tl.float32)
     for r0 in range(0, R, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
-        count = tl.minimum(NP - r * BLOCK_P, BLOCK_P).to(tl.float32)
+        count = tl.minimum(NP - r * ROW_SPAN, ROW_SPAN).to(tl.float32)
         m = (r[:, None] < R) & c_mask[None, :]
         pm = tl.load(part_mean_ptr + r[:, None] * C + c[None, :], mask=m, other=0.0)
         acc += tl.sum(pm * count[:, None], 0)
@@ -159,7 +180,7 @@ def _bn_finalize_kernel(
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
     for r0 in range(0, R, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
-        count = tl.minimum(NP - r * BLOCK_P, BLOCK_P).to(tl.float32)
+        count = tl.minimum(NP - r * ROW_SPAN, ROW_SPAN).to(tl.float32)
         m = (r[:, None] < R) & c_mask[None, :]
         pm = tl.load(part_mean_ptr + r[:, None] * C + c[None, :], mask=m, other=0.0)
         pm2 = tl.load(part_m2_ptr + r[:, None] * C + c[None, :], mask=m, other=0.0)
@@ -173,11 +194,15 @@ def _bn_finalize_kernel(
     tl.store(rstd_ptr + c, rstd, mask=c_mask)
     tl.store(scale_ptr + c, scale, mask=c_mask)
     tl.store(shift_ptr + c, shift, mask=c_mask)
+    new_rm = mean
+    new_rv = var * total / (total - 1.0)
     if HAS_RUNNING:
         rm = tl.load(rmean_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         rv = tl.load(rvar_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-        tl.store(new_rmean_ptr + c, (1.0 - momentum) * rm + momentum * mean, mask=c_mask)
-        tl.store(new_rvar_ptr + c, (1.0 - momentum) * rv + momentum * var * total / (total - 1.0), mask=c_mask)
+        new_rm = (1.0 - momentum) * rm + momentum * new_rm
+        new_rv = (1.0 - momentum) * rv + momentum * new_rv
+    tl.store(new_rmean_ptr + c, new_rm, mask=c_mask)
+    tl.store(new_rvar_ptr + c, new_rv, mask=c_mask)
 
 
 @triton.jit
@@ -232,18 +257,25 @@ def _dz_tile(
 @triton.jit
 def _bwd_stats_kernel(
     x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr,
-    part_ptr,  # [R, 2C] fp32: per-tile sum(dz) in [:, :C], sum(dz * yhat) in [:, C:]
-    C, H, W, OW, P, NP,
+    part_ptr,  # [R, 2C] fp32: per-row sum(dz) in [:, :C], sum(dz * yhat) in [:, C:]
+    C, H, W, OW, P, NP, TILES, TPR,
     sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw,
     K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
-    yhat, dz, _ = _dz_tile(
-        x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
-        H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
-    )  # fmt: skip
-    tl.store(part_ptr + row * 2 * C + c, tl.sum(dz, 1), mask=c_mask)
-    tl.store(part_ptr + row * 2 * C + C + c, tl.sum(dz * yhat, 1), mask=c_mask)
+    row, t0, t1 = _row_tiles(TILES, TPR)
+    c, c_mask = _channels(C, BLOCK_C)
+    dbeta = tl.zeros([BLOCK_C], dtype=tl.float32)
+    dgamma = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for tile in range(t0, t1):
+        n, oh, ow, p_mask = tile_positions(tile, P, OW, NP, BLOCK_P)
+        yhat, dz, _ = _dz_tile(
+            x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
+            H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
+        )  # fmt: skip
+        dbeta += tl.sum(dz, 1)
+        dgamma += tl.sum(dz * yhat, 1)
+    tl.store(part_ptr + row * 2 * C + c, dbeta, mask=c_mask)
+    tl.store(part_ptr + row * 2 * C + C + c, dgamma, mask=c_mask)
 
 
 @triton.jit
@@ -263,37 +295,38 @@ def _bwd_dy_kernel(
     x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr,
     sums_ptr,  # [2C] fp32: dbeta, dgamma (only read in training mode)
     dy_ptr,  # [N, C, OH, OW] in x's dtype, strides sdn.. (same layout as dout's allocation)
-    part_dw_ptr,  # [R, C, K*K] fp32 per-tile weight-gradient partials
-    C, H, W, OW, P, NP, inv_m,
+    part_dw_ptr,  # [R, C, K*K] fp32 per-row weight-gradient partials
+    C, H, W, OW, P, NP, TILES, TPR, inv_m,
     sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, sdn, sdc, sdh, sdw,
     K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, TRAINING: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_KK: tl.constexpr,  # BLOCK_KK = next power of 2 >= K * K
 ):  # fmt: skip
-    row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
-    yhat, dz, g_rstd = _dz_tile(
-        x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
-        H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
-    )  # fmt: skip
-    tile_mask = c_mask[:, None] & p_mask[None, :]
-    if TRAINING:  # the batch statistics depend on y too
-        dbeta = tl.load(sums_ptr + c, mask=c_mask, other=0.0)
-        dgamma = tl.load(sums_ptr + C + c, mask=c_mask, other=0.0)
-        dz = dz - (dbeta[:, None] + yhat * dgamma[:, None]) * inv_m
-    dy = tl.where(tile_mask, dz * g_rstd[:, None], 0.0)
-    d_ptr = dy_ptr + n[None, :] * sdn + c[:, None].to(tl.int64) * sdc + (oh * sdh + ow * sdw)[None, :]
-    tl.store(d_ptr, dy.to(dy_ptr.dtype.element_ty), mask=tile_mask)
-    # Weight gradient: correlate dy with the shifted input, one tap at a time.
-    PAD: tl.constexpr = (K - 1) // 2
-    x_base = x_ptr + n[None, :] * sxn + c[:, None].to(tl.int64) * sxc
-    dw_base = part_dw_ptr + (row * C + c).to(tl.int64) * (K * K)
-    for kh in tl.static_range(K):
-        ih = oh * STRIDE + (kh - PAD)
-        h_ok = p_mask & (ih >= 0) & (ih < H)
-        for kw in tl.static_range(K):
-            iw = ow * STRIDE + (kw - PAD)
-            ok = h_ok & (iw >= 0) & (iw < W)
-            xv = tl.load(x_base + (ih * sxh + iw * sxw)[None, :], mask=c_mask[:, None] & ok[None, :], other=0.0)
-            tl.store(dw_base + kh * K + kw, tl.sum(dy * xv.to(tl.float32), 1), mask=c_mask)
+    row, t0, t1 = _row_tiles(TILES, TPR)
+    c, c_mask = _channels(C, BLOCK_C)
+    taps = tl.arange(0, BLOCK_KK)
+    dw = tl.zeros([BLOCK_C, BLOCK_KK], dtype=tl.float32)  # the row's dw[c, kh * K + kw]
+    for tile in range(t0, t1):
+        n, oh, ow, p_mask = tile_positions(tile, P, OW, NP, BLOCK_P)
+        yhat, dz, g_rstd = _dz_tile(
+            x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
+            H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
+        )  # fmt: skip
+        tile_mask = c_mask[:, None] & p_mask[None, :]
+        if TRAINING:  # the batch statistics depend on y too
+            dbeta = tl.load(sums_ptr + c, mask=c_mask, other=0.0)
+            dgamma = tl.load(sums_ptr + C + c, mask=c_mask, other=0.0)
+            dz = dz - (dbeta[:, None] + yhat * dgamma[:, None]) * inv_m
+        dy = tl.where(tile_mask, dz * g_rstd[:, None], 0.0)
+        d_ptr = dy_ptr + n[None, :] * sdn + c[:, None].to(tl.int64) * sdc + (oh * sdh + ow * sdw)[None, :]
+        tl.store(d_ptr, dy.to(dy_ptr.dtype.element_ty), mask=tile_mask)
+        # Weight gradient: correlate dy with the shifted input, one tap at a time, into the tap's column.
+        x_base = x_ptr + n[None, :] * sxn + c[:, None].to(tl.int64) * sxc
+        for kh in tl.static_range(K):
+            for kw in tl.static_range(K):
+                xv = _x_tap(x_base, oh, ow, c_mask, p_mask, H, W, sxh, sxw, kh, kw, K, STRIDE)
+                dw += tl.where(taps[None, :] == kh * K + kw, tl.sum(dy * xv, 1)[:, None], 0.0)
+    dw_ptrs = part_dw_ptr + (row * C + c[:, None]).to(tl.int64) * (K * K) + taps[None, :]
+    tl.store(dw_ptrs, dw, mask=c_mask[:, None] & (taps[None, :] < K * K))
 
 
 @triton.jit
@@ -333,27 +366,27 @@ _GPU_CONFIGS = {"nchw": (8, 64, 4), "channels_last": (32, 16, 4)}
 _GPU_REDUCE = (32, 64)
 _INTERPRETER_CONFIG = (256, 128, 1)
 _INTERPRETER_REDUCE = (16, 1024)
-
-
-def _config(x: torch.Tensor) -> tuple[int, int, int]:
-    return _GPU_CONFIGS[_layout(x)] if x.is_cuda else _INTERPRETER_CONFIG
+# The persistent kernels launch about _GPU_WAVES programs per SM in all (rows x channel blocks), so the partials and
+# their serial sums stay small whatever the batch (UNTUNED). The interpreter takes 2 rows: tensors of more than two
+# tiles walk several tiles per row in the tests.
+_GPU_WAVES = 4
+_INTERPRETER_ROWS = 2
 
 
 def _reduce_config(x: torch.Tensor) -> tuple[int, int]:
     return _GPU_REDUCE if x.is_cuda else _INTERPRETER_REDUCE
 
 
-def _layout(x: torch.Tensor) -> str:
-    """'channels_last' when channels are the innermost dimension (and that is not ambiguous), else 'nchw'."""
-    if x.stride(1) == 1 and x.shape[1] > 1 and not x.is_contiguous():
-        return "channels_last"
-    return "nchw"
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _empty_like_layout(x: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A new [N, C, H, W] tensor in x's memory format (also used by the fake implementations)."""
-    fmt = torch.channels_last if _layout(x) == "channels_last" else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype or x.dtype, device=x.device, memory_format=fmt)
+def _row_split(x: torch.Tensor, tiles: int, channel_blocks: int) -> tuple[int, int]:
+    """-> (R partial rows, TPR position tiles per row) for the persistent kernels; R * TPR >= tiles."""
+    target = max(1, _GPU_WAVES * _sm_count(x.device) // channel_blocks) if x.is_cuda else _INTERPRETER_ROWS
+    tpr = triton.cdiv(tiles, min(target, tiles))
+    return triton.cdiv(tiles, tpr), tpr
 
 
 def _out_hw(h: int, w: int, k: int, stride: int) -> tuple[int, int]:
@@ -361,13 +394,12 @@ def _out_hw(h: int, w: int, k: int, stride: int) -> tuple[int, int]:
     return (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, stride: int, act: str) -> None:
+def _check(x: torch.Tensor, weight: torch.Tensor, stride: int, act: str, momentum: float | None) -> None:
     if x.dim() != 4 or weight.shape != (x.shape[1], 1, weight.shape[-1], weight.shape[-1]):
         raise ValueError(f"depthwise conv wants x [N, C, H, W] and weight [C, 1, K, K]; got {x.shape}, {weight.shape}")
-    if weight.shape[-1] not in (3, 5) or stride not in (1, 2):
-        raise ValueError(f"fused dwconv supports 3x3/5x5 kernels, stride 1/2; got k={weight.shape[-1]}, s={stride}")
-    if act not in ACTIVATIONS:
-        raise ValueError(f"fused dwconv activation must be one of {ACTIVATIONS}; got {act!r}")
+    reason = dwconv_unsupported(weight.shape[-1], stride, act, momentum)
+    if reason is not None:
+        raise ValueError(reason)
 
 
 def _sum_rows(part: torch.Tensor) -> torch.Tensor:
@@ -392,18 +424,18 @@ def dwconv_bn_act_forward(
     stride: int,
     act: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward; returns (out, stats) with stats fp32 [4, C]: the mean and rstd the backward needs, then
-    the updated running mean and var (training with running stats; the caller copies them into its buffers)."""
-    _check(x, weight, stride, act)
+    """Launch the forward; returns (out, stats). Training: stats fp32 [4, C], the batch mean and rstd the backward
+    needs, then the updated running mean and var (the caller copies them into its buffers; without running stats,
+    the batch mean and unbiased variance). Eval: stats is empty [0, C], as the forward is the one folded kernel."""
+    _check(x, weight, stride, act, momentum)
     n, c, h, w = x.shape
     k = weight.shape[-1]
     oh, ow = _out_hw(h, w, k, stride)
     p = oh * ow
-    block_c, block_p, warps = _config(x)
-    num_pb = triton.cdiv(n * p, block_p)
-    grid = (num_pb, triton.cdiv(c, block_c))
-    out = _empty_like_layout(x, (n, c, oh, ow))
-    stats = torch.empty((6, c), dtype=torch.float32, device=x.device)  # mean, rstd, new rm, new rv, scale, shift
+    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS, _INTERPRETER_CONFIG)
+    tiles, c_blocks = triton.cdiv(n * p, block_p), triton.cdiv(c, block_c)
+    grid = (tiles, c_blocks)
+    out = empty_like_layout(x, (n, c, oh, ow))
     geo = dict(K=k, STRIDE=stride, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=warps)
     strides = (*x.stride(), weight.stride(0), weight.stride(2), weight.stride(3))
     if not training:
@@ -413,21 +445,20 @@ def dwconv_bn_act_forward(
             x, weight, out, bn_weight, bn_bias, running_mean, running_var, c, h, w, ow, p, n * p, eps,
             *strides, *out.stride(), ACT=ACTIVATIONS.index(act), FOLD=True, **geo,
         )  # fmt: skip
-        stats[0] = running_mean
-        stats[1] = torch.rsqrt(running_var.float() + eps)
-        stats[2], stats[3] = stats[0], running_var
-        return out, stats[:4]
+        return out, x.new_empty((0, c), dtype=torch.float32)
     if n * p < 2:
         raise ValueError(f"expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    part = torch.empty((2, num_pb, c), dtype=torch.float32, device=x.device)
-    _fwd_stats_kernel[grid](x, weight, part[0], part[1], c, h, w, ow, p, n * p, *strides, **geo)
+    stats = torch.empty((6, c), dtype=torch.float32, device=x.device)  # mean, rstd, new rm, new rv, scale, shift
+    rows, tpr = _row_split(x, tiles, c_blocks)
+    part = torch.empty((2, rows, c), dtype=torch.float32, device=x.device)
+    _fwd_stats_kernel[(rows, c_blocks)](x, weight, part[0], part[1], c, h, w, ow, p, n * p, tiles, tpr, *strides, **geo)
     has_running = running_mean is not None and running_var is not None
     block_r, block_rc = _reduce_config(x)
     _bn_finalize_kernel[(triton.cdiv(c, block_rc),)](
         part[0], part[1], bn_weight, bn_bias,
         running_mean if has_running else stats[0], running_var if has_running else stats[1], *stats,
-        c, n * p, num_pb, eps, momentum,
-        HAS_RUNNING=has_running, BLOCK_P=block_p, BLOCK_R=block_r, BLOCK_C=block_rc,
+        c, n * p, rows, tpr * block_p, eps, momentum,
+        HAS_RUNNING=has_running, BLOCK_R=block_r, BLOCK_C=block_rc,
     )  # fmt: skip
     _fwd_apply_kernel[grid](
         x, weight, out, stats[4], stats[5], stats[4], stats[5], c, h, w, ow, p, n * p, eps,
@@ -453,22 +484,25 @@ def dwconv_bn_act_backward(
     k = weight.shape[-1]
     oh, ow = dout.shape[2], dout.shape[3]
     p = oh * ow
-    block_c, block_p, warps = _config(x)
-    rows = triton.cdiv(n * p, block_p)
-    grid = (rows, triton.cdiv(c, block_c))
+    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS, _INTERPRETER_CONFIG)
+    tiles, c_blocks = triton.cdiv(n * p, block_p), triton.cdiv(c, block_c)
+    rows, tpr = _row_split(x, tiles, c_blocks)
+    grid = (rows, c_blocks)  # persistent: each row walks tpr tiles
     geo = dict(K=k, STRIDE=stride, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=warps)
     strides = (*x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *dout.stride())
     act_id = ACTIVATIONS.index(act)
     part = torch.empty((rows, 2 * c), dtype=torch.float32, device=x.device)
     _bwd_stats_kernel[grid](
-        x, weight, dout, bn_weight, bn_bias, mean, rstd, part, c, h, w, ow, p, n * p, *strides, ACT=act_id, **geo
-    )
+        x, weight, dout, bn_weight, bn_bias, mean, rstd, part, c, h, w, ow, p, n * p, tiles, tpr,
+        *strides, ACT=act_id, **geo,
+    )  # fmt: skip
     sums = _sum_rows(part)  # [dbeta | dgamma]
-    dy = _empty_like_layout(x, (n, c, oh, ow))
+    dy = empty_like_layout(x, (n, c, oh, ow))
     part_dw = torch.empty((rows, c * k * k), dtype=torch.float32, device=x.device)
     _bwd_dy_kernel[grid](
-        x, weight, dout, bn_weight, bn_bias, mean, rstd, sums, dy, part_dw, c, h, w, ow, p, n * p, 1.0 / (n * p),
-        *strides, *dy.stride(), ACT=act_id, TRAINING=training, **geo,
+        x, weight, dout, bn_weight, bn_bias, mean, rstd, sums, dy, part_dw, c, h, w, ow, p, n * p, tiles, tpr,
+        1.0 / (n * p), *strides, *dy.stride(), ACT=act_id, TRAINING=training,
+        BLOCK_KK=triton.next_power_of_2(k * k), **geo,
     )  # fmt: skip
     dweight = _sum_rows(part_dw).view(c, 1, k, k).to(weight.dtype)
     dx = torch.empty_like(x, memory_format=torch.preserve_format)
@@ -493,14 +527,19 @@ class DWConvBNActFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bn_weight, bn_bias, _, _, training, _, _, stride, act = inputs
+        x, weight, bn_weight, bn_bias, running_mean, running_var, training, _, eps, stride, act = inputs
         _, stats = output
-        ctx.save_for_backward(x, weight, bn_weight, bn_bias, stats)
-        ctx.training, ctx.stride, ctx.act = training, stride, act
+        # Eval has no stats (its forward is one kernel); the backward derives mean and rstd from the running stats.
+        ctx.save_for_backward(x, weight, bn_weight, bn_bias, *((stats,) if training else (running_mean, running_var)))
+        ctx.training, ctx.eps, ctx.stride, ctx.act = training, eps, stride, act
 
     @staticmethod
     def backward(ctx, dout, _dstats):
-        x, weight, bn_weight, bn_bias, stats = ctx.saved_tensors
+        x, weight, bn_weight, bn_bias, *saved = ctx.saved_tensors
+        if ctx.training:
+            (stats,) = saved
+        else:
+            stats = torch.stack([saved[0].float(), torch.rsqrt(saved[1].float() + ctx.eps)])
         grads = _backward_op(dout, x, weight, bn_weight, bn_bias, stats, ctx.training, ctx.stride, ctx.act)
         return (*grads, None, None, None, None, None, None, None)
 
@@ -530,7 +569,7 @@ def _forward_op(
 def _(x, weight, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps, stride, act):
     n, c, h, w = x.shape
     oh, ow = _out_hw(h, w, weight.shape[-1], stride)
-    return _empty_like_layout(x, (n, c, oh, ow)), x.new_empty((4, c), dtype=torch.float32)
+    return empty_like_layout(x, (n, c, oh, ow)), x.new_empty((4 if training else 0, c), dtype=torch.float32)
 
 
 @torch.library.custom_op("imgcls_kernels::dwconv_bn_act_backward", mutates_args=())
@@ -540,7 +579,7 @@ def _backward_op(
     weight: torch.Tensor,
     bn_weight: torch.Tensor,
     bn_bias: torch.Tensor,
-    stats: torch.Tensor,
+    stats: torch.Tensor,  # fp32 [>= 2, C]: the mean and rstd the forward normalized with
     training: bool,
     stride: int,
     act: str,
@@ -572,8 +611,7 @@ def dwconv_bn_act(
     act: str = "relu",
 ) -> torch.Tensor:
     """Fused depthwise conv + BN + act (same contract as ``reference``; running stats updated in training)."""
-    if momentum is None:
-        raise ValueError("fused dwconv_bn_act needs a float BN momentum (cumulative averaging is not supported)")
+    _check(x, weight, stride, act, momentum)
     out, stats = _forward_op(
         x, weight, bn_weight, bn_bias, running_mean, running_var, training, float(momentum), float(eps), stride, act
     )

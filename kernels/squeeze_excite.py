@@ -19,25 +19,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.nn import functional as F
 
-from ._tiles import masked_position_tile
-
-
-def reference(
-    x: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor,
-    w2: torch.Tensor,
-    b2: torch.Tensor,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Plain PyTorch SE (+ optional residual add and ReLU); weights in nn.Linear layout [out, in]."""
-    s = x.mean(dim=(2, 3))
-    g = torch.sigmoid(F.linear(torch.relu(F.linear(s, w1, b1)), w2, b2))
-    out = x * g[:, :, None, None]
-    return out if residual is None else torch.relu(out + residual)
-
+from ._tiles import empty_like_layout, masked_position_tile, tile_config
+from .references import squeeze_excite as reference  # noqa: F401  (the op's plain PyTorch reference, see there)
 
 # ----------------------------------------------------------------------------------------------- Triton kernels
 
@@ -181,19 +165,9 @@ _INTERPRETER_CONFIG = (256, 128, 1)
 _FC_BLOCK_C = 64
 
 
-def _layout(x: torch.Tensor) -> str:
-    if x.stride(1) == 1 and x.shape[1] > 1 and not x.is_contiguous():
-        return "channels_last"
-    return "nchw"
-
-
-def _config(x: torch.Tensor) -> tuple[int, int, int]:
-    return _GPU_CONFIGS[_layout(x)] if x.is_cuda else _INTERPRETER_CONFIG
-
-
 def _empty_like_layout(x: torch.Tensor) -> torch.Tensor:
-    fmt = torch.channels_last if _layout(x) == "channels_last" else torch.contiguous_format
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    """A new tensor of x's shape and dtype in x's memory format."""
+    return empty_like_layout(x, x.shape)
 
 
 def squeeze_excite_forward(
@@ -209,7 +183,7 @@ def squeeze_excite_forward(
     r = w1.shape[0]
     if w1.shape != (r, c) or w2.shape != (c, r) or (residual is not None and residual.shape != x.shape):
         raise ValueError(f"SE shapes: x {x.shape}, w1 {w1.shape} (want [R, C]), w2 {w2.shape} (want [C, R])")
-    block_c, block_p, warps = _config(x)
+    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS, _INTERPRETER_CONFIG)
     f32 = dict(dtype=torch.float32, device=x.device)
     pooled, hidden, gate = torch.empty((n, c), **f32), torch.empty((n, r), **f32), torch.empty((n, c), **f32)
     _pool_kernel[(n, triton.cdiv(c, block_c))](
@@ -242,7 +216,7 @@ def squeeze_excite_backward(
     n, c, h, w = x.shape
     r = w1.shape[0]
     has_res = out is not None
-    block_c, block_p, warps = _config(x)
+    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS, _INTERPRETER_CONFIG)
     f32 = dict(dtype=torch.float32, device=x.device)
     dgate, da2, dh, ds = torch.empty((n, c), **f32), torch.empty((n, c), **f32), torch.empty((n, r), **f32), None
     dres = _empty_like_layout(x) if has_res else None

@@ -5,13 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kernels.references import channel_shuffle as channel_shuffle_reference
+
 from .fused import use_fused
-
-
-def channel_shuffle_reference(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """[N, g*c, H, W] -> view [N, g, c, H, W] -> swap g and c -> [N, c*g, H, W] (Paddle's channel_shuffle)."""
-    n, ch, h, w = x.shape
-    return x.view(n, groups, ch // groups, h, w).transpose(1, 2).reshape(n, ch, h, w)
 
 
 class ChannelShuffle(nn.Module):

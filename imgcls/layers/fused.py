@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import warnings
+import sys
 
 import torch
 from torch import nn
@@ -36,7 +36,8 @@ def fused_supported(x: torch.Tensor) -> bool:
 
 
 def warn_fallback(x: torch.Tensor) -> None:
-    """One warning per process when a fused block has to take its reference path."""
+    """One ``imgcls: warning: ...`` line on stderr per process when a fused block has to take its reference path
+    (a plain print: ``warnings.warn`` would add a second line, the caller's source)."""
     global _warned
     if _warned:
         return
@@ -45,7 +46,7 @@ def warn_fallback(x: torch.Tensor) -> None:
         why = "Triton is not installed (pip install triton==3.6.0)"
     else:
         why = f"tensors are on {x.device.type} and there is no CUDA GPU (set TRITON_INTERPRET=1 to test kernels on CPU)"
-    warnings.warn(f"imgcls: fused kernels requested but {why}; running the reference PyTorch path", stacklevel=3)
+    print(f"imgcls: warning: fused kernels requested but {why}; running the reference PyTorch path", file=sys.stderr)
 
 
 def use_fused(module: nn.Module, x: torch.Tensor) -> bool:

@@ -9,25 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kernels.references import squeeze_excite as squeeze_excite_reference
+
 from .fused import use_fused
-
-
-def squeeze_excite_reference(
-    x: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor,
-    w2: torch.Tensor,
-    b2: torch.Tensor,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Plain PyTorch SE (+ optional residual add and ReLU); weights in ``nn.Linear`` layout [out, in]."""
-    s = x.mean(dim=(2, 3))
-    s = torch.relu(nn.functional.linear(s, w1, b1))
-    s = torch.sigmoid(nn.functional.linear(s, w2, b2))
-    out = x * s[:, :, None, None]
-    if residual is not None:
-        out = torch.relu(out + residual)
-    return out
 
 
 class SqueezeExcite(nn.Module):

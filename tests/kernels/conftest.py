@@ -7,7 +7,9 @@ or interpreter (fused blocks fall back), and re-set per test in this folder only
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -55,8 +57,22 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what:
     assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * {scale:.3g}"
 
 
-def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x.contiguous()
+@contextlib.contextmanager
+def reference_forbidden() -> Iterator[None]:
+    """Inside, a fused block that takes its reference path raises: a fused-vs-reference test cannot then pass by
+    comparing the reference with itself (a silent fallback)."""
+    import imgcls.layers.channel_shuffle as cs
+    import imgcls.layers.squeeze_excite as se
+    from imgcls.layers import DWConvBNAct
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a fused block ran its reference path instead of its kernel")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cs, "channel_shuffle_reference", forbidden)
+        mp.setattr(se, "squeeze_excite_reference", forbidden)
+        mp.setattr(DWConvBNAct, "_reference_forward", forbidden)
+        yield
 
 
 def pytest_configure(config: pytest.Config) -> None:

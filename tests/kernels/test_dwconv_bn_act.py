@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from kernels import dwconv_bn_act as op
+from kernels._tiles import to_layout
 
-from .conftest import DEVICE, ON_GPU, assert_close, to_layout
+from .conftest import DEVICE, ON_GPU, assert_close, reference_forbidden
 
 FP16 = torch.float16
 # Low-precision inputs are compared with the fp32 reference on the same (rounded) values.
@@ -74,10 +75,18 @@ def test_matches_reference(act, k, stride, layout, dtype, training, shape):
         assert_close(fused[key], ref[key], TOL[dtype], key)
 
 
-@pytest.mark.parametrize("act,k,stride,layout", [("swish", 3, 1, "nchw"), ("relu6", 5, 2, "channels_last")])
-def test_several_tiles(small_tiles, act, k, stride, layout):
-    """Tiles of 16 channels x 32 positions and 4-row reduction steps: C, N*H*W span several of each."""
-    fused, ref = run_both((3, 20, 7, 9), k, stride, act, torch.float32, layout, training=True)
+@pytest.mark.parametrize(
+    "act,k,stride,layout,shape",
+    [
+        ("swish", 3, 1, "nchw", (3, 20, 7, 9)),  # 6 position tiles: 2 persistent rows of 3
+        ("relu6", 5, 2, "channels_last", (3, 20, 7, 9)),
+        ("hardswish", 3, 1, "channels_last", (2, 20, 9, 8)),  # 5 tiles: rows of 3 and 2, the last one partial
+    ],
+)
+def test_several_tiles(small_tiles, act, k, stride, layout, shape):
+    """Tiles of 16 channels x 32 positions and 4-row reduction steps: C, N*H*W span several of each, and each
+    persistent row (2 rows under the interpreter) walks several tiles."""
+    fused, ref = run_both(shape, k, stride, act, torch.float32, layout, training=True)
     for key in ref:
         assert_close(fused[key], ref[key], TOL[torch.float32], key)
 
@@ -89,7 +98,7 @@ def test_bf16():
         assert_close(fused[key], ref[key], TOL[torch.bfloat16], key)
 
 
-def test_deterministic():
+def test_deterministic(small_tiles):
     first, _ = run_both((2, 10, 7, 7), 3, 1, "hardswish", torch.float32, "nchw", training=True)
     second, _ = run_both((2, 10, 7, 7), 3, 1, "hardswish", torch.float32, "nchw", training=True)
     for key in first:
@@ -114,6 +123,27 @@ def test_opcheck():
         t.requires_grad_()
     for training in (True, False):
         torch.library.opcheck(op._forward_op, (x, w, g, b, rm, rv, training, 0.1, 1e-5, 1, "relu"))
+    # No running stats (BN with track_running_stats=False): every row of the returned stats is still written.
+    torch.library.opcheck(op._forward_op, (x, w, g, b, None, None, True, 0.1, 1e-5, 2, "swish"))
+
+
+def test_no_running_stats_rows_are_the_batch_stats():
+    """Without running stats, stats rows 2 and 3 hold the batch mean and unbiased variance (never uninitialized)."""
+    x, (w, g, b), _ = make_inputs((2, 6, 5, 5), 3, torch.float32, "nchw")
+    _, stats = op._forward_op(x, w, g, b, None, None, True, 0.1, 1e-5, 1, "relu")
+    y = torch.nn.functional.conv2d(x, w, None, 1, 1, groups=6)
+    assert_close(stats[2], y.mean((0, 2, 3)), 1e-5, "mean")
+    assert_close(stats[3], y.var((0, 2, 3), unbiased=True), 1e-5, "unbiased var")
+
+
+def test_eval_forward_is_one_kernel_and_backward_derives_the_stats():
+    """Eval returns no stats (nothing but the folded kernel runs); the gradients still match the reference."""
+    x, (w, g, b), (rm, rv) = make_inputs((2, 5, 6, 6), 3, torch.float32, "nchw")
+    _, stats = op._forward_op(x, w, g, b, rm, rv, False, 0.1, 1e-5, 1, "relu")
+    assert stats.shape == (0, 5)
+    fused, ref = run_both((2, 5, 6, 6), 3, 1, "hardswish", torch.float32, "channels_last", training=False)
+    for key in ("dx", "dw", "dgamma", "dbeta"):
+        assert_close(fused[key], ref[key], TOL[torch.float32], key)
 
 
 def test_compile_fullgraph():
@@ -142,10 +172,42 @@ def test_layer_fused_matches_reference():
     torch.manual_seed(0)
     ref = DWConvBNAct(8, 5, stride=2, act="relu6").to(DEVICE)
     fused = set_fused(DWConvBNAct(8, 5, stride=2, act="relu6").to(DEVICE), True)
+    assert fused.kernel_unsupported is None
     fused.load_state_dict(ref.state_dict())
     x = torch.randn(2, 8, 9, 9, device=DEVICE)
     for train in (True, False):
         ref.train(train), fused.train(train)
-        assert_close(fused(x), ref(x), 2e-5, f"train={train}")
+        with reference_forbidden():
+            out = fused(x)
+        assert_close(out, ref(x), 2e-5, f"train={train}")
     for key, value in ref.state_dict().items():
         assert_close(fused.state_dict()[key], value, 1e-6, key)
+
+
+@pytest.mark.parametrize("kernel_size,act,momentum", [(7, "relu", 0.1), (3, "leaky_relu", 0.1), (3, "sigmoid", 0.1)])
+def test_layer_unsupported_config_takes_the_reference_path(kernel_size, act, momentum):
+    """A fused block the kernel cannot run (k=7, an activation it lacks) is marked at construction and runs the
+    reference path instead of raising; so does one whose BN momentum is set to None afterwards."""
+    from imgcls.layers import DWConvBNAct
+
+    torch.manual_seed(0)
+    ref = DWConvBNAct(4, kernel_size, act=act).to(DEVICE)
+    fused = DWConvBNAct(4, kernel_size, act=act, fused=True).to(DEVICE)
+    assert fused.kernel_unsupported is not None
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 6, 6, device=DEVICE)
+    assert_close(fused(x), ref(x), 1e-6)
+    assert_close(fused.bn.running_var, ref.bn.running_var, 1e-6, "running var")
+
+
+def test_layer_momentum_none_takes_the_reference_path():
+    from imgcls.layers import DWConvBNAct
+
+    torch.manual_seed(0)
+    ref, fused = DWConvBNAct(4, 3).to(DEVICE), DWConvBNAct(4, 3, fused=True).to(DEVICE)
+    fused.load_state_dict(ref.state_dict())
+    ref.bn.momentum = fused.bn.momentum = None  # cumulative moving average: the kernel takes a float momentum
+    x = torch.randn(2, 4, 6, 6, device=DEVICE)
+    for _ in range(2):
+        assert_close(fused(x), ref(x), 1e-6)
+    assert_close(fused.bn.running_mean, ref.bn.running_mean, 1e-6, "running mean")
