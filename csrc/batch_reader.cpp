@@ -1,7 +1,9 @@
 #include "batch_reader.h"
 
 #include <cstdio>
+#include <exception>
 #include <memory>
+#include <new>
 
 namespace imgcls {
 
@@ -55,6 +57,7 @@ void BatchReader::run_batch(const std::vector<std::string>& paths, const uint64_
   status->assign(paths.size(), kError);
   messages->assign(paths.size(), std::string());
   if (paths.empty()) return;
+  std::lock_guard<std::mutex> one_call(call_mutex_);
   std::unique_lock<std::mutex> lock(mutex_);
   paths_ = &paths;
   seeds_ = seeds;
@@ -73,14 +76,21 @@ void BatchReader::run_batch(const std::vector<std::string>& paths, const uint64_
 }
 
 void BatchReader::worker() {
-  auto decoder = std::make_unique<Decoder>();
-  const bool decoder_ok = decoder_init(decoder.get());
+  // An exception must not leave this thread (std::terminate): setup failures and per-image exceptions (bad_alloc
+  // from a buffer, a string) become that image's error.
+  std::unique_ptr<Decoder> decoder;
+  bool decoder_ok = false;
+  try {
+    decoder = std::make_unique<Decoder>();
+    decoder_ok = decoder_init(decoder.get());
+  } catch (...) {
+    decoder_ok = false;
+  }
   Scratch scratch;
   std::vector<uint8_t> file;
   uint64_t seen = 0;
   const size_t image_bytes = size_t(spec_.size) * spec_.size * 3;
   const int pixels = spec_.size * spec_.size;
-  scratch.hwc.resize(image_bytes);
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -94,13 +104,25 @@ void BatchReader::worker() {
     for (size_t i = next_++; i < total; i = next_++) {
       std::string message;
       int st = kError;
-      uint8_t* dst = out_f32_ != nullptr ? scratch.hwc.data() : out_ + i * image_bytes;
-      if (!decoder_ok) {
-        message = "libjpeg could not create a decompressor";
-      } else if (read_file((*paths_)[i], &file, &message)) {
-        st = transform_jpeg(decoder.get(), file.data(), file.size(), seeds_[i], spec_, &scratch, dst, &message);
+      try {
+        if (out_f32_ != nullptr) scratch.hwc.resize(image_bytes);
+        uint8_t* dst = out_f32_ != nullptr ? scratch.hwc.data() : out_ + i * image_bytes;
+        if (!decoder_ok) {
+          message = "libjpeg could not create a decompressor";
+        } else if (read_file((*paths_)[i], &file, &message)) {
+          st = transform_jpeg(decoder.get(), file.data(), file.size(), seeds_[i], spec_, &scratch, dst, &message);
+        }
+        if (st == kOk && out_f32_ != nullptr) normalize_to_chw(dst, pixels, scale_, shift_, out_f32_ + i * 3 * pixels);
+      } catch (const std::bad_alloc&) {
+        st = kError;
+        message = "out of memory";  // short enough for the small-string buffer: assigning it cannot throw
+      } catch (const std::exception& e) {
+        st = kError;
+        message = std::string("internal error: ") + e.what();
+      } catch (...) {
+        st = kError;
+        message = "internal error";
       }
-      if (st == kOk && out_f32_ != nullptr) normalize_to_chw(dst, pixels, scale_, shift_, out_f32_ + i * 3 * pixels);
       (*status_)[i] = st;
       (*messages_)[i] = std::move(message);
       finished++;
@@ -112,7 +134,7 @@ void BatchReader::worker() {
       if (pending_ == 0 && active_ == 0) done_.notify_all();
     }
   }
-  decoder_destroy(decoder.get());
+  if (decoder != nullptr) decoder_destroy(decoder.get());
 }
 
 }  // namespace imgcls

@@ -25,7 +25,8 @@ class BatchReader {
   BatchReader& operator=(const BatchReader&) = delete;
 
   // Fills out[i] (size * size * 3 bytes each) for every path; status[i] / messages[i] say how each went.
-  // Blocks until the batch is done; call it without the GIL.
+  // Blocks until the batch is done; call it without the GIL. Safe to call from several threads: calls run one
+  // after another (each uses every worker).
   void read_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
                   std::vector<int>* status, std::vector<std::string>* messages);
 
@@ -46,6 +47,9 @@ class BatchReader {
 
   TransformSpec spec_;
   std::vector<std::thread> threads_;
+  // Held for a whole run_batch: mutex_ is released while waiting on done_, and a second caller would otherwise
+  // overwrite the current batch (paths_, next_, pending_) under the workers' feet.
+  std::mutex call_mutex_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   // The current batch (valid while pending_ > 0).

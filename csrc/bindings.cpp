@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -74,10 +76,12 @@ py::array decode(py::bytes data, int scale_denom, py::object region, uint64_t ma
   std::string bytes = data;
   auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   if (!is_jpeg(p, bytes.size())) throw py::value_error("not a JPEG (no SOI marker)");
-  std::vector<int> r;
+  std::vector<int64_t> r;
   if (!region.is_none()) {
-    r = region.cast<std::vector<int>>();
+    r = region.cast<std::vector<int64_t>>();
     if (r.size() != 4) throw py::value_error("region is (x, y, w, h)");
+    for (int64_t v : r)
+      if (v < 0 || v > INT32_MAX) throw py::value_error("region values must be in 0..2**31-1");
   }
   ScopedDecoder dec;
   JpegInfo info{};
@@ -87,13 +91,22 @@ py::array decode(py::bytes data, int scale_denom, py::object region, uint64_t ma
     py::gil_scoped_release release;
     if (jpeg_read_info(&dec.d, p, bytes.size(), max_pixels, false, &info) == 0) {
       const int sw = scaled_dim(info.width, scale_denom), sh = scaled_dim(info.height, scale_denom);
-      want = r.empty() ? Rect{0, 0, sw, sh} : Rect{r[0], r[1], r[2], r[3]};
+      want = r.empty() ? Rect{0, 0, sw, sh} : Rect{int(r[0]), int(r[1]), int(r[2]), int(r[3])};
+      // Checked before the buffer is sized from it (jpeg_decode_region checks again, for its other callers).
+      if (!region_inside(want, sw, sh)) {
+        std::snprintf(dec.d.err.message, kMessageLength, "region %d,%d %dx%d outside the %dx%d image", want.x,
+                      want.y, want.w, want.h, sw, sh);
+        info.width = -1;
+      }
+    } else {
+      info.width = -1;
+    }
+    if (info.width >= 0) {
+      const int sw = scaled_dim(info.width, scale_denom);
       rgb.resize(region_bytes(want, sw));
       row4.resize(size_t(sw) * 4);
       if (jpeg_decode_region(&dec.d, scale_denom, want, rgb.data(), rgb.size(), row4.data(), row4.size(), &got))
         info.width = -1;
-    } else {
-      info.width = -1;
     }
   }
   if (info.width < 0) throw py::value_error(std::string("JPEG decode failed: ") + dec.d.err.message);
@@ -179,58 +192,57 @@ py::bytes encode(u8array pixels, int quality, const std::string& subsampling, bo
 
 class PyBatchReader {
  public:
+  using Results = std::vector<std::pair<int, std::string>>;
+  using Seeds = py::array_t<uint64_t, py::array::c_style>;
+
   PyBatchReader(const TransformSpec& spec, int num_threads) : spec_(spec), reader_(spec, num_threads) {}
 
   // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path.
-  std::vector<std::pair<int, std::string>> read_batch(const std::vector<std::string>& paths,
-                                                      py::array_t<uint64_t, py::array::c_style> seeds,
-                                                      u8array out) {
-    const auto n = static_cast<py::ssize_t>(paths.size());
-    if (seeds.ndim() != 1 || seeds.shape(0) != n) throw py::value_error("seeds must be a 1-D array, one per path");
-    if (out.ndim() != 4 || out.shape(0) < n || out.shape(1) != spec_.size || out.shape(2) != spec_.size ||
-        out.shape(3) != 3)
+  Results read_batch(const std::vector<std::string>& paths, Seeds seeds, u8array out) {
+    if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != spec_.size ||
+        out.shape(2) != spec_.size || out.shape(3) != 3)
       throw py::value_error("out must be a C-contiguous uint8 array (N, size, size, 3) with N >= len(paths)");
     uint8_t* dst = out.mutable_data();
-    const uint64_t* s = seeds.data();
-    std::vector<int> status;
-    std::vector<std::string> messages;
-    {
-      py::gil_scoped_release release;
-      reader_.read_batch(paths, s, dst, &status, &messages);
-    }
-    std::vector<std::pair<int, std::string>> result(paths.size());
-    for (size_t i = 0; i < paths.size(); i++) result[i] = {status[i], std::move(messages[i])};
-    return result;
+    return run(paths, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
+      reader_.read_batch(paths, s, dst, status, messages);
+    });
   }
 
   // read_batch writing normalized float32 (N, 3, size, size): out[i][c] = pixel * scale[c] + shift[c].
-  std::vector<std::pair<int, std::string>> read_batch_normalized(const std::vector<std::string>& paths,
-                                                                 py::array_t<uint64_t, py::array::c_style> seeds,
-                                                                 f32array out, f32array scale, f32array shift) {
-    const auto n = static_cast<py::ssize_t>(paths.size());
-    if (seeds.ndim() != 1 || seeds.shape(0) != n) throw py::value_error("seeds must be a 1-D array, one per path");
-    if (out.ndim() != 4 || out.shape(0) < n || out.shape(1) != 3 || out.shape(2) != spec_.size ||
-        out.shape(3) != spec_.size)
+  Results read_batch_normalized(const std::vector<std::string>& paths, Seeds seeds, f32array out, f32array scale,
+                                f32array shift) {
+    if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != 3 ||
+        out.shape(2) != spec_.size || out.shape(3) != spec_.size)
       throw py::value_error("out must be a C-contiguous float32 array (N, 3, size, size) with N >= len(paths)");
     if (scale.ndim() != 1 || scale.shape(0) != 3 || shift.ndim() != 1 || shift.shape(0) != 3)
       throw py::value_error("scale and shift are float32 arrays of 3 (one per channel)");
     float* dst = out.mutable_data();
-    const uint64_t* s = seeds.data();
     const float sc[3] = {scale.at(0), scale.at(1), scale.at(2)}, sh[3] = {shift.at(0), shift.at(1), shift.at(2)};
-    std::vector<int> status;
-    std::vector<std::string> messages;
-    {
-      py::gil_scoped_release release;
-      reader_.read_batch_normalized(paths, s, dst, sc, sh, &status, &messages);
-    }
-    std::vector<std::pair<int, std::string>> result(paths.size());
-    for (size_t i = 0; i < paths.size(); i++) result[i] = {status[i], std::move(messages[i])};
-    return result;
+    return run(paths, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
+      reader_.read_batch_normalized(paths, s, dst, sc, sh, status, messages);
+    });
   }
 
   int num_threads() const { return reader_.num_threads(); }
 
  private:
+  // Checks the seeds, runs `call` (the C++ batch) without the GIL and pairs up its statuses and messages.
+  template <typename Call>
+  Results run(const std::vector<std::string>& paths, const Seeds& seeds, Call call) {
+    if (seeds.ndim() != 1 || seeds.shape(0) != py::ssize_t(paths.size()))
+      throw py::value_error("seeds must be a 1-D array, one per path");
+    const uint64_t* s = seeds.data();
+    std::vector<int> status;
+    std::vector<std::string> messages;
+    {
+      py::gil_scoped_release release;
+      call(s, &status, &messages);
+    }
+    Results result(paths.size());
+    for (size_t i = 0; i < paths.size(); i++) result[i] = {status[i], std::move(messages[i])};
+    return result;
+  }
+
   TransformSpec spec_;
   BatchReader reader_;
 };

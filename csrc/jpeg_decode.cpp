@@ -92,6 +92,9 @@ void decoder_destroy(Decoder* d) {
 int jpeg_read_info(Decoder* d, const uint8_t* data, size_t size, uint64_t max_pixels, bool want_exif,
                    JpegInfo* info) {
   j_decompress_ptr cinfo = &d->cinfo;
+  // The previous image may have stopped after its header (an error or exception before jpeg_decode_region):
+  // jpeg_read_header would then fail with "improper call in state 202". Aborting an idle decompressor is a no-op.
+  jpeg_abort_decompress(cinfo);
   d->err.warnings = 0;
   d->err.message[0] = '\0';
   if (setjmp(d->err.jump)) {
@@ -146,7 +149,7 @@ int jpeg_decode_region(Decoder* d, int scale_denom, Rect want, uint8_t* rgb, siz
   cinfo->do_fancy_upsampling = TRUE;
   jpeg_start_decompress(cinfo);
   const int full_w = static_cast<int>(cinfo->output_width), full_h = static_cast<int>(cinfo->output_height);
-  if (want.x < 0 || want.y < 0 || want.w <= 0 || want.h <= 0 || want.x + want.w > full_w || want.y + want.h > full_h) {
+  if (!region_inside(want, full_w, full_h)) {
     std::snprintf(d->err.message, kMessageLength, "region %d,%d %dx%d outside the %dx%d image", want.x, want.y,
                   want.w, want.h, full_w, full_h);
     jpeg_abort_decompress(cinfo);

@@ -4,6 +4,7 @@
 // error (longjmp) never skips a C++ destructor. Callers own all buffers; sizes are checked before every write.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <csetjmp>
@@ -47,6 +48,7 @@ bool decoder_init(Decoder* d);
 void decoder_destroy(Decoder* d);
 
 // Reads the header. Returns 0, or -1 with d->err.message set (not a JPEG header, 12-bit, too many pixels, ...).
+// Any state the previous image left (an exception between this and jpeg_decode_region) is reset first.
 // `want_exif` saves APP1 so that info->orientation is filled.
 int jpeg_read_info(Decoder* d, const uint8_t* data, size_t size, uint64_t max_pixels, bool want_exif,
                    JpegInfo* info);
@@ -62,10 +64,16 @@ inline int scaled_dim(int dim, int scale_denom) { return (dim + scale_denom - 1)
 int jpeg_decode_region(Decoder* d, int scale_denom, Rect want, uint8_t* rgb, size_t rgb_size, uint8_t* row4,
                        size_t row4_size, Rect* got);
 
+// Whether `want` is a non-empty rectangle inside a width x height image (in int64: x + w may not fit an int).
+inline bool region_inside(Rect want, int width, int height) {
+  return want.x >= 0 && want.y >= 0 && want.w > 0 && want.h > 0 && int64_t(want.x) + want.w <= width &&
+         int64_t(want.y) + want.h <= height;
+}
+
 // Bytes that jpeg_decode_region may write for `want` in an image of scaled width `scaled_width`.
 inline size_t region_bytes(Rect want, int scaled_width) {
   if (want.w <= 0 || want.h <= 0 || scaled_width <= 0) return 0;
-  const int w = want.w + 64 < scaled_width ? want.w + 64 : scaled_width;
+  const int64_t w = std::min<int64_t>(int64_t(want.w) + 64, scaled_width);
   return static_cast<size_t>(w) * static_cast<size_t>(want.h) * 3;
 }
 

@@ -2,15 +2,42 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace imgcls {
 
 bool is_jpeg(const uint8_t* data, size_t size) { return size >= 3 && data[0] == 0xFF && data[1] == 0xD8; }
 
 bool has_end_marker(const uint8_t* data, size_t size) {
-  const size_t from = size > kEndMarkerSlack ? size - kEndMarkerSlack : 0;
-  for (size_t i = size; i-- > from + 1;) {
-    if (data[i] == 0xD9 && data[i - 1] == 0xFF) return true;
+  size_t pos = 2;  // after SOI
+  while (pos < size) {
+    if (data[pos] != 0xFF) {  // junk between segments (libjpeg warns and skips it): on to the next FF
+      const void* ff = std::memchr(data + pos, 0xFF, size - pos);
+      if (ff == nullptr) return false;
+      pos = size_t(static_cast<const uint8_t*>(ff) - data);
+      continue;
+    }
+    while (pos < size && data[pos] == 0xFF) pos++;  // fill bytes
+    if (pos >= size) return false;
+    const uint8_t marker = data[pos++];
+    if (marker == 0xD9) return true;
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // no length field
+    if (size - pos < 2) return false;
+    const size_t length = (size_t(data[pos]) << 8) | data[pos + 1];
+    if (length < 2) return true;  // corrupt, not cut: libjpeg reports it with its own message
+    if (size - pos < length) return false;
+    pos += length;
+    if (marker != 0xDA) continue;
+    // Entropy-coded data: up to the first FF followed by neither 00 (stuffing) nor a restart marker.
+    for (;;) {
+      const void* ff = pos < size ? std::memchr(data + pos, 0xFF, size - pos) : nullptr;
+      if (ff == nullptr) return false;
+      pos = size_t(static_cast<const uint8_t*>(ff) - data);
+      if (pos + 1 >= size) return false;
+      const uint8_t next = data[pos + 1];
+      if (next != 0x00 && !(next >= 0xD0 && next <= 0xD7)) break;
+      pos += 2;
+    }
   }
   return false;
 }

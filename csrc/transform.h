@@ -46,9 +46,11 @@ int choose_scale(double crop_w, double crop_h, int out_w, int out_h);
 
 bool is_jpeg(const uint8_t* data, size_t size);
 
-// FF D9 (end of image) within the last kEndMarkerSlack bytes; FF is stuffed inside entropy-coded data, so a
-// missing marker means the file was cut. The slack tolerates padding some cameras write after the marker.
-constexpr size_t kEndMarkerSlack = 4096;
+// Whether the main image's end-of-image marker (FF D9) is there: walks the marker segments from SOI (skipping each
+// segment by its length, so an EXIF thumbnail's FF D9 is not taken for it) and the entropy-coded data after each
+// SOS (where FF is stuffed as FF 00, so the next FF that starts a non-RST marker ends the scan). Whatever follows
+// the marker (MPF images, Motion Photo video, padding) is ignored. A cut file has no such marker: reject it.
+// reader.jpeg_truncated is the same walk in Python.
 bool has_end_marker(const uint8_t* data, size_t size);
 
 }  // namespace imgcls

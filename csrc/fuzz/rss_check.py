@@ -8,15 +8,10 @@ tests/test_reader.py::test_rss_flat_over_many_decodes runs the same loop at a sm
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
+from csrc.fuzz import jpeg_zoo
 from imgcls import _reader
-
-_spec = importlib.util.spec_from_file_location("jpeg_zoo", Path(__file__).with_name("jpeg_zoo.py"))
-jpeg_zoo = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(jpeg_zoo)
 
 
 def rss_kib() -> int:

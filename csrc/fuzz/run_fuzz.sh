@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds the decode fuzz target with AddressSanitizer + UBSan and runs it for a bounded time.
-# Usage: csrc/fuzz/run_fuzz.sh [SECONDS=60] [BUILD_DIR=build/fuzz]. Seeds come from jpeg_zoo.py
+# Usage: csrc/fuzz/run_fuzz.sh [SECONDS=60] [BUILD_DIR=build/fuzz]. tests/test_reader.py::test_fuzz_decode_under_asan
+# (marked slow) runs it for 20 s. Seeds come from jpeg_zoo.py
 # (every JPEG flavour the reader supports). libFuzzer when CXX is clang++, the mutation driver otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-60}
-build=${2:-build/fuzz}
+build=$(realpath -m "${2:-build/fuzz}")  # absolute: CMake is given paths inside it
 python=${PYTHON:-$PWD/.venv/bin/python}
 seeds="$build/seeds"
 cmake -S . -B "$build" -DIMGCLS_ASAN=ON -DIMGCLS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DIMGCLS_OUTPUT_DIR="$PWD/$build/module" -DPython_EXECUTABLE="$python" >/dev/null
+  -DIMGCLS_OUTPUT_DIR="$build/module" -DPython_EXECUTABLE="$python" >/dev/null
 cmake --build "$build" --target fuzz_decode --parallel "$(nproc)" >/dev/null
 PYTHONPATH=. "$python" csrc/fuzz/jpeg_zoo.py "$seeds"
 mkdir -p "$build/corpus"

@@ -7,8 +7,10 @@ distributed run (``rank`` / ``world_size``) sees the same augmentations as a sin
 
 One producer thread asks the reader for whole batches (the reader spreads the images of a batch over
 ``num_workers`` threads; OpenCV and the C++ reader release the GIL), normalizes them and keeps up to ``prefetch``
-batches ready. A bad image is dropped from its batch and reported in ``loader.skipped``; any other exception in
-the producer is re-raised in the consumer. Leaving a loop early stops the thread (the iterator's ``close``).
+batches ready. With a CUDA ``device`` the producer keeps pinned uint8 NHWC batches instead, and the consumer copies
+each to the GPU and normalizes it there (``normalize_on_device``): a quarter of the bytes over PCIe, no CPU pass.
+A bad image is dropped from its batch and reported in ``loader.skipped``; any other exception in the producer is
+re-raised in the consumer. Leaving a loop early stops the thread (the iterator's ``close``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ def epoch_order(
     return order[:usable][rank::world_size]
 
 
+def normalize_on_device(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW ``x * scale + shift`` (per channel) on the device ``pixels`` is on.
+
+    Two float32 roundings, as the C++ reader's same-pass normalize (csrc normalize_to_chw), which is its CPU twin:
+    tests/test_reader.py checks that the two agree bit for bit.
+    """
+    n, h, w, _ = pixels.shape
+    images = torch.empty((n, 3, h, w), dtype=torch.float32, device=pixels.device)
+    images.copy_(pixels.permute(0, 3, 1, 2))
+    return images.mul_(scale.view(1, 3, 1, 1).to(images.device)).add_(shift.view(1, 3, 1, 1).to(images.device))
+
+
 def _produce(load: Callable, batches: list[np.ndarray], out: queue.Queue, stop: threading.Event) -> None:
     """Thread body: load each batch and hand it over, until done or told to stop."""
 
@@ -84,7 +98,8 @@ def _produce(load: Callable, batches: list[np.ndarray], out: queue.Queue, stop: 
 class EpochIterator:
     """One pass over the loader's batches, fed by a background thread; ``close()`` stops it early."""
 
-    def __init__(self, load: Callable, batches: list[np.ndarray], prefetch: int):
+    def __init__(self, load: Callable, batches: list[np.ndarray], prefetch: int, finish: Callable | None = None):
+        self._finish = finish  # run by the consumer on each batch (the GPU step, on the consumer's stream)
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._done = False
@@ -114,7 +129,7 @@ class EpochIterator:
         if isinstance(item, _Failure):
             self.close()
             raise item.error
-        return item
+        return item if self._finish is None else self._finish(item)
 
     def close(self) -> None:
         """Stop the producer and wait for it (it checks every POLL_SECONDS and after each batch)."""
@@ -135,7 +150,12 @@ class EpochIterator:
 
 class Loader:
     """Iterable of ``(images float32 [N, 3, size, size] normalized, labels int64 [N])`` batches for one epoch;
-    shuffle and drop_last default to ``train``."""
+    shuffle and drop_last default to ``train``.
+
+    ``device``: where the batches are used. A CUDA device gets them already there, normalized on the GPU from
+    pinned uint8 NHWC batches; otherwise (None, CPU) they are normalized on the CPU in the reader's pass.
+    ``apply_exif`` rotates images by their EXIF orientation tag (raw pixels by default).
+    """
 
     def __init__(
         self,
@@ -157,6 +177,8 @@ class Loader:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
+        device: torch.device | str | None = None,
+        apply_exif: bool = False,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -169,15 +191,24 @@ class Loader:
         self.shuffle = train if shuffle is None else shuffle
         self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size = rank, world_size
-        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self.device = torch.device(device) if device is not None else None
+        self.gpu_normalize = self.device is not None and self.device.type == "cuda"
+        self.pin_memory = (pin_memory or self.gpu_normalize) and torch.cuda.is_available()
         self.reader = make_reader(
-            reader, train=train, size=size, resize_short=resize_short, aug=aug, num_threads=max(1, num_workers)
+            reader,
+            train=train,
+            size=size,
+            resize_short=resize_short,
+            aug=aug,
+            num_threads=max(1, num_workers),
+            apply_exif=apply_exif,
         )
         # (x / 255 - mean) / std as one multiply-add per channel
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t
         self._buffer = np.empty((batch_size, size, size, 3), dtype=np.uint8)  # reused: only the producer writes it
+        self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on self.device
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
         self._current: weakref.ref | None = None
@@ -219,6 +250,8 @@ class Loader:
         raise RuntimeError(f"rank {self.rank}: no image of the dataset could be read (see loader.skipped)")
 
     def _read(self, indices: np.ndarray, epoch: int) -> Batch | None:
+        if self.gpu_normalize:
+            return self.read_pixels(indices, epoch)
         paths = [self.paths[i] for i in indices]
         seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
         if hasattr(self.reader, "read_batch_normalized"):
@@ -234,8 +267,26 @@ class Loader:
             errors = self.reader.read_batch(paths, seeds, out)
             keep = [i for i, err in enumerate(errors) if err is None]
             pixels = torch.from_numpy(out if len(keep) == len(paths) else out[keep])
-            images = torch.empty((len(keep), 3, self.size, self.size), dtype=torch.float32)
-            images.copy_(pixels.permute(0, 3, 1, 2)).mul_(self._scale).add_(self._shift)
+            images = normalize_on_device(pixels, self._scale, self._shift)
+        return self._finish_read(indices, paths, errors, keep, images)
+
+    def read_pixels(self, indices: np.ndarray, epoch: int) -> Batch | None:
+        """One batch as (uint8 [N, size, size, 3], labels), pinned when CUDA is there; failed images dropped.
+
+        The producer's step of the CUDA path: the consumer copies it to the GPU and calls ``normalize_on_device``.
+        """
+        paths = [self.paths[i] for i in indices]
+        seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
+        # A fresh pinned tensor per batch: torch's pinned-memory cache reuses it only after its GPU copy is done.
+        pixels = torch.empty((len(paths), self.size, self.size, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
+        errors = self.reader.read_batch(paths, seeds, pixels.numpy())
+        keep = [i for i, err in enumerate(errors) if err is None]
+        return self._finish_read(indices, paths, errors, keep, pixels if len(keep) == len(paths) else pixels[keep])
+
+    def _finish_read(
+        self, indices: np.ndarray, paths: list[str], errors: list, keep: list[int], images: torch.Tensor
+    ) -> Batch | None:
+        """Record the failed images; (images, labels) of the kept ones, pinned when asked, or None if none."""
         self.skipped.extend((paths[i], err) for i, err in enumerate(errors) if err is not None)
         if not keep:
             return None
@@ -245,14 +296,23 @@ class Loader:
             labels = labels.pin_memory()
         return images, labels
 
+    def to_device(self, batch: Batch) -> Batch:
+        """The consumer's step of the CUDA path: pinned uint8 batch -> normalized float32 NCHW on ``device``."""
+        if self._device_affine is None:
+            self._device_affine = (self._scale.to(self.device), self._shift.to(self.device))
+        pixels, labels = batch
+        pixels = pixels.to(self.device, non_blocking=True)
+        return normalize_on_device(pixels, *self._device_affine), labels.to(self.device, non_blocking=True)
+
     def __iter__(self) -> Iterator[Batch]:
         self.close_iterator()
         self.skipped = []
         batches = self.batches()
         load = partial(self.load_batch, epoch=self.epoch)  # a set_epoch() during the pass changes nothing
+        finish = self.to_device if self.gpu_normalize else None
         if self.num_workers == 0:  # synchronous: handy for debugging, same batches
-            return (b for b in map(load, batches) if b is not None)
-        it = EpochIterator(load, batches, self.prefetch)
+            return (b if finish is None else finish(b) for b in map(load, batches) if b is not None)
+        it = EpochIterator(load, batches, self.prefetch, finish)
         self._current = weakref.ref(it)
         return it
 

@@ -12,19 +12,27 @@ batch tensor, pinned when CUDA is present), bit-identical to the loader's torch 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
-from .reader import OpenCVReader
-from .transforms import MASK64, AugConfig, decode_image, train_transform, val_transform
+from .reader import NATIVE_NOT_BUILT, OpenCVReader
+from .transforms import MASK64, AugConfig
 
 try:
     from imgcls import _reader
-except ImportError:  # not built: make_reader falls back to OpenCV
+except ImportError:  # not built (or not loadable): make_reader falls back to OpenCV
     _reader = None
 
 NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
 STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE = range(4)
+_USE_REFERENCE = object()  # per-image marker between the C++ batch and the OpenCV pass
+# Bounds of |native - OpenCV reference| per uint8 value for the same seed, measured on photo-like images
+# (bench/results/reader_cpu.md); tests/test_reader.py and bench/bench_reader.py's pre-timing check hold to them.
+MAX_DIFF_FULL_SCALE = 1  # 1/1 decode: float vs cv2's fixed-point resize weights
+MAX_DIFF_ROTATE = 8  # plus rotation: cv2 rounds warp coordinates to 1/32 pixel and weights to 15 bits
+MEAN_DIFF_DCT = 3.0  # DCT-scaled decode (a box-like prefilter) vs cv2's bilinear decimation: mean over an image
+MAX_DIFF_DCT = 112  # the same, worst pixel (hard edges; measured up to 106 linear, 51 area)
 
 
 def normalize_chw(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -34,7 +42,11 @@ def normalize_chw(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np
 
 
 class NativeReader:
-    """Batch reader over the C++ pool; ``num_threads`` decoder threads, one libjpeg decompressor each."""
+    """Batch reader over the C++ pool; ``num_threads`` decoder threads, one libjpeg decompressor each.
+
+    The images the C++ reader hands back (other formats; EXIF-rotated JPEGs when ``apply_exif``; every image when
+    the interpolation is one it lacks) go through the OpenCV reference on a pool of as many threads.
+    """
 
     def __init__(
         self,
@@ -47,11 +59,11 @@ class NativeReader:
         max_pixels: int = 1 << 27,
     ):
         if _reader is None:
-            raise RuntimeError("imgcls: native reader not built: run `python setup.py build_ext` (or --reader opencv)")
+            raise RuntimeError(f"imgcls: {NATIVE_NOT_BUILT}")
         self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
         self.apply_exif = apply_exif
         self.num_threads = max(1, num_threads)
-        self._reference = OpenCVReader(train, size, resize_short, aug, num_threads=1)
+        self._reference = OpenCVReader(train, size, resize_short, aug, self.num_threads, apply_exif=apply_exif)
         self._impl = None
         if aug.interpolation not in NATIVE_INTERPOLATIONS:
             warnings.warn(
@@ -78,40 +90,14 @@ class NativeReader:
             max_pixels=max_pixels,
         )
 
-    def _reference_fill(self, path: str, seed: int, out: np.ndarray) -> str | None:
-        """Non-JPEG files and EXIF-rotated JPEGs (when asked for): the OpenCV reference path."""
-        if not self.apply_exif:
-            return self._reference.fill(path, seed, out)
-        try:
-            with open(path, "rb") as f:
-                img = decode_image(f.read(), apply_exif=True)
-            if self.train:
-                out[...] = train_transform(img, seed, self.size, self.aug)
-            else:
-                out[...] = val_transform(img, self.size, self.resize_short, self.aug.interpolation)
-        except Exception as e:  # an unreadable image is skipped, not fatal
-            return f"{type(e).__name__}: {str(e).strip()}"
-        return None
-
     def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]:
         """Fill ``out[i]`` (uint8, size x size x 3, C-contiguous) from ``paths[i]`` with ``seeds[i]``.
 
         Returns one error message (or None) per image; a bad image never raises.
         """
         self._check(paths, seeds, out, (self.size, self.size, 3), np.uint8)
-        if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
-            return [self._reference_fill(p, s, out[i]) for i, (p, s) in enumerate(zip(paths, seeds))]
-        seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
-        results = self._impl.read_batch([str(p) for p in paths], seed_array, out)
-        errors: list[str | None] = []
-        for i, (status, message) in enumerate(results):
-            if status == STATUS_OK:
-                errors.append(None)
-            elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
-                errors.append(self._reference_fill(paths[i], seeds[i], out[i]))
-            else:
-                errors.append(f"ValueError: {message}")
-        return errors
+        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch(p, s, out))
+        return self._reference_fill(paths, seeds, errors, out=out)
 
     def read_batch_normalized(
         self, paths: list[str], seeds: list[int], out: np.ndarray, scale: np.ndarray, shift: np.ndarray
@@ -124,22 +110,53 @@ class NativeReader:
         self._check(paths, seeds, out, (3, self.size, self.size), np.float32)
         scale = np.ascontiguousarray(scale, dtype=np.float32).reshape(3)
         shift = np.ascontiguousarray(shift, dtype=np.float32).reshape(3)
+        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch_normalized(p, s, out, scale, shift))
+
+        def store(i: int, pixels: np.ndarray) -> None:
+            out[i] = normalize_chw(pixels, scale, shift)
+
+        return self._reference_fill(paths, seeds, errors, store=store)
+
+    def _run(self, paths: list[str], seeds: list[int], call: Callable) -> list:
+        """The C++ batch: per image None (done), an error message, or _USE_REFERENCE (OpenCV's turn)."""
         if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
-            results = [(STATUS_NEEDS_REFERENCE, "")] * len(paths)
-        else:
-            seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
-            results = self._impl.read_batch_normalized([str(p) for p in paths], seed_array, out, scale, shift)
-        errors: list[str | None] = []
-        pixels = np.empty((self.size, self.size, 3), np.uint8)
-        for i, (status, message) in enumerate(results):
+            return [_USE_REFERENCE] * len(paths)
+        seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
+        results = call(self._impl, [str(p) for p in paths], seed_array)
+        errors: list = []
+        for status, message in results:
             if status == STATUS_OK:
                 errors.append(None)
             elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
-                errors.append(self._reference_fill(paths[i], seeds[i], pixels))
-                if errors[-1] is None:
-                    out[i] = normalize_chw(pixels, scale, shift)
+                errors.append(_USE_REFERENCE)
             else:
                 errors.append(f"ValueError: {message}")
+        return errors
+
+    def _reference_fill(
+        self,
+        paths: list[str],
+        seeds: list[int],
+        errors: list,
+        out: np.ndarray | None = None,
+        store: Callable[[int, np.ndarray], None] | None = None,
+    ) -> list[str | None]:
+        """Read the images marked _USE_REFERENCE with OpenCV, all at once on the reference's threads.
+
+        Into ``out[i]`` directly, or (with ``store``) into scratch handed over as ``store(i, pixels)``.
+        """
+        todo = [i for i, e in enumerate(errors) if e is _USE_REFERENCE]
+        if not todo:
+            return errors
+        if store is None:
+            targets = [out[i] for i in todo]
+        else:
+            targets = list(np.empty((len(todo), self.size, self.size, 3), np.uint8))
+        results = self._reference.fill_many([paths[i] for i in todo], [seeds[i] for i in todo], targets)
+        for i, target, error in zip(todo, targets, results):
+            errors[i] = error
+            if error is None and store is not None:
+                store(i, target)
         return errors
 
     def _check(self, paths: list[str], seeds: list[int], out: np.ndarray, shape: tuple, dtype: type) -> None:
