@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest bench/bench_models.py --benchmark-only                 # CPU subset, ~4 minutes
     IMGCLS_BENCH_ALL=1 .venv/bin/python -m pytest bench/bench_models.py --benchmark-only   # the whole zoo
     .venv/bin/python -m pytest bench/bench_models.py --benchmark-only --benchmark-json=models.json
-    .venv/bin/python bench/make_model_table.py models.json > bench/results/models_cpu.md
+    .venv/bin/python bench/make_model_table.py models.json --command "<pytest cmd>" --out bench/results/models_cpu.md
 
 Inference (the seed's "inference time" table): every registered model at batch 1 (latency) and a large batch
 (throughput), for three paths on the same weights: ``eager`` (``create_model(name).eval()``), ``fused``
@@ -37,6 +37,7 @@ from imgcls.export import fold_bn
 from imgcls.layers.fused import fused_supported, interpreter_enabled
 from imgcls.losses import training_loss
 from imgcls.models import create_model, get_model_cfg, list_models
+from imgcls.models.testing import randomize_bn
 
 BENCH_ALL = os.environ.get("IMGCLS_BENCH_ALL", "0") == "1"
 ON_GPU = torch.cuda.is_available()
@@ -68,20 +69,6 @@ REL_TOL = {"fused": 1e-3 if ON_GPU else 1e-6, "folded": 1e-4}
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """max |got - want| / max |want|: one number for logits of any scale."""
     return ((got.float() - want.float()).abs().max() / want.float().abs().max().clamp_min(1e-12)).item()
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> None:
-    """Give every BatchNorm non-trivial running stats and affine parameters (fresh ones fold to ~identity)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d) and module.track_running_stats:
-                c = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
-                if module.affine:
-                    module.weight.copy_(0.5 + torch.rand(c, generator=gen))
-                    module.bias.copy_(0.1 * torch.randn(c, generator=gen))
 
 
 def synchronize() -> None:
@@ -131,6 +118,13 @@ class InferenceModels:
     inputs: dict[int, torch.Tensor]
     expected: dict[int, torch.Tensor]
 
+    def runner(self, path: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model of one of ``PATHS``."""
+        runners = {"eager": self.eager, "fused": self.fused, "folded": self.folded}
+        if path not in runners:
+            raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
+        return runners[path]
+
 
 @functools.lru_cache(maxsize=1)
 def inference_models(name: str) -> InferenceModels:
@@ -157,7 +151,7 @@ def test_inference(benchmark, name: str, batch: int, path: str) -> None:
     if path == "fused" and not ON_GPU and interpreter_enabled():
         pytest.skip("TRITON_INTERPRET=1 runs the kernels in Triton's interpreter: its timings mean nothing")
     models = inference_models(name)
-    run = getattr(models, path)
+    run = models.runner(path)
     x, want = models.inputs[batch], models.expected[batch]
     with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         got = logits_of(run(x))

@@ -1,17 +1,18 @@
 """Markdown table from a ``pytest bench/bench_models.py --benchmark-json=FILE`` run (see bench_models.py's header).
 
-    .venv/bin/python bench/make_model_table.py models.json --command "<pytest command>" > bench/results/models_cpu.md
+    .venv/bin/python bench/make_model_table.py models.json --command "<pytest cmd>" --out bench/results/models_cpu.md
 
 Times are each case's best round (the least disturbed one on a shared machine); speedups are ratios of two cases of
-the same run. The load average each case saw is in its ``extra_info`` and summarised in the header.
+the same run. Every machine fact in the header (CPU, Python, torch, threads, load) comes from the JSON, i.e. from the
+machine that ran the benchmark, not the one that makes the table; the header's command line is the whole chain, the
+benchmark and this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,14 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from imgcls.models.table import count_parameters  # noqa: E402
 
 
-def cpu_model() -> str:
-    """``lscpu``'s model name and CPU count (the table describes the machine it is generated on)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
+def machine_line(run: dict, threads: int) -> str:
+    """The benchmarked machine, from pytest-benchmark's ``machine_info`` (py-cpuinfo's brand and count)."""
+    info = run.get("machine_info", {})
+    cpu = info.get("cpu", {})
+    brand = cpu.get("brand_raw") or info.get("processor") or "unknown CPU"
+    count = f", {cpu['count']} CPUs" if "count" in cpu else ""
+    system = " ".join(x for x in (info.get("system"), info.get("release")) if x)
+    return f"Machine: {brand}{count}{f' ({system})' if system else ''}; {threads} torch threads."
+
+
+def command_chain(bench_command: str, argv: list[str]) -> str:
+    """The benchmark command followed by this script's own invocation (so the table can be regenerated)."""
+    own = shlex.join([".venv/bin/python", "bench/make_model_table.py", *argv])
+    return f"{bench_command} && {own}" if bench_command else f"(benchmark command not given) then {own}"
 
 
 def load_cases(path: Path) -> tuple[dict, dict[tuple[str, str, int], dict]]:
@@ -116,6 +123,7 @@ def main() -> None:
     parser.add_argument("json", type=Path, help="pytest-benchmark JSON of bench/bench_models.py")
     parser.add_argument("--command", default="", help="the exact command that produced the JSON")
     parser.add_argument("--load-before", default="", help="the 1-minute load average just before the run")
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: stdout)")
     args = parser.parse_args()
     run, cases = load_cases(args.json)
     if not cases:
@@ -127,11 +135,11 @@ def main() -> None:
     lines = [
         f"# Model inference and training-step speed ({first['device']})",
         "",
-        f"Machine: {cpu_model()}; {first['threads']} torch threads. Python {platform.python_version()}, "
+        f"{machine_line(run, first['threads'])} Python {run.get('machine_info', {}).get('python_version', '?')}, "
         f"torch {first['torch']}. Results written {run.get('datetime', '?')} (end of the run).",
-        f"Command: `{args.command}`" if args.command else "Command: (not given)",
+        f"Command: `{command_chain(args.command, sys.argv[1:])}`",
         f"Load average (1 min): {args.load_before or '?'} just before the run; {min(loads):.2f} to {max(loads):.2f} "
-        "during the cases (counting the benchmark's own 2 threads; 2 cores shared with other users).",
+        f"during the cases (counting the benchmark's own {first['threads']} threads).",
         "",
         "Times are each case's best round; speedups are ratios of cases of this same run. The eager, fused and",
         "folded models share weights (BN statistics randomized); every case first checked its logits against eager's",
@@ -142,7 +150,11 @@ def main() -> None:
         "",
         *training_section(cases),
     ]
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Shared test helpers: where the shared ground truth lives, fresh seeds."""
+"""Shared test helpers: where the shared ground truth lives (and what its absence means), fresh seeds."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,38 @@ if not SHARED.exists() and (REPO / "shared").exists():
 PARITY = SHARED / "paddle_parity"
 
 
+def on_ci() -> bool:
+    """CI sets ``CI`` (``CI=true``); there the shared ground truth must be present."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def shared_missing(what: Path | str) -> None:
+    """Missing shared ground truth: a failure on CI (a green run must have checked parity), a skip with the reason
+    in a user's clone without ``../shared``. Never returns."""
+    message = f"{what} not found (the shared Paddle ground truth: put it at ../shared or set IMGCLS_SHARED)"
+    if on_ci():
+        pytest.fail(f"{message}; CI must run this check", pytrace=False)
+    pytest.skip(message)
+
+
+def require_shared(path: Path) -> Path:
+    """``path`` if it exists, else ``shared_missing(path)``."""
+    if not path.exists():
+        shared_missing(path)
+    return path
+
+
 @pytest.fixture
 def parity_dir() -> Path:
-    if not PARITY.exists():
-        pytest.skip(f"Paddle parity fixtures not found at {PARITY} (set IMGCLS_SHARED)")
-    return PARITY
+    return require_shared(PARITY)
+
+
+@pytest.fixture
+def fresh_seed() -> int:
+    """A new seed per run, printed so that a failing case can be replayed (pytest shows it with the failure)."""
+    seed = secrets.randbits(32)
+    print(f"seed={seed}")
+    return seed
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

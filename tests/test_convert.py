@@ -6,12 +6,20 @@ import struct
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from imgcls.convert import convert_paddle, paddle_to_state_dict, read_lod_tensor, read_paddle_checkpoint
+from imgcls.convert import (
+    convert_paddle,
+    convert_paddle_checkpoint,
+    load_paddle_checkpoint,
+    paddle_to_state_dict,
+    read_lod_tensor,
+    read_paddle_checkpoint,
+)
 from imgcls.models import create_model, get_model_cfg
 
 from .conftest import REPO
@@ -40,8 +48,8 @@ def lod_tensor_bytes(arr: np.ndarray, packed: bool = False, lod: list[bytes] = (
 
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-def test_lod_tensor_round_trip(packed: bool, dtype) -> None:
-    rng = np.random.default_rng()
+def test_lod_tensor_round_trip(packed: bool, dtype, fresh_seed: int) -> None:
+    rng = np.random.default_rng(fresh_seed)
     arr = (rng.standard_normal((3, 1, 5, 2)) * 100).astype(dtype)
     out = read_lod_tensor(lod_tensor_bytes(arr, packed=packed, lod=[b"\0" * 16]))
     assert out.dtype == arr.dtype and np.array_equal(out, arr)
@@ -93,8 +101,8 @@ def test_report_missing_and_unused() -> None:
         paddle_to_state_dict(tensors, "ShuffleNetV2_x0_25")
 
 
-def test_other_class_count_and_cli(tmp_path) -> None:
-    """A 7-class Paddle checkpoint in a tar with an extra non-tensor file converts through the CLI."""
+def _squeezenet_tar(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A 7-class SqueezeNet1_1 Paddle checkpoint as a released tar: one folder, plus a file that is not a tensor."""
     tensors = _fake_paddle("SqueezeNet1_1")
     tensors["conv10_weights"] = tensors["conv10_weights"][:7]
     tensors["conv10_offset"] = tensors["conv10_offset"][:7]
@@ -106,6 +114,29 @@ def test_other_class_count_and_cli(tmp_path) -> None:
     tar_path = tmp_path / "SqueezeNet1_1_pretrained.tar"
     with tarfile.open(tar_path, "w") as tar:
         tar.add(folder, arcname=folder.name)
+    return tar_path, tensors
+
+
+def test_checkpoint_reader_reports_what_it_skips(tmp_path: Path) -> None:
+    """The reader returns the skipped files with the tensors (no state kept between calls); the converter's report
+    carries them and the Paddle tensors it could not place, for ``--pretrained_model`` to log."""
+    tar_path, tensors = _squeezenet_tar(tmp_path)
+    ckpt = load_paddle_checkpoint(tar_path)
+    assert set(ckpt.tensors) == set(tensors) and ckpt.skipped == ["README"]
+    (tmp_path / "SqueezeNet1_1_pretrained" / "README").unlink()
+    clean = load_paddle_checkpoint(tmp_path / "SqueezeNet1_1_pretrained")
+    assert clean.skipped == [] and ckpt.skipped == ["README"]  # each read reports its own files
+    state, report = convert_paddle_checkpoint(tar_path, "SqueezeNet1_1")
+    assert report.skipped == ["README"] and report.unused == [] and report.missing == []
+    assert state["classifier.weight"].shape[0] == 7  # class count read from the checkpoint
+    with pytest.raises(ValueError, match="another model"):
+        convert_paddle_checkpoint(tar_path, "SqueezeNet1_0")
+
+
+def test_other_class_count_and_cli(tmp_path: Path) -> None:
+    """A 7-class Paddle checkpoint in a tar with an extra non-tensor file converts through the CLI; a wrong model
+    or name is one ``error:`` line and exit status 2, not a traceback."""
+    tar_path, tensors = _squeezenet_tar(tmp_path)
     assert set(read_paddle_checkpoint(tar_path)) == set(tensors)
     out = tmp_path / "sq.pt"
     cmd = [sys.executable, "-m", "imgcls.convert", "--model", "SqueezeNet1_1", "--paddle", str(tar_path)]
@@ -114,5 +145,10 @@ def test_other_class_count_and_cli(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     model = create_model("SqueezeNet1_1", num_classes=7)
     model.load_state_dict(torch.load(out), strict=True)
+    assert "skipped 1 files that are not Paddle tensors: README" in proc.stdout
     bad = subprocess.run(cmd[:4] + ["SqueezeNet"] + cmd[5:], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "SqueezeNet1_1" in bad.stderr
+    wrong = subprocess.run(cmd[:4] + ["SqueezeNet1_0"] + cmd[5:], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2, wrong.stderr
+    assert wrong.stderr.startswith("error: ") and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+    assert "does not fit" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -1,7 +1,7 @@
 """Family checks for the mobile and classic zoo (ShuffleNetV2, MobileNetV1/V2, SqueezeNet, AlexNet, VGG, GoogLeNet,
-Xception, InceptionV4) that the shared parity and model tests do not make: the Paddle name maps use every tensor
-of the Paddle program, ``fused=True`` reaches the depthwise/shuffle blocks, other input sizes work where Paddle's
-program has a global pool, and GoogLeNet's aux heads reproduce Paddle's aux logits in training mode.
+Xception, InceptionV4) that the shared parity and model tests do not make: ``fused=True`` reaches the depthwise/shuffle
+blocks, other input sizes work where Paddle's program has a global pool, and GoogLeNet's aux heads reproduce
+Paddle's aux logits in training mode. (That every Paddle tensor has a place: tests/test_models.py.)
 """
 
 from __future__ import annotations
@@ -13,60 +13,15 @@ from torch import nn
 
 from imgcls.convert import paddle_to_state_dict
 from imgcls.layers import ChannelShuffle, DWConvBNAct
-from imgcls.models import create_model, get_model_cfg
+from imgcls.models import create_model
 
-from .conftest import PARITY
+from .conftest import PARITY, require_shared
 from .test_parity import _paddle_weights, assert_logits_close
-
-OWNED = [
-    "ShuffleNetV2",
-    "ShuffleNetV2_x0_25",
-    "ShuffleNetV2_x0_33",
-    "ShuffleNetV2_x0_5",
-    "ShuffleNetV2_x1_5",
-    "ShuffleNetV2_x2_0",
-    "ShuffleNetV2_swish",
-    "MobileNetV2",
-    "MobileNetV2_x0_25",
-    "MobileNetV2_x0_5",
-    "MobileNetV2_x1_5",
-    "MobileNetV2_x2_0",
-    "MobileNetV1",
-    "SqueezeNet1_0",
-    "SqueezeNet1_1",
-    "AlexNet",
-    "VGG11",
-    "VGG13",
-    "VGG16",
-    "VGG19",
-    "GoogLeNet",
-    "Xception41",
-    "InceptionV4",
-]
-# Fixture spellings that differ from the registered name.
-FIXTURE_NAME = {"ShuffleNetV2": "ShuffleNetV2_x1_0", "MobileNetV2": "MobileNetV2_x1_0"}
 
 
 def _fixture(name: str):
-    path = PARITY / "fixtures" / f"{FIXTURE_NAME.get(name, name)}.npz"
-    if not path.exists():
-        pytest.skip(f"no parity fixture at {path}")
+    path = require_shared(PARITY / "fixtures" / f"{name}.npz")
     return np.load(path, allow_pickle=False)
-
-
-@pytest.mark.parametrize("name", OWNED)
-def test_paddle_names_cover_the_paddle_program(name: str) -> None:
-    """Every Paddle tensor of the program has exactly one place in our model, with the same number of values."""
-    fx = _fixture(name)
-    entries = dict(_paddle_weights().read_params_tsv(fx["params_tsv"]))
-    with torch.device("meta"):
-        model = create_model(name)
-    state = model.state_dict()
-    names = get_model_cfg(name).paddle_names(model)
-    assert sorted(names.values()) == sorted(entries), "name map and Paddle program differ"
-    assert set(names) == {k for k in state if not k.endswith("num_batches_tracked")}
-    for key, paddle in names.items():
-        assert state[key].numel() == int(np.prod(entries[paddle])), f"{key} vs {paddle}"
 
 
 @pytest.mark.parametrize(

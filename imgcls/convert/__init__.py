@@ -2,7 +2,12 @@
 
 from .paddle import (
     ConversionReport,
+    PaddleCheckpoint,
+    checkpoint_class_count,
+    convert_complete,
     convert_paddle,
+    convert_paddle_checkpoint,
+    load_paddle_checkpoint,
     looks_like_paddle_checkpoint,
     paddle_to_state_dict,
     read_lod_tensor,
@@ -11,7 +16,12 @@ from .paddle import (
 
 __all__ = [
     "ConversionReport",
+    "PaddleCheckpoint",
+    "checkpoint_class_count",
+    "convert_complete",
     "convert_paddle",
+    "convert_paddle_checkpoint",
+    "load_paddle_checkpoint",
     "looks_like_paddle_checkpoint",
     "paddle_to_state_dict",
     "read_lod_tensor",

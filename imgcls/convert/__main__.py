@@ -8,7 +8,7 @@ import sys
 import torch
 
 from ..models import canonical_name
-from .paddle import checkpoint_class_count, convert_paddle, read_paddle_checkpoint
+from .paddle import convert_paddle_checkpoint
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -21,30 +21,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Convert and write; a bad name, path or checkpoint (missing or misshapen tensors) is one ``error:`` line, 2."""
     try:
         name = canonical_name(args.model)
-        tensors = read_paddle_checkpoint(args.paddle)
+        state, report = convert_paddle_checkpoint(args.paddle, name, num_classes=args.class_dim)
     except (KeyError, FileNotFoundError, ValueError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
-    skipped = getattr(read_paddle_checkpoint, "skipped", [])
-    state, report = convert_paddle(tensors, name, num_classes=args.class_dim or checkpoint_class_count(tensors, name))
-    if skipped:
-        print(f"skipped {len(skipped)} files that are not Paddle tensors: {', '.join(skipped[:8])}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} files that are not Paddle tensors: {', '.join(report.skipped[:8])}")
     if report.unused:
         print(f"ignored {len(report.unused)} Paddle tensors the model does not have: {', '.join(report.unused[:8])}")
-    if report.missing:
-        print(f"error: {report.summary()}", file=sys.stderr)
-        return 1
     torch.save(state, args.out)
     print(f"wrote {len(state)} tensors of {name} to {args.out}")
     return 0
-
-
-def _class_count(tensors: dict, name: str) -> int | None:
-    from .paddle import _classifier_width
-
-    return _classifier_width(tensors, name)
 
 
 if __name__ == "__main__":

@@ -104,12 +104,17 @@ def read_lod_tensor(data: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def read_paddle_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a ``<Model>_pretrained.tar`` or its unpacked folder -> {variable name: array}.
+@dataclass
+class PaddleCheckpoint:
+    """What ``load_paddle_checkpoint`` read: the tensors, and the files that were not Paddle tensors."""
 
-    Files that are not Paddle tensors are skipped (released tars hold some), with their names kept in
-    ``read_paddle_checkpoint.skipped`` of the last call.
-    """
+    tensors: dict[str, np.ndarray]
+    skipped: list[str] = field(default_factory=list)  # released tars hold some non-tensor files
+
+
+def load_paddle_checkpoint(path: str | os.PathLike) -> PaddleCheckpoint:
+    """Read a ``<Model>_pretrained.tar`` or its unpacked folder; files that are not Paddle tensors are skipped and
+    named in the result."""
     path = Path(path)
     tensors: dict[str, np.ndarray] = {}
     skipped: list[str] = []
@@ -132,8 +137,13 @@ def read_paddle_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path}: not a Paddle checkpoint folder or .tar")
     if not tensors:
         raise ValueError(f"{path}: no Paddle tensors found")
-    read_paddle_checkpoint.skipped = skipped
-    return tensors
+    return PaddleCheckpoint(tensors, skipped)
+
+
+def read_paddle_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``<Model>_pretrained.tar`` or its unpacked folder -> {variable name: array} (non-tensor files are
+    dropped; ``load_paddle_checkpoint`` names them)."""
+    return load_paddle_checkpoint(path).tensors
 
 
 def looks_like_paddle_checkpoint(path: str | os.PathLike) -> bool:
@@ -150,6 +160,7 @@ class ConversionReport:
 
     missing: list[str] = field(default_factory=list)  # our keys with no Paddle tensor
     unused: list[str] = field(default_factory=list)  # Paddle tensors we have no place for
+    skipped: list[str] = field(default_factory=list)  # files of the checkpoint that are not Paddle tensors
 
     def summary(self) -> str:
         parts = []
@@ -158,6 +169,8 @@ class ConversionReport:
             parts.append(f"{len(self.missing)} tensors missing from the Paddle checkpoint: {missing}")
         if self.unused:
             parts.append(f"{len(self.unused)} Paddle tensors not used: {', '.join(self.unused[:8])}")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} non-tensor files skipped: {', '.join(self.skipped[:8])}")
         return "; ".join(parts) or "all tensors placed"
 
 
@@ -191,23 +204,13 @@ def convert_paddle(
         if pname in cfg.paddle_dropout:
             arr = arr * np.float32(cfg.paddle_dropout[pname])
         if tuple(arr.shape) != tuple(ref.shape):
-            raise ValueError(f"{pname}: Paddle shape {tuple(arr.shape)} does not fit {key} {tuple(ref.shape)}")
+            raise ValueError(
+                f"{pname}: Paddle shape {tuple(arr.shape)} does not fit {cfg.name}'s {key} {tuple(ref.shape)} "
+                "(is it another model's checkpoint?)"
+            )
         state[key] = torch.from_numpy(np.ascontiguousarray(arr))
     report.unused = sorted(set(paddle_tensors) - set(names.values()))
     return state, report
-
-
-def paddle_to_state_dict(paddle_tensors: dict[str, np.ndarray], model_name: str) -> dict[str, torch.Tensor]:
-    """Paddle tensors (name -> array, Paddle layout) -> a complete state_dict for ``create_model(model_name)``.
-
-    Raises ValueError if any of the model's tensors is missing; unknown Paddle tensors are ignored (see
-    ``convert_paddle`` for the report).
-    """
-    fc_out = checkpoint_class_count(paddle_tensors, model_name)
-    state, report = convert_paddle(paddle_tensors, model_name, num_classes=fc_out)
-    if report.missing:
-        raise ValueError(f"{model_name}: {report.summary()}")
-    return state
 
 
 def checkpoint_class_count(paddle_tensors: dict[str, np.ndarray], model_name: str) -> int | None:
@@ -221,3 +224,37 @@ def checkpoint_class_count(paddle_tensors: dict[str, np.ndarray], model_name: st
         return None
     pname = names.get(last_bias[-1])
     return int(paddle_tensors[pname].shape[0]) if pname in paddle_tensors else None
+
+
+def convert_complete(
+    paddle_tensors: dict[str, np.ndarray], model_name: str, num_classes: int | None = None
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """``convert_paddle`` that insists on a complete state_dict: the class count is read from the checkpoint unless
+    given, and a model tensor without its Paddle tensor raises ValueError. The report's ``unused`` lists the Paddle
+    tensors left unplaced (what a loader should report)."""
+    classes = num_classes or checkpoint_class_count(paddle_tensors, model_name)
+    state, report = convert_paddle(paddle_tensors, model_name, num_classes=classes)
+    if report.missing:
+        raise ValueError(f"{model_name}: {report.summary()}")
+    return state, report
+
+
+def paddle_to_state_dict(paddle_tensors: dict[str, np.ndarray], model_name: str) -> dict[str, torch.Tensor]:
+    """Paddle tensors (name -> array, Paddle layout) -> a complete state_dict for ``create_model(model_name)``.
+
+    Raises ValueError if any of the model's tensors is missing or does not fit; unknown Paddle tensors are ignored
+    (``convert_complete`` returns them).
+    """
+    return convert_complete(paddle_tensors, model_name)[0]
+
+
+def convert_paddle_checkpoint(
+    path: str | os.PathLike, model_name: str, num_classes: int | None = None
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Read a Paddle tar/folder and convert it for ``model_name`` (``convert_complete``). The report names what was
+    not placed: ``unused`` (Paddle tensors the model has no place for) and ``skipped`` (files that are not tensors).
+    Raises ValueError if a tensor is missing or does not fit, FileNotFoundError if ``path`` is not a checkpoint."""
+    ckpt = load_paddle_checkpoint(path)
+    state, report = convert_complete(ckpt.tensors, model_name, num_classes)
+    report.skipped = ckpt.skipped
+    return state, report

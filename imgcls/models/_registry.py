@@ -30,7 +30,6 @@ class ModelCfg:
     std: tuple[float, float, float] = IMAGENET_STD
     top1: float | None = None  # the seed's published ImageNet val accuracy, in percent
     top5: float | None = None
-    paddle_tar: str | None = None  # name of the released <paddle_tar>_pretrained.tar (defaults to name)
     # Paddle folds dropout as a (1-p) factor at inference; the converter scales these tensors' weights.
     paddle_dropout: dict[str, float] = field(default_factory=dict)
     # (model) -> {torch state_dict key: paddle tensor name}; every trainable tensor and BN buffer.

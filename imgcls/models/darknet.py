@@ -84,10 +84,9 @@ def paddle_names(model: DarkNet53) -> dict[str, str]:
         resize_short=256,
         top1=78.04,
         top5=94.05,
-        paddle_tar="DarkNet53_ImageNet1k",
         paddle_names=paddle_names,
     )
 )
-def darknet53(num_classes: int = 1000, fused: bool = False, **kw) -> DarkNet53:
-    """DarkNet53 (no fused blocks)."""
+def darknet53(num_classes: int = 1000, fused: bool = False) -> DarkNet53:
+    """DarkNet53 (no fused blocks; released as ``DarkNet53_ImageNet1k_pretrained.tar``)."""
     return DarkNet53(num_classes)

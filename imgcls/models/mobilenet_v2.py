@@ -85,11 +85,11 @@ def paddle_names(model: MobileNetV2) -> dict[str, str]:
     return names | {"fc.weight": "fc10_weights", "fc.bias": "fc10_offset"}
 
 
-def _cfg(name: str, top1: float, top5: float, **kw) -> ModelCfg:
-    return ModelCfg(name, "mobilenet_v2", top1=top1, top5=top5, paddle_names=paddle_names, **kw)
+def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
+    return ModelCfg(name, "mobilenet_v2", top1=top1, top5=top5, paddle_names=paddle_names)
 
 
-@register_model(_cfg("MobileNetV2", 72.15, 90.65, paddle_tar="MobileNetV2"))
+@register_model(_cfg("MobileNetV2", 72.15, 90.65))
 def mobilenet_v2_x1_0(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV2:
     """MobileNetV2 1.0x (Paddle's ``MobileNetV2_x1_0``; released as ``MobileNetV2_pretrained.tar``)."""
     return MobileNetV2(1.0, num_classes, fused=fused, **kw)

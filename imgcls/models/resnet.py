@@ -9,6 +9,7 @@ its shape does not change; the vc/vd stem is three 3x3 convs (32, 32, 64); the v
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -142,7 +143,7 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.head_pool(x), 1)))
 
 
-def iter_blocks(model: ResNet):
+def iter_blocks(model: ResNet) -> Iterator[tuple[str, int, int, int, nn.Module]]:
     """(state-dict prefix, stage index, block index, blocks in the stage, block) over every residual block."""
     for s, stage in enumerate(model.stages):
         for i, block in enumerate(stage):
@@ -224,66 +225,66 @@ def _build(layers: int, variant: str, num_classes: int, fused: bool) -> ResNet:
 
 
 @register_model(_cfg("ResNet18", 70.98, 89.92))
-def resnet18(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet18(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet18 (basic blocks)."""
     return _build(18, "", num_classes, fused)
 
 
 @register_model(_cfg("ResNet34", 74.57, 92.14))
-def resnet34(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet34(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet34 (basic blocks)."""
     return _build(34, "", num_classes, fused)
 
 
 @register_model(_cfg("ResNet50", 76.50, 93.00))
-def resnet50(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet50(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet50."""
     return _build(50, "", num_classes, fused)
 
 
 @register_model(_cfg("ResNet50_vc", 78.35, 94.03))
-def resnet50_vc(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet50_vc(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet50 with the deep 3x3 stem."""
     return _build(50, "vc", num_classes, fused)
 
 
 @register_model(_cfg("ResNet50_vd", 79.12, 94.44))
-def resnet50_vd(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet50_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet50 with the deep stem and the avg-pool shortcut."""
     return _build(50, "vd", num_classes, fused)
 
 
 @register_model(_cfg("ResNet50_vd_v2", 79.84, 94.93))
-def resnet50_vd_v2(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet50_vd_v2(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet50_vd's network (Paddle's v2 weights came from a longer training recipe, not a new architecture)."""
     return _build(50, "vd", num_classes, fused)
 
 
 @register_model(_cfg("ResNet101", 77.56, 93.64))
-def resnet101(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet101(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet101."""
     return _build(101, "", num_classes, fused)
 
 
 @register_model(_cfg("ResNet101_vd", 80.17, 94.97))
-def resnet101_vd(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet101_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet101_vd."""
     return _build(101, "vd", num_classes, fused)
 
 
 @register_model(_cfg("ResNet152", 78.26, 93.96))
-def resnet152(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet152(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet152."""
     return _build(152, "", num_classes, fused)
 
 
 @register_model(_cfg("ResNet152_vd", 80.59, 95.30))
-def resnet152_vd(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet152_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet152_vd."""
     return _build(152, "vd", num_classes, fused)
 
 
 @register_model(_cfg("ResNet200_vd", 80.93, 95.33))
-def resnet200_vd(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def resnet200_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """ResNet200_vd (3, 12, 48, 3 bottlenecks)."""
     return _build(200, "vd", num_classes, fused)

@@ -49,7 +49,7 @@ def se_paddle_names(model: ResNet) -> dict[str, str]:
     return names | linear_names("fc", "fc6_weights", "fc6_offset")
 
 
-def _cfg(name: str, top1: float, top5: float, dropout: float, **kw) -> ModelCfg:
+def _cfg(name: str, top1: float, top5: float, dropout: float) -> ModelCfg:
     # Paddle's dropout scales by (1 - p) at inference; folded into the classifier weight.
     return ModelCfg(
         name,
@@ -58,25 +58,24 @@ def _cfg(name: str, top1: float, top5: float, dropout: float, **kw) -> ModelCfg:
         top5=top5,
         paddle_dropout={"fc6_weights": 1.0 - dropout},
         paddle_names=se_paddle_names,
-        **kw,
     )
 
 
 @register_model(_cfg("SE_ResNeXt50_32x4d", 78.44, 93.96, 0.5))
-def se_resnext50_32x4d(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def se_resnext50_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """SE-ResNeXt50 32x4d (``fused`` routes the SE + residual tail through the Triton kernel)."""
     return ResNet(se_resnext_spec(50), num_classes, fused)
 
 
 @register_model(_cfg("SE_ResNeXt101_32x4d", 79.12, 94.20, 0.5))
-def se_resnext101_32x4d(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
+def se_resnext101_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
     """SE-ResNeXt101 32x4d."""
     return ResNet(se_resnext_spec(101), num_classes, fused)
 
 
-@register_model(_cfg("SENet154_vd", 81.40, 95.48, 0.2, paddle_tar="SENet_154_vd"))
-def senet154_vd(num_classes: int = 1000, fused: bool = False, **kw) -> ResNet:
-    """Paddle's SENet154_vd (``SE154_vd()`` in its code)."""
+@register_model(_cfg("SENet154_vd", 81.40, 95.48, 0.2))
+def senet154_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
+    """Paddle's SENet154_vd (``SE154_vd()`` in its code; released as ``SENet_154_vd_pretrained.tar``)."""
     return ResNet(senet154_vd_spec(), num_classes, fused)
 
 

@@ -96,11 +96,11 @@ def paddle_names(model: ShuffleNetV2) -> dict[str, str]:
     return names | {"fc.weight": "fc6_weights", "fc.bias": "fc6_offset"}
 
 
-def _cfg(name: str, top1: float, top5: float, **kw) -> ModelCfg:
-    return ModelCfg(name, "shufflenet_v2", top1=top1, top5=top5, paddle_names=paddle_names, **kw)
+def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
+    return ModelCfg(name, "shufflenet_v2", top1=top1, top5=top5, paddle_names=paddle_names)
 
 
-@register_model(_cfg("ShuffleNetV2", 68.80, 88.45, paddle_tar="ShuffleNetV2"))
+@register_model(_cfg("ShuffleNetV2", 68.80, 88.45))
 def shufflenet_v2_x1_0(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 1.0x (Paddle's ``ShuffleNetV2_x1_0``; released as ``ShuffleNetV2_pretrained.tar``)."""
     return ShuffleNetV2(CHANNELS["x1_0"], num_classes, fused=fused, **kw)

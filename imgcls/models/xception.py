@@ -138,7 +138,6 @@ def paddle_names(model: Xception) -> dict[str, str]:
         resize_short=320,
         top1=79.30,
         top5=94.53,
-        paddle_tar="Xception_41",
         paddle_names=paddle_names,
     )
 )
