@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import time
 import warnings
-from dataclasses import dataclass
 
 import torch
 
-from imgcls.cli_args import add_bool, pick_device, positive_int
+from imgcls.benchmark_report import Config, Row, describe, table
+from imgcls.cli_args import add_bool, fail, pick_device, positive_int
 from imgcls.engine import Precision, backward_and_step, make_precision, make_scaler
 from imgcls.losses import training_loss
 
@@ -30,22 +28,8 @@ from imgcls.losses import training_loss
 TOLERANCE = {None: 1e-3, torch.float16: 3e-2, torch.bfloat16: 1e-1}
 
 
-@dataclass(frozen=True)
-class Config:
-    fused: bool
-    amp: bool
-    channels_last: bool
-
-
-@dataclass
-class Row:
-    config: Config
-    train_ips: float = 0.0  # best round, images per second
-    infer_ips: float = 0.0
-    logit_error: float = float("nan")
-
-
 def get_args_parser() -> argparse.ArgumentParser:
+    """Model, batch, image size, the three switches (left out: both values), timing rounds."""
     p = argparse.ArgumentParser("imgcls.benchmark", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="ShuffleNetV2_swish", help="registered model name")
     p.add_argument("--batch_size", type=positive_int, default=32, help="images per step")
@@ -68,7 +52,10 @@ def configs(args: argparse.Namespace) -> list[Config]:
     return [Config(*combo) for combo in itertools.product(*values)]
 
 
-def build(args, config: Config, device: torch.device, weights: dict) -> tuple[torch.nn.Module, Precision]:
+def build(
+    args: argparse.Namespace, config: Config, device: torch.device, weights: dict[str, torch.Tensor]
+) -> tuple[torch.nn.Module, Precision]:
+    """The model in ``config``'s kernels and layout, on the shared ``weights``, and its precision."""
     from imgcls.models import create_model
 
     model = create_model(args.model, num_classes=args.class_dim, fused=config.fused)
@@ -79,11 +66,20 @@ def build(args, config: Config, device: torch.device, weights: dict) -> tuple[to
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the GPU (timings must cover the work, not just its launch)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_train(model, precision: Precision, x, y, steps: int, warmup: int, device) -> float:
+def time_train(
+    model: torch.nn.Module,
+    precision: Precision,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+) -> float:
     """Images per second of forward + backward + SGD step."""
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
@@ -104,7 +100,10 @@ def time_train(model, precision: Precision, x, y, steps: int, warmup: int, devic
 
 
 @torch.no_grad()
-def time_infer(model, precision: Precision, x, steps: int, warmup: int, device) -> float:
+def time_infer(
+    model: torch.nn.Module, precision: Precision, x: torch.Tensor, steps: int, warmup: int, device: torch.device
+) -> float:
+    """Images per second of an eval-mode forward without gradients."""
     model.eval()
     start = 0.0
     for i in range(warmup + steps):
@@ -118,7 +117,8 @@ def time_infer(model, precision: Precision, x, steps: int, warmup: int, device) 
 
 
 @torch.no_grad()
-def eval_logits(model, precision: Precision, x, device) -> torch.Tensor:
+def eval_logits(model: torch.nn.Module, precision: Precision, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """fp32 eval logits (the correctness gate compares them across configurations)."""
     model.eval()
     with precision.autocast(device):
         return model(x).float()
@@ -135,11 +135,10 @@ def check(rows: list[Row], logits: dict[Config, torch.Tensor], precisions: dict[
             raise AssertionError(f"{row.config}: logits differ by {row.logit_error:.2e} (limit {limit:.0e})")
 
 
-def run(args: argparse.Namespace) -> list[Row]:
-    """Measure every configuration; returns the rows (the baseline row first)."""
+def run(args: argparse.Namespace, device: torch.device) -> list[Row]:
+    """Measure every configuration on ``device``; returns the rows (the baseline row first)."""
     from imgcls.models import create_model, get_model_cfg
 
-    device = pick_device(args.use_gpu)
     size = args.image_size = args.image_size or get_model_cfg(args.model).input_size
     torch.manual_seed(0)
     weights = create_model(args.model, num_classes=args.class_dim).state_dict()
@@ -170,60 +169,12 @@ def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def fused_note(device: torch.device) -> str:
-    from imgcls.layers.fused import interpreter_enabled, triton_installed
-
-    if device.type == "cuda" and triton_installed():
-        return "Triton"
-    return "interpreter" if interpreter_enabled() else "fallback: reference path"
-
-
-def table(args: argparse.Namespace, rows: list[Row], device: torch.device) -> str:
-    """A markdown table in the seed's style, with ratios to the first (baseline) row of the same run."""
-    size = args.image_size or "model"
-    amp = args.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
-    base = rows[0]
-    lines = [
-        "| Model | batch | size | fused | amp | channels_last | train img/s | x base | infer img/s | x base | "
-        "infer ms/batch | max logit err |",
-        "|- |:-: |:-: |:-: |:-: |:-: |-: |-: |-: |-: |-: |-: |",
-    ]
-    for r in rows:
-        c = r.config
-        fused = f"yes ({fused_note(device)})" if c.fused else "no"
-        train = f"{r.train_ips:.1f} | {r.train_ips / base.train_ips:.2f}" if r.train_ips else "- | -"
-        infer = f"{r.infer_ips:.1f} | {r.infer_ips / base.infer_ips:.2f}" if r.infer_ips else "- | -"
-        ms = f"{1000 * args.batch_size / r.infer_ips:.1f}" if r.infer_ips else "-"
-        lines.append(
-            f"| {args.model} | {args.batch_size} | {size} | {fused} | {amp if c.amp else 'no'} | "
-            f"{'yes' if c.channels_last else 'no'} | {train} | {infer} | {ms} | {r.logit_error:.1e} |"
-        )
-    return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
-
-
-def describe(device: torch.device) -> str:
-    """Machine and versions, for the record beside the table."""
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_name()}"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"device: {where.strip()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads); "
-        f"torch {torch.__version__}, python {platform.python_version()}; load average at the end {load:.2f}"
-    )
-
-
 def main(args: argparse.Namespace) -> list[Row]:
+    """Measure, print the table and the machine line; returns the rows."""
     if args.batch_size < 2 and "train" in args.modes:
-        raise SystemExit("error: training mode needs --batch_size >= 2 (BatchNorm)")
-    rows = run(args)
-    device = pick_device(args.use_gpu)
+        fail("training mode needs --batch_size >= 2 (BatchNorm)")
+    device = pick_device(args.use_gpu)  # once: a --use_gpu=True without CUDA warns once
+    rows = run(args, device)
     print(table(args, rows, device))
     print(describe(device))
     return rows

@@ -4,15 +4,22 @@
 - ``state.pt``: everything else a resume needs (optimizer, LR schedule step, epoch, RNG states, args).
 
 Saving is atomic: both files go into a hidden temp folder beside the target, are fsynced, and the folder is renamed
-into place (a rename within one filesystem is atomic). A kill at any moment leaves either the previous checkpoint or
-the complete new one, never a half-written one.
+into place (a rename within one filesystem is atomic). Overwriting an existing folder takes two renames (target ->
+hidden ``.old-`` copy, temp -> target); a kill between them leaves no target but the whole previous copy, which
+loading falls back to and the next save puts back. The next save also removes stale temp folders of any process.
+So a kill at any moment leaves the previous checkpoint or the complete new one, never a half-written one.
+
+Both files load with ``torch.load(weights_only=True)``: tensors and plain Python values only (RNG states included),
+so reading a checkpoint (eval and infer read ``state.pt`` for the run's args) never runs pickled code.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from torch import nn
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "state.pt"
 MIN_MATCH_FRACTION = 0.5  # fewer matching tensors than this means the file is another model's
+TMP_TAG, OLD_TAG = ".tmp-", ".old-"  # hidden folders beside a target: .<name>.tmp-<pid>, .<name>.old-<pid>
 
 
 def _fsync_path(path: Path) -> None:
@@ -33,12 +41,50 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _hidden(target: Path, tag: str) -> Path:
+    return target.parent / f".{target.name}{tag}{os.getpid()}"
+
+
+def kept_copy(target: Path) -> Path | None:
+    """The previous ``target`` that an interrupted publish moved aside, when ``target`` itself is missing."""
+    if target.exists() or not target.parent.is_dir():
+        return None
+    copies = [p for p in target.parent.glob(f".{target.name}{OLD_TAG}*") if (p / WEIGHTS_FILE).is_file()]
+    return max(copies, key=lambda p: p.stat().st_mtime) if copies else None
+
+
+def existing_path(path: str | os.PathLike) -> Path:
+    """``path`` (a checkpoint folder or a file in one), or its kept previous copy when a kill mid-publish left it
+    missing."""
+    path = Path(path)
+    if path.exists():
+        return path
+    if path.name in (WEIGHTS_FILE, STATE_FILE):
+        kept = kept_copy(path.parent)
+        return kept / path.name if kept is not None else path
+    return kept_copy(path) or path
+
+
+def sweep_leftovers(parent: Path) -> None:
+    """Undo what interrupted saves left in ``parent``: a previous copy whose target is missing goes back in place,
+    other ``.old-`` copies and every ``.tmp-`` folder (any pid: a killed run's pid is not ours) are removed."""
+    if not parent.is_dir():
+        return
+    for old in sorted(parent.glob(f".*{OLD_TAG}*"), key=lambda p: p.stat().st_mtime, reverse=True):
+        target = parent / old.name[1:].rsplit(OLD_TAG, 1)[0]
+        if not target.exists() and (old / WEIGHTS_FILE).is_file():
+            os.replace(old, target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in parent.glob(f".*{TMP_TAG}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_temp_checkpoint(target: Path, weights: dict, state: dict | None) -> Path:
     """Write the files into a fresh hidden temp folder beside ``target``; fsynced, not yet visible."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    sweep_leftovers(target.parent)
+    tmp = _hidden(target, TMP_TAG)
     tmp.mkdir()
     torch.save(weights, tmp / WEIGHTS_FILE)
     if state is not None:
@@ -53,8 +99,8 @@ def publish_checkpoint(tmp: Path, target: Path) -> None:
     """Rename the temp folder to ``target``; an existing ``target`` is moved aside first and removed after."""
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
+        old = _hidden(target, OLD_TAG)
+        os.replace(target, old)  # a kill from here to the next rename leaves only ``old``: see kept_copy
     os.replace(tmp, target)
     _fsync_path(target.parent)
     if old is not None:
@@ -70,32 +116,100 @@ def save_checkpoint(target: str | os.PathLike, model: nn.Module, state: dict | N
 
 
 def rng_states() -> dict:
-    """The python, numpy and torch (CPU and CUDA) generator states."""
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The python, numpy and torch (CPU and CUDA) generator states, as tensors and plain values (numpy's key
+    array becomes an int64 tensor) so that ``state.pt`` loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
 def restore_rng_states(states: dict) -> None:
+    """Put back what ``rng_states`` returned."""
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _load_plain(path: Path) -> object:
+    """``torch.load`` of tensors and plain values only; ValueError for anything else (it could run code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a checkpoint file of plain tensors and values ({first})") from None
+
+
+def checkpoint_folder(path: str | os.PathLike) -> Path:
+    """The folder of a checkpoint given as the folder or one of its files (its kept copy after a kill mid-save)."""
+    folder = existing_path(path)
+    return folder.parent if folder.is_file() and folder.name in (WEIGHTS_FILE, STATE_FILE) else folder
+
+
 def load_training_state(checkpoint_dir: str | os.PathLike) -> tuple[dict, dict]:
-    """(weights, state) of a checkpoint folder written by ``save_checkpoint``; a clear error when incomplete."""
-    folder = Path(checkpoint_dir)
-    if folder.is_file() and folder.name in (WEIGHTS_FILE, STATE_FILE):
-        folder = folder.parent
+    """(weights, state) of a checkpoint folder written by ``save_checkpoint``; FileNotFoundError when incomplete,
+    ValueError when a file holds more than tensors and plain values."""
+    folder = checkpoint_folder(checkpoint_dir)
+    if not folder.exists():
+        raise FileNotFoundError(f"checkpoint {folder} does not exist")
     missing = [f for f in (WEIGHTS_FILE, STATE_FILE) if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder}: not a training checkpoint (missing {', '.join(missing)})")
-    weights = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
-    return weights, state
+    return _load_plain(folder / WEIGHTS_FILE), _load_plain(folder / STATE_FILE)
+
+
+def training_state(
+    args: dict,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    step: int,
+    label_names: list[str] | None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict:
+    """Everything besides the weights that an exact resume needs (and eval/infer defaults: args, label names)."""
+    state = dict(epoch=epoch, step=step, optimizer=optimizer.state_dict(), rng=rng_states(), args=dict(args))
+    state.update(label_names=label_names, scaler=scaler.state_dict() if scaler is not None else None)
+    return state
+
+
+def restore_training_state(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict:
+    """Load a ``save_checkpoint`` folder into ``model`` (every tensor must fit: ValueError naming the mismatch
+    otherwise), ``optimizer``, the RNGs and ``scaler``; returns the state (epoch, step, args, ...)."""
+    weights, state = load_training_state(path)
+    report = load_matching(model, weights)
+    if report.shape_mismatch or report.missing or report.unexpected:
+        saved_model = (state.get("args") or {}).get("model", "another model")
+        raise ValueError(f"the weights ({saved_model}) do not fit this model: " + "; ".join(report.lines()[1:]))
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng_states(state["rng"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return state
+
+
+def read_run_info(path: str | os.PathLike) -> dict:
+    """The training run's args plus ``label_names`` from the ``state.pt`` beside ``path`` (a checkpoint folder or
+    its model.pt); {} when there is none (a plain state_dict or a Paddle file). Loaded as plain data only."""
+    folder = checkpoint_folder(path)
+    if folder.is_file():
+        folder = folder.parent
+    state_file = folder / STATE_FILE
+    if not state_file.is_file():
+        return {}
+    state = _load_plain(state_file)
+    if not isinstance(state, dict):
+        return {}
+    return dict(state.get("args") or {}, label_names=state.get("label_names"))
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -108,19 +222,25 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def read_weights(path: str | os.PathLike, model_name: str) -> dict[str, torch.Tensor]:
-    """Weights from our checkpoint folder, a ``.pt``/``.pth`` state_dict, or a Paddle tar/folder (converted)."""
-    path = Path(path)
+def read_weights(
+    path: str | os.PathLike, model_name: str, log: Callable[[str], None] | None = None
+) -> dict[str, torch.Tensor]:
+    """Weights from our checkpoint folder, a ``.pt``/``.pth`` state_dict, or a Paddle tar/folder (converted; what
+    the converter could not place is passed to ``log`` in one line)."""
+    path = existing_path(path)
     if not path.exists():
         raise FileNotFoundError(f"pretrained model {path} does not exist")
     if path.is_dir() and (path / WEIGHTS_FILE).is_file():
         path = path / WEIGHTS_FILE
     if path.is_file() and (path.suffix in (".pt", ".pth") or path.name == WEIGHTS_FILE):
         return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
-    from imgcls.convert import looks_like_paddle_checkpoint, paddle_to_state_dict, read_paddle_checkpoint
+    from imgcls.convert import convert_paddle_checkpoint, looks_like_paddle_checkpoint
 
     if looks_like_paddle_checkpoint(path):
-        return paddle_to_state_dict(read_paddle_checkpoint(path), model_name)
+        state, conversion = convert_paddle_checkpoint(path, model_name)
+        if log is not None and (conversion.unused or conversion.skipped):
+            log(f"converted Paddle checkpoint {path}: {conversion.summary()}")
+        return state
     raise ValueError(f"{path}: not a checkpoint folder, .pt/.pth state_dict or Paddle checkpoint")
 
 
@@ -164,13 +284,15 @@ def load_matching(model: nn.Module, weights: dict[str, torch.Tensor]) -> LoadRep
     return report
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, model_name: str, log=print) -> LoadReport:
+def load_pretrained(
+    model: nn.Module, path: str | os.PathLike, model_name: str, log: Callable[[str], None] = print
+) -> LoadReport:
     """Fine-tuning load: every tensor whose name and shape match; a different classifier is skipped with one line.
 
     The seed's FAQ error (loading a 1000-class checkpoint into a model with another --class_dim) becomes a skip.
     """
     try:
-        weights = read_weights(path, model_name)
+        weights = read_weights(path, model_name, log)
     except (OSError, ValueError, NotImplementedError) as e:
         raise ValueError(f"cannot load --pretrained_model {path}: {e}") from None
     report = load_matching(model, weights)

@@ -76,13 +76,17 @@ def cleanup() -> None:
 
 
 def barrier() -> None:
+    """Wait for every rank (a no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def is_main() -> bool:
-    """True on rank 0, and in a single process."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    """True on rank 0, and in a single process. Before the process group exists (device choice, data resolution)
+    torchrun's RANK says which process is rank 0, so early messages are printed once too."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return env_world()[0] == 0
 
 
 def print0(*args, **kwargs) -> None:
@@ -116,15 +120,6 @@ def gather_lists(items: list) -> list:
     out: list = [None] * dist.get_world_size()
     dist.all_gather_object(out, list(items))
     return [x for part in out for x in part]
-
-
-def broadcast_value(value, src: int = 0):
-    """Rank ``src``'s picklable ``value`` on every rank (e.g. a path only rank 0 computed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 class AllReduceSum(torch.autograd.Function):
@@ -226,11 +221,6 @@ def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
         return model
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DDP (what checkpoints save, so they load at any world size)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def prepare_ddp(model: nn.Module, info: DistInfo, sync_bn: bool) -> nn.Module:

@@ -31,6 +31,10 @@ from imgcls.optim import LRSchedule, set_lr
 MIXUP_SALT = 0x6D69787570  # "mixup": keeps mixup draws apart from the per-sample augmentation stream
 
 
+class EmptyEpochError(RuntimeError):
+    """A training epoch saw no image at all (every image failed to load): the CLI turns it into a one-line error."""
+
+
 @dataclass
 class EpochStats:
     """Averages over one pass."""
@@ -176,7 +180,7 @@ def train_one_epoch(
     total_loss, correct, seen = reduce_sums([total_loss, correct, seen], device)
     seen = int(seen)
     if seen == 0:
-        raise RuntimeError(f"epoch {epoch}: the train loader gave no batches (all images skipped, or too few images)")
+        raise EmptyEpochError(f"epoch {epoch + 1}: every training image failed to load; nothing to train on")
     return EpochStats(total_loss / seen, 100.0 * correct / seen, math.nan, seen, seconds, lr)
 
 

@@ -11,12 +11,14 @@ import argparse
 import torch
 
 from imgcls import checkpoint as ckpt
-from imgcls.cli_args import add_model_args, add_precision_args, fail, loader_for, positive_int, prepare
+from imgcls.cli_args import add_model_args, add_precision_args, fail, positive_int
+from imgcls.cli_setup import loader_for, prepare
 from imgcls.data.transforms import AugConfig
 from imgcls.engine import evaluate, make_precision
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The shared model/data/preprocessing flags, precision and the eval batch (alias ``--test_batch_size``)."""
     p = argparse.ArgumentParser("imgcls.eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
@@ -55,7 +57,9 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     model = load_for_inference(args, cfg, spec.num_classes, device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = loader_for(args, spec.val, False, AugConfig(interpolation=args.interpolation), args.batch_size)
+    loader = loader_for(
+        args, spec.val, False, AugConfig(interpolation=args.interpolation), args.batch_size, device=device
+    )
     stats = evaluate(model, loader, device, desc="eval", precision=precision)
     for path, reason in loader.skipped:
         print(f"skipped {path}: {reason}")

@@ -9,13 +9,18 @@ and ONNX plus inference.json) and ``--inference_model DIR`` predicts with one.
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imgcls.cli_args import add_bool, add_model_args, fail, positive_int, prepare, resolve_data, saved_run_args
-from imgcls.data.transforms import decode_image, val_transform
+from imgcls.cli_args import add_bool, add_model_args, fail, positive_int
+from imgcls.cli_setup import prepare, resolve_data, saved_run_args
+from imgcls.data import DatasetSpec, make_reader
+from imgcls.data.reader import BatchReader
+from imgcls.data.transforms import AugConfig
 from imgcls.eval import load_for_inference
 from imgcls.export import Preprocess, export_inference, load_inference
 
@@ -23,6 +28,7 @@ DEFAULT_EXPORT_DIR = "inference_model"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """Flags: the model/data/preprocessing ones every CLI shares, plus images, top-k, labels and export."""
     p = argparse.ArgumentParser("imgcls.infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     p.add_argument("--image", nargs="+", default=None, help="image files to classify (default: the val list)")
@@ -49,7 +55,8 @@ def classifier_width(path: str | None, model_name: str) -> int | None:
     return int(biases[-1].shape[0]) if biases else None
 
 
-def read_label_names(args, num_classes: int, fallback: list[str] | None) -> list[str] | None:
+def read_label_names(args: argparse.Namespace, num_classes: int, fallback: list[str] | None) -> list[str] | None:
+    """``--label_path`` (checked against the class count), ImageNet's names for 1000 classes, else ``fallback``."""
     from imgcls.data import IMAGENET_LABELS_PATH, DataError, load_labels
 
     path = args.label_path or (IMAGENET_LABELS_PATH if fallback is None and num_classes == 1000 else None)
@@ -64,7 +71,9 @@ def read_label_names(args, num_classes: int, fallback: list[str] | None) -> list
     return names
 
 
-def build_predictor(args: argparse.Namespace):
+def build_predictor(
+    args: argparse.Namespace,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str] | None, Preprocess, DatasetSpec | None, torch.device]:
     """(model callable, label names or None, Preprocess, dataset or None, device) from the flags."""
     if args.inference_model:
         try:
@@ -78,7 +87,7 @@ def build_predictor(args: argparse.Namespace):
     saved = saved_run_args(args.pretrained_model)
     if spec is None and args.class_dim is None:
         args.class_dim = saved.get("class_dim") or classifier_width(args.pretrained_model, args.model) or 1000
-    spec, cfg, device = prepare(args, train=False, spec=spec, need_data=False)
+    spec, cfg, device = prepare(args, train=False, spec=spec, need_data=False, saved=saved)
     model = load_for_inference(args, cfg, args.class_dim, device)
     names = read_label_names(args, args.class_dim, (spec.label_names if spec else None) or saved.get("label_names"))
     pre = Preprocess(
@@ -97,24 +106,34 @@ def build_predictor(args: argparse.Namespace):
     return model, names, pre, spec, device
 
 
-def load_batch(paths: list[str], pre: Preprocess) -> tuple[torch.Tensor, list[str]]:
-    """Decode + resize short + center crop + normalize; unreadable files are reported and left out."""
-    images, kept = [], []
-    for path in paths:
-        try:
-            img = val_transform(
-                decode_image(Path(path).read_bytes()), pre.input_size, pre.resize_short, pre.interpolation
-            )
-        except (OSError, ValueError) as e:
-            print(f"skipped {path}: {e}")
-            continue
-        images.append(img)
-        kept.append(path)
-    if not images:
-        return torch.empty(0, 3, pre.input_size, pre.input_size), kept
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+def image_reader(args: argparse.Namespace, pre: Preprocess) -> BatchReader:
+    """The ``--reader`` the loaders use, in eval mode (resize short side, center crop) with the model's sizes."""
+    try:
+        return make_reader(
+            args.reader,
+            train=False,
+            size=pre.input_size,
+            resize_short=pre.resize_short,
+            aug=AugConfig(interpolation=pre.interpolation),
+            num_threads=args.reader_thread or os.cpu_count() or 1,
+            apply_exif=args.apply_exif,
+        )
+    except (RuntimeError, ValueError) as e:
+        fail(str(e))
+
+
+def load_batch(paths: list[str], pre: Preprocess, reader: BatchReader) -> tuple[torch.Tensor, list[str]]:
+    """Read (the reader's checks: missing, corrupt, truncated) + normalize; unreadable files are reported and
+    left out."""
+    pixels = np.empty((len(paths), pre.input_size, pre.input_size, 3), dtype=np.uint8)
+    errors = reader.read_batch(paths, [0] * len(paths), pixels)  # eval transform: the seeds are unused
+    keep = [i for i, err in enumerate(errors) if err is None]
+    for path, err in zip(paths, errors):
+        if err is not None:
+            print(f"skipped {path}: {err}")
+    x = torch.from_numpy(pixels[keep]).permute(0, 3, 1, 2).float() / 255.0
     mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(), kept
+    return ((x - mean) / std).contiguous(), [paths[i] for i in keep]
 
 
 @torch.no_grad()
@@ -122,9 +141,10 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
     """Predict; returns [(path, [(class id, score, name), ...])] and prints one line per image."""
     model, names, pre, spec, device = build_predictor(args)
     paths = args.image or [s.path for s in spec.val]
+    reader = image_reader(args, pre)
     results = []
     for start in range(0, len(paths), args.batch_size):
-        images, kept = load_batch(paths[start : start + args.batch_size], pre)
+        images, kept = load_batch(paths[start : start + args.batch_size], pre, reader)
         if not kept:
             continue
         probs = torch.softmax(model(images.to(device)).float(), dim=1).cpu()
@@ -133,6 +153,10 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
             top = [(i, s, names[i] if names else str(i)) for i, s in zip(row_ids, row_scores)]
             results.append((path, top))
             print(f"{path}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
+    if hasattr(reader, "close"):
+        reader.close()
+    if not results:
+        fail(f"none of the {len(paths)} images could be read (see the 'skipped' lines); nothing was predicted")
     return results
 
 

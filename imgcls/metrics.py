@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,8 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, tensorboard: bool = True, keep_before_epoch: int = 0) -> None:
         """Rows of epochs >= ``keep_before_epoch`` already in the csv are dropped: a fresh run (0) starts a new
-        file, a resume from epoch e keeps only the rows its checkpoint has seen."""
+        file, a resume from epoch e keeps only the rows its checkpoint has seen. A fresh run also starts a fresh
+        ``tb/`` (event files would otherwise pile up, and TensorBoard would draw the old runs' curves as one)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "metrics.csv"
@@ -92,6 +94,9 @@ class MetricsLog:
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
+
+            if keep_before_epoch == 0:
+                shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
 

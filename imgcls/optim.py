@@ -2,7 +2,8 @@
 
 Paddle evaluates the schedule at a global step counter that starts at 0 and grows by one per mini-batch, so the LR
 changes every iteration (``cosine_decay`` changes only at epoch boundaries because it floors step / steps_per_epoch).
-With ``s`` = step, ``E`` = steps per epoch, ``lr0`` = --lr:
+With ``s`` = step, ``E`` = steps per epoch (floor(train images / global batch): the last partial batch of an epoch
+is dropped, so every step has a full batch and every rank the same step count), ``lr0`` = --lr:
 
 - piecewise_decay:          lr0 * 0.1 ** (number of step_epochs boundaries b with s >= b * E)
 - cosine_decay:             lr0 * (cos(floor(s / E) * pi / num_epochs) + 1) / 2
@@ -50,7 +51,7 @@ class LRSchedule:
 
     def lr_at(self, step: int) -> float:
         """The learning rate of iteration ``step`` (0-based, counted over the whole run)."""
-        return getattr(self, "_" + self.strategy)(step)
+        return _STRATEGY_FUNCTIONS[self.strategy](self, step)
 
     def _piecewise_decay(self, step: int) -> float:
         passed = sum(1 for e in self.step_epochs if step >= e * self.steps_per_epoch)
@@ -86,9 +87,15 @@ class LRSchedule:
         return self.base_lr * max(0.0, 1.0 - step / total)
 
 
-def steps_per_epoch(total_images: int, batch_size: int) -> int:
-    """The seed's ``ceil(total_images / batch_size)``."""
-    return max(1, math.ceil(total_images / batch_size))
+# The strategy name -> its formula (an explicit table, not a lookup of method names by string).
+_STRATEGY_FUNCTIONS = {
+    "piecewise_decay": LRSchedule._piecewise_decay,
+    "cosine_decay": LRSchedule._cosine_decay,
+    "cosine_decay_warmup": LRSchedule._cosine_decay_warmup,
+    "exponential_decay_warmup": LRSchedule._exponential_decay_warmup,
+    "linear_decay": LRSchedule._linear_decay,
+}
+assert tuple(_STRATEGY_FUNCTIONS) == LR_STRATEGIES
 
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float, l2_decay: float) -> torch.optim.SGD:

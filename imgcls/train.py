@@ -12,33 +12,43 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from imgcls import checkpoint as ckpt
-from imgcls import cli_args as cli
+from imgcls import cli_setup as cli
 from imgcls import distributed as dist
 from imgcls import engine
-from imgcls.cli_args import add_bool, fail, positive_int
+from imgcls.cli_args import add_bool, add_model_args, add_precision_args, fail, pick_device, positive_int
 from imgcls.data.transforms import AugConfig, sample_seed
 from imgcls.engine import train_one_epoch
 from imgcls.metrics import MetricsLog, plot_metrics
 from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
 
-# Seed defaults for flags whose default may come from the built-in dataset instead (see cli_args.prepare).
+if TYPE_CHECKING:
+    from imgcls.data import DatasetSpec
+    from imgcls.models import ModelCfg
+
+# Seed defaults for flags whose default may come from the built-in dataset instead (see cli_setup.prepare).
 SEED_DEFAULTS = dict(
     batch_size=8, num_epochs=120, lr=0.1, lr_strategy="piecewise_decay", lower_scale=0.08, warm_up_epochs=5.0
 )
 # Flags that map one to one onto AugConfig fields.
 AUG_FLAGS = "lower_scale lower_ratio upper_ratio rotate brightness contrast saturation hue interpolation".split()
+# Flags whose change on --checkpoint resume is noted (they change the continuation; the new values apply).
+RESUME_KEYS = (
+    "batch_size lr lr_strategy num_epochs step_epochs warm_up_epochs momentum_rate l2_decay random_seed amp".split()
+)
 SEED_MASK = (1 << 63) - 1
 TORCH_SALT = 0x746F726368  # "torch": the per-epoch torch seed stream (dropout, etc.)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The seed's train.py flags (same names and value forms), plus this project's."""
     p = argparse.ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    cli.add_model_args(p)
-    cli.add_precision_args(p)
+    add_model_args(p)
+    add_precision_args(p)
     add_bool(p, "sync_bn", False, "synchronize BN statistics across processes (torchrun runs)")
     p.add_argument("--batch_size", type=positive_int, default=None, help="images per iteration, all devices (8)")
     p.add_argument("--test_batch_size", type=positive_int, default=None, help="eval batch (default: batch_size)")
@@ -71,36 +81,37 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def training_state(args, optimizer, epoch: int, step: int, label_names, scaler=None) -> dict:
-    """Everything besides the weights that an exact resume needs (and eval/infer defaults: args, label names)."""
-    state = dict(epoch=epoch, step=step, optimizer=optimizer.state_dict(), rng=ckpt.rng_states(), args=vars(args))
-    state.update(label_names=label_names, scaler=scaler.state_dict() if scaler is not None else None)
-    return state
+def resume(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[int, int]:
+    """Load ``--checkpoint`` (any world size: weights are unwrapped, steps global); -> (first epoch, its step).
 
-
-def resume(args, model, optimizer, scaler=None) -> tuple[int, int]:
-    """Load ``--checkpoint`` (any world size: weights are unwrapped, steps global); -> (first epoch, its step)."""
-    weights, state = ckpt.load_training_state(args.checkpoint)
-    model.load_state_dict(weights)
-    optimizer.load_state_dict(state["optimizer"])
-    ckpt.restore_rng_states(state["rng"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    keys = ("batch_size", "lr", "lr_strategy", "num_epochs", "amp")
-    changed = [k for k in keys if state["args"].get(k) != getattr(args, k)]
+    The hyperparameters given now win over the checkpoint's (one note line lists those that differ): the LR schedule
+    is rebuilt from the flags, and momentum / L2 decay are set again after the optimizer state is loaded."""
+    try:
+        state = ckpt.restore_training_state(args.checkpoint, model, optimizer, scaler)
+    except (OSError, ValueError) as e:
+        fail(f"cannot resume {args.model} from --checkpoint {args.checkpoint}: {e}")
+    for group in optimizer.param_groups:
+        group["momentum"], group["weight_decay"] = args.momentum_rate, args.l2_decay
+    saved = state.get("args", {})
+    changed = [f"{k} {saved.get(k)} -> {getattr(args, k)}" for k in RESUME_KEYS if saved.get(k) != getattr(args, k)]
     if changed:
-        dist.print0(f"note: resuming with different {', '.join(changed)} than the checkpoint's run")
+        dist.print0(f"note: resuming with {', '.join(changed)} (checkpoint -> now): the new values apply")
     dist.print0(f"resumed from {args.checkpoint} (epoch {state['epoch']} done, step {state['step']})")
     return state["epoch"] + 1, state["step"]
 
 
 def main(args: argparse.Namespace) -> dict:
     """Train (one process, or one of torchrun's); returns the last epoch's metrics row."""
-    info = dist.init_distributed(cli.pick_device(args.use_gpu))
+    info = dist.init_distributed(pick_device(args.use_gpu))
     try:
         if not info.is_main:  # rank 0 resolves (maybe generates) the data first
             dist.barrier()
-        spec, cfg, _ = cli.prepare(args, train=True, seed_defaults=SEED_DEFAULTS)
+        spec, cfg, _ = cli.prepare(args, train=True, seed_defaults=SEED_DEFAULTS, device=info.device)
         if info.is_main:
             dist.barrier()
         return run(args, spec, cfg, info)
@@ -108,7 +119,8 @@ def main(args: argparse.Namespace) -> dict:
         dist.cleanup()
 
 
-def run(args: argparse.Namespace, spec, cfg, info: dist.DistInfo) -> dict:
+def run(args: argparse.Namespace, spec: DatasetSpec, cfg: ModelCfg, info: dist.DistInfo) -> dict:
+    """The training loop on prepared args and data; returns the last epoch's metrics row ({} if none ran)."""
     device = info.device
     args.test_batch_size = cli.first_set(args.test_batch_size, args.batch_size)
     if not 0 < args.lower_scale <= 1 or not 0 < args.lower_ratio <= args.upper_ratio:
@@ -121,13 +133,19 @@ def run(args: argparse.Namespace, spec, cfg, info: dist.DistInfo) -> dict:
     engine.seed_everything(args.random_seed)
     model = prepare_model(args, cfg, spec.num_classes, device)
     aug = AugConfig(flip=True, **{name: getattr(args, name) for name in AUG_FLAGS})
-    train_loader, val_loader = cli.build_data(args, spec, aug, info.rank, info.world_size)
+    train_loader, val_loader = cli.build_data(args, spec, aug, info.rank, info.world_size, device)
     # Steps per epoch are global: every rank runs the same count, each on its share of the global batch.
     shape = (args.lr_strategy, args.lr, len(train_loader), args.num_epochs, tuple(args.step_epochs))
     schedule = LRSchedule(*shape, args.warm_up_epochs, args.decay_epochs, args.decay_rate)
     optimizer = build_optimizer(model, args.lr, args.momentum_rate, args.l2_decay)
     scaler = engine.make_scaler(precision, device)
     start_epoch, step = resume(args, model, optimizer, scaler) if args.checkpoint else (0, 0)
+    if start_epoch >= args.num_epochs:
+        dist.print0(
+            f"nothing to train: {args.checkpoint} has done {start_epoch} epochs and --num_epochs is "
+            f"{args.num_epochs}; pass a larger --num_epochs to train further"
+        )
+        return {}
     train_model = dist.prepare_ddp(model, info, args.sync_bn)
     run_dir = Path(args.model_save_dir) / cfg.name
     log = MetricsLog(run_dir, tensorboard=args.tensorboard, keep_before_epoch=start_epoch) if info.is_main else None
@@ -140,20 +158,25 @@ def run(args: argparse.Namespace, spec, cfg, info: dist.DistInfo) -> dict:
         # Dropout and friends: a stream per (epoch, rank), so ranks draw independent masks.
         torch.manual_seed(sample_seed(args.random_seed ^ TORCH_SALT, epoch, info.rank) & SEED_MASK)
         desc = f"epoch {epoch + 1}/{args.num_epochs}"
-        stats = train_one_epoch(
-            train_model,
-            train_loader,
-            optimizer,
-            schedule,
-            epoch,
-            device=device,
-            start_step=step,
-            loss_cfg=loss_cfg,
-            random_seed=args.random_seed,
-            desc=desc,
-            precision=precision,
-            scaler=scaler,
-        )
+        try:
+            stats = train_one_epoch(
+                train_model,
+                train_loader,
+                optimizer,
+                schedule,
+                epoch,
+                device=device,
+                start_step=step,
+                loss_cfg=loss_cfg,
+                random_seed=args.random_seed,
+                desc=desc,
+                precision=precision,
+                scaler=scaler,
+            )
+        except engine.EmptyEpochError as e:
+            bad = train_loader.skipped
+            example = f"; e.g. {bad[0][0]}: {bad[0][1]}" if bad else ""
+            fail(f"{e} ({len(bad)} skipped{example})")
         step += len(train_loader)
         val = engine.evaluate(model, val_loader, device, desc="  val", precision=precision)
         row = engine.epoch_row(epoch, stats, val)
@@ -161,7 +184,7 @@ def run(args: argparse.Namespace, spec, cfg, info: dist.DistInfo) -> dict:
         report_skipped(dist.gather_lists(train_loader.skipped + val_loader.skipped))
         if info.is_main:
             log.append(row)
-            state = training_state(args, optimizer, epoch, step, spec.label_names, scaler)
+            state = ckpt.training_state(vars(args), optimizer, epoch, step, spec.label_names, scaler)
             print(f"saved {ckpt.save_checkpoint(run_dir / str(epoch), model, state)}", flush=True)
         dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
     if info.is_main:
@@ -171,7 +194,8 @@ def run(args: argparse.Namespace, spec, cfg, info: dist.DistInfo) -> dict:
     return row
 
 
-def prepare_model(args, cfg, num_classes: int, device: torch.device) -> torch.nn.Module:
+def prepare_model(args: argparse.Namespace, cfg: ModelCfg, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The registered model, fine-tuned from ``--pretrained_model`` unless resuming, in the run's layout and device."""
     from imgcls.models import create_model
 
     model = create_model(cfg.name, num_classes=num_classes, fused=args.fused)

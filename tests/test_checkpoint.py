@@ -79,6 +79,67 @@ def test_crash_between_write_and_rename_keeps_previous(tmp_path, monkeypatch):
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_kill_inside_publish_falls_back_to_the_kept_copy(tmp_path, monkeypatch):
+    """A kill between the two renames of an overwrite (target moved aside, temp not yet in place): loading finds
+    the previous copy, and the next save (of another epoch) puts it back and clears every leftover."""
+    target = tmp_path / "run" / "5"
+    old_model = small_model(seed=0)
+    ckpt.save_checkpoint(target, old_model, {"epoch": 5})
+    # a stale temp folder of another (killed) process: only same-pid ones used to be cleaned
+    (target.parent / ".4.tmp-999999").mkdir()
+    real_replace = ckpt.os.replace
+    calls = []
+
+    def killed_after_first_rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the renames")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", killed_after_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(target, small_model(seed=1), {"epoch": 5})
+    monkeypatch.undo()
+    assert len(calls) == 2 and not target.exists()
+    weights, state = ckpt.load_training_state(target)
+    assert_same_weights(weights, old_model.state_dict())
+    assert state["epoch"] == 5
+    assert_same_weights(ckpt.read_weights(target / "model.pt", MODEL), old_model.state_dict())
+    newer = small_model(seed=2)
+    ckpt.save_checkpoint(target.parent / "6", newer, {"epoch": 6})
+    assert_same_weights(ckpt.load_training_state(target)[0], old_model.state_dict())
+    assert_same_weights(ckpt.load_training_state(target.parent / "6")[0], newer.state_dict())
+    assert sorted(p.name for p in target.parent.iterdir()) == ["5", "6"]
+
+
+class _RunsCodeWhenUnpickled:
+    ran: list[str] = []
+
+    def __reduce__(self):
+        return (_RunsCodeWhenUnpickled.ran.append, ("unpickled",))
+
+
+def test_state_loads_as_plain_data_only(tmp_path, capsys):
+    """Training states round-trip under weights_only=True; a state.pt holding arbitrary pickled objects is refused
+    (eval/infer read state.pt beside any --pretrained_model) and its code never runs."""
+    from imgcls.cli_setup import saved_run_args
+
+    model = small_model()
+    state = {"epoch": 0, "rng": ckpt.rng_states(), "args": {"lr": 0.1, "image_shape": (3, 32, 32)}}
+    target = ckpt.save_checkpoint(tmp_path / "good", model, state)
+    _, loaded = ckpt.load_training_state(target)
+    ckpt.restore_rng_states(loaded["rng"])  # numpy's state survives as a tensor
+    assert ckpt.read_run_info(target) == {"lr": 0.1, "image_shape": (3, 32, 32), "label_names": None}
+
+    bad = ckpt.save_checkpoint(tmp_path / "bad", model, {"args": {"lr": _RunsCodeWhenUnpickled()}})
+    with pytest.raises(ValueError, match="plain tensors"):
+        ckpt.load_training_state(bad)
+    assert saved_run_args(str(bad / "model.pt")) == {}
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warning: ") and "\n" not in err
+    assert _RunsCodeWhenUnpickled.ran == []
+
+
 def test_crash_during_file_write_leaves_no_target(tmp_path, monkeypatch):
     real_save = torch.save
     calls = []
@@ -121,6 +182,30 @@ def test_pretrained_of_another_model_is_an_error(tmp_path):
         ckpt.load_pretrained(small_model(), tmp_path / "other.pt", MODEL, log=lambda s: None)
     with pytest.raises(ValueError, match="does not exist"):
         ckpt.load_pretrained(small_model(), tmp_path / "missing.pt", MODEL, log=lambda s: None)
+
+
+def test_finetune_from_a_real_paddle_checkpoint_reports_what_it_did_not_place(parity_dir, tmp_path):
+    """A checkpoint Paddle wrote (SqueezeNet1_1, 1000 classes), unpacked, with a stray file added: fine-tuning a
+    10-class model loads every tensor but the classifier, says so, and names the file it skipped."""
+    import shutil
+
+    from imgcls.convert import paddle_to_state_dict, read_paddle_checkpoint
+
+    folder = tmp_path / "SqueezeNet1_1_pretrained"
+    shutil.copytree(parity_dir / "checkpoints" / "SqueezeNet1_1_pretrained", folder)
+    (folder / "notes.txt").write_text("not a tensor")
+    model = create_model("SqueezeNet1_1", num_classes=10)
+    lines: list[str] = []
+    report = ckpt.load_pretrained(model, folder, "SqueezeNet1_1", log=lines.append)
+    assert any("non-tensor files skipped: notes.txt" in line for line in lines), lines
+    assert any("1000 classes, this model 10: skipped" in line for line in lines), lines
+    want = paddle_to_state_dict(
+        read_paddle_checkpoint(parity_dir / "checkpoints" / "SqueezeNet1_1_pretrained"), "SqueezeNet1_1"
+    )
+    got = model.state_dict()
+    assert len(report.loaded) == len(want) - 2  # all but the classifier's weight and bias
+    for key in report.loaded:
+        assert torch.equal(got[key], want[key]), key
 
 
 # ---- exact resume through the real CLI (tiny built-in data, tiny images) ------------------------------------------

@@ -177,3 +177,164 @@ def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
     )
     train_cli.main(args)
     assert "loaded" in capsys.readouterr().out
+
+
+# ---- one-line errors and warnings, rank-0 printing, flag conversions -----------------------------------------------
+
+
+def one_line_error(capsys, call) -> str:
+    """Run ``call``, expect exit status 2 and one ``error: ...`` line on stderr; returns it."""
+    with pytest.raises(SystemExit) as e:
+        call()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def tiny_train(shapes: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"--model={MODEL}",
+        f"--data_dir={shapes}",
+        f"--model_save_dir={out}",
+        "--reader=opencv",
+        "--reader_thread=1",
+        "--image_shape=3,32,32",
+        "--batch_size=16",
+        "--lr=0.05",
+        "--tensorboard=False",
+        *extra,
+    ]
+
+
+def test_checkpoint_errors_are_one_line(shapes, tmp_path, capsys):
+    from imgcls import checkpoint as ckpt
+
+    err = one_line_error(capsys, lambda: train_cli.main(parse(*tiny_train(shapes, tmp_path, "--checkpoint=/no/such"))))
+    assert "/no/such" in err and "does not exist" in err
+    other = ckpt.save_checkpoint(
+        tmp_path / "other" / "0", create_model("MobileNetV2_x0_25", num_classes=10), {"args": {"model": "Mob"}}
+    )
+    err = one_line_error(capsys, lambda: train_cli.main(parse(*tiny_train(shapes, tmp_path, f"--checkpoint={other}"))))
+    assert "resume ShuffleNetV2_x0_25" in err and "(Mob) do not fit" in err
+
+
+def test_all_train_images_failing_is_one_line_and_gpu_warning_once(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_list.txt").write_text("".join(f"gone/{i}.jpg {i % 2}\n" for i in range(4)))
+    (data / "val_list.txt").write_text("gone/v.jpg 1\n")
+    flags = tiny_train(data, tmp_path / "out", "--batch_size=2", "--num_epochs=1", "--use_gpu=True")
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(parse(*flags))
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and "every training image failed to load" in errors[0] and "gone/" in errors[0]
+    if not torch.cuda.is_available():
+        warned = [line for line in lines if "CUDA" in line]
+        assert warned == ["warning: --use_gpu=True but no CUDA device is available; running on CPU"]
+
+
+def test_only_rank_0_prints_the_builtin_line_and_warnings(shapes, tmp_path, monkeypatch, capsys):
+    from imgcls import cli_args, cli_setup
+    from imgcls.data import builtin
+
+    monkeypatch.chdir(tmp_path)  # no ./data/ILSVRC2012/ here
+    monkeypatch.setattr(builtin, "builtin_dataset_dir", lambda: shapes)
+    args = infer_cli.get_args_parser().parse_args([f"--model={MODEL}"])
+    for rank, shown in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)  # torchrun's, before any process group exists
+        spec = cli_setup.resolve_data(args)
+        cli_args.warn("something")
+        captured = capsys.readouterr()
+        assert spec.builtin and ("using the built-in" in captured.out) is shown
+        assert (captured.err == "warning: something\n") is shown
+
+
+@pytest.mark.parametrize(
+    "images, batch, want", [(2048, 256, 8), (2048, 8, 16), (512, 64, 8), (100, 64, 2), (1, 1, 2), (16, 16, 2)]
+)
+def test_reader_buf_size_counts_images(images, batch, want):
+    import argparse
+
+    from imgcls.cli_setup import loader_for, prefetch_batches
+    from imgcls.data import AugConfig
+
+    assert prefetch_batches(images, batch) == want
+    assert parse(f"--reader_buf_size={images}").reader_buf_size == images
+    args = argparse.Namespace(
+        reader_thread=1, crop_size=8, resize_short_size=9, image_mean=(0.5,) * 3, image_std=(0.5,) * 3
+    )
+    args.reader_buf_size, args.reader, args.use_gpu, args.apply_exif = images, "opencv", False, False
+    assert loader_for(args, [], False, AugConfig(), batch).prefetch == want  # what the loader is given
+
+
+@pytest.mark.parametrize("reader", ["opencv", "native"])
+def test_apply_exif_and_device_reach_the_loader(reader):
+    from imgcls.cli_setup import loader_for
+    from imgcls.data import AugConfig
+    from imgcls.data.reader import native_unavailable
+
+    if reader == "native" and native_unavailable():
+        pytest.skip(native_unavailable())
+    for flag, want in (("--apply_exif=True", True), ("--apply_exif", True), ("--reader_thread=1", False)):
+        args = parse(flag, f"--reader={reader}")
+        args.crop_size, args.resize_short_size, args.image_mean, args.image_std = 8, 9, (0.5,) * 3, (0.5,) * 3
+        loader = loader_for(args, [], True, AugConfig(), 4, device=torch.device("cpu"))
+        assert loader.reader.apply_exif is want
+        assert not loader.gpu_normalize  # CPU batches are normalized in the reader's pass
+
+
+def test_interpolation_takes_names_and_cv2_codes():
+    import cv2
+
+    from imgcls.data.transforms import INTERPOLATIONS
+
+    codes = {"0": cv2.INTER_NEAREST, "1": cv2.INTER_LINEAR, "2": cv2.INTER_CUBIC, "3": cv2.INTER_AREA}
+    codes["4"] = cv2.INTER_LANCZOS4
+    for code, flag in codes.items():
+        assert INTERPOLATIONS[parse(f"--interpolation={code}").interpolation] == flag
+    assert parse("--interpolation", "Area").interpolation == "area"
+    for bad in ("5", "-1", "bicubicish"):
+        with pytest.raises(SystemExit):
+            parse(f"--interpolation={bad}")
+
+
+def test_resume_applies_new_hyperparameters_and_says_when_done(shapes, tmp_path, capsys):
+    out = tmp_path / "out"
+    train_cli.main(parse(*tiny_train(shapes, out, "--num_epochs=1")))
+    first = out / MODEL / "0"
+    capsys.readouterr()
+    flags = tiny_train(shapes, out, "--num_epochs=2", f"--checkpoint={first}", "--momentum_rate=0.5", "--l2_decay=0")
+    train_cli.main(parse(*flags, "--random_seed=7"))
+    text = capsys.readouterr().out
+    note = [line for line in text.splitlines() if line.startswith("note: ")]
+    assert len(note) == 1
+    for part in ("momentum_rate 0.9 -> 0.5", "l2_decay 0.0001 -> 0.0", "random_seed 1000 -> 7", "num_epochs 1 -> 2"):
+        assert part in note[0]
+    groups = torch.load(out / MODEL / "1" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert all(g["momentum"] == 0.5 and g["weight_decay"] == 0.0 for g in groups)
+    row = train_cli.main(parse(*tiny_train(shapes, out, "--num_epochs=2", f"--checkpoint={out / MODEL / '1'}")))
+    assert row == {}
+    assert "nothing to train" in capsys.readouterr().out
+
+
+def test_infer_uses_the_reader_and_fails_when_nothing_is_read(shapes, tmp_path, capsys):
+    from imgcls.data.reader import native_available
+
+    weights = tmp_path / "w.pt"
+    torch.save(create_model(MODEL, num_classes=10).state_dict(), weights)
+    good = shapes / "val" / "star" / "00003.jpg"
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(good.read_bytes()[:-200])  # decodes with OpenCV, but lost its end-of-image marker
+    for reader in ("opencv", "native"):
+        if reader == "native" and not native_available():
+            continue
+        base = [f"--model={MODEL}", f"--pretrained_model={weights}", f"--reader={reader}", "--image_shape=3,32,32"]
+        results = infer_cli.main(infer_cli.get_args_parser().parse_args([*base, "--image", str(good), str(truncated)]))
+        assert [p for p, _ in results] == [str(good)]
+        assert f"skipped {truncated}" in capsys.readouterr().out
+        flags = [*base, "--image", str(truncated), str(tmp_path / "missing.jpg")]
+        err = one_line_error(capsys, lambda f=flags: infer_cli.main(infer_cli.get_args_parser().parse_args(f)))
+        assert "none of the 2 images" in err

@@ -16,7 +16,16 @@ from imgcls.data import builtin, datasets
 from imgcls.data.datasets import DataError, Sample, load_dataset, load_labels, parse_list_file, resolve_dataset
 from imgcls.data.loader import Loader, epoch_order
 from imgcls.data.reader import OpenCVReader, make_reader
-from imgcls.data.transforms import AugConfig, random_crop_box, sample_train_params, train_transform, val_transform
+from imgcls.data.transforms import (
+    AugConfig,
+    TrainParams,
+    color_jitter,
+    random_crop_box,
+    rotate,
+    sample_train_params,
+    train_transform,
+    val_transform,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZE, SHORT = 32, 37
@@ -236,6 +245,44 @@ def test_train_transform_flip_and_determinism() -> None:
     assert 0 < sum(flips) < 20
 
 
+def jitter(brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0) -> TrainParams:
+    return TrainParams(0, 0, 1, 1, False, 0.0, brightness, contrast, saturation, hue)
+
+
+def test_rotation_by_90_degrees_is_a_counter_clockwise_quarter_turn() -> None:
+    img = np.arange(7 * 7 * 3, dtype=np.uint8).reshape(7, 7, 3)  # every pixel distinct: a wrong map shows
+    assert np.array_equal(rotate(img, 90.0), np.rot90(img, 1))
+    assert np.array_equal(rotate(img, -90.0), np.rot90(img, -1))
+    assert np.array_equal(rotate(img, 180.0), img[::-1, ::-1])
+
+
+def test_brightness_and_contrast_against_hand_values() -> None:
+    flat = np.full((4, 4, 3), 100, np.uint8)
+    assert np.all(color_jitter(flat, jitter(brightness=1.5)) == 150)
+    assert np.all(color_jitter(flat, jitter(brightness=3.0)) == 255)  # clipped
+    assert np.all(color_jitter(flat, jitter(contrast=0.3)) == 100)  # a flat image is its own mean
+    two = np.zeros((2, 2, 3), np.uint8)
+    two[0], two[1] = 50, 150  # gray rows, mean gray 100
+    out = color_jitter(two, jitter(contrast=0.5))
+    assert np.all(out[0] == 75) and np.all(out[1] == 125)  # halfway to the mean
+
+
+def test_saturation_and_hue_of_pure_colors() -> None:
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 0] = 255
+    luma = 0.299 * 255  # 76.245
+    assert color_jitter(red, jitter(saturation=0.0)).tolist() == [[[76, 76, 76]]]
+    assert color_jitter(red, jitter(saturation=1.2)).tolist() == [[[255, 0, 0]]]  # 255 + 0.2 * (255 - 76.2) clips
+    # Half a turn in the YIQ chroma plane negates I and Q: x' = 2 Y - x per channel (gray is (Y, Y, Y))
+    want = np.clip(np.rint(2 * luma - red[0, 0].astype(float)), 0, 255)
+    assert color_jitter(red, jitter(hue=0.5))[0, 0].tolist() == want.tolist() == [0, 152, 152]
+    gray = np.full((1, 1, 3), 90, np.uint8)
+    assert color_jitter(gray, jitter(hue=0.3)).tolist() == gray.tolist()  # no chroma, nothing to turn
+    rng = np.random.default_rng(1)
+    img = rng.integers(60, 200, (8, 8, 3), dtype=np.uint8)
+    assert np.abs(color_jitter(img, jitter(hue=1.0)).astype(int) - img).max() <= 1  # a full turn: identity
+
+
 def test_transforms_on_one_pixel_wide_images() -> None:
     for shape in [(1, 50, 3), (50, 1, 3), (1, 1, 3)]:
         img = np.full(shape, 200, np.uint8)
@@ -393,3 +440,12 @@ def test_loader_early_stop_and_errors(small_builtin: Path, monkeypatch: pytest.M
         collect(loader)
     loader.close()
     assert live_loader_threads() == 0
+
+
+def test_train_steps_per_epoch_are_floor_of_images_over_batch() -> None:
+    """The README's E: the train loader drops the last partial batch (floor), val keeps it (ceil)."""
+    samples = [Sample(f"img{i}.jpg", 0) for i in range(70)]
+    common = dict(batch_size=16, size=8, resize_short=9, mean=MEAN, std=STD, aug=AugConfig(), random_seed=0)
+    train = Loader(samples, train=True, num_workers=0, prefetch=2, reader="opencv", **common)
+    val = Loader(samples, train=False, num_workers=0, prefetch=2, reader="opencv", **common)
+    assert (len(train), len(val)) == (70 // 16, -(-70 // 16))

@@ -107,7 +107,9 @@ def run_steps(data_dir: str, out_file: str) -> None:
 
 def test_two_processes_match_one_process_float64(shapes, tmp_path):
     two, one = tmp_path / "two.pt", tmp_path / "one.pt"
-    torchrun(2, __file__, "--worker", str(shapes), str(two))
+    # As a module, not a script path: a script's folder (tests/, with its own kernels/ package) would shadow the
+    # repository's kernels/ on sys.path.
+    torchrun(2, "-m", "tests.test_distributed", "--worker", str(shapes), str(two))
     run_steps(str(shapes), str(one))
     a, b = torch.load(two), torch.load(one)
     assert len(a["losses"]) == STEPS
@@ -142,13 +144,16 @@ def metrics_rows(out: Path) -> list[dict]:
 
 def test_torchrun_cli_matches_one_process_and_resumes_at_another_world_size(shapes, tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
-    result = torchrun(2, "-m", "imgcls.train", *cli_flags(shapes, two, "--num_epochs=1", "--sync_bn"))
+    no_gpu = () if torch.cuda.is_available() else ("--use_gpu=True",)  # a warning that every rank would give
+    result = torchrun(2, "-m", "imgcls.train", *cli_flags(shapes, two, "--num_epochs=1", "--sync_bn", *no_gpu))
     assert result.stdout.count("epoch 1/1: train loss") == 1  # only rank 0 prints
+    if no_gpu:
+        assert result.stderr.count("warning: --use_gpu=True but no CUDA") == 1
     train_cli.main(train_cli.get_args_parser().parse_args(cli_flags(shapes, one, "--num_epochs=1", "--sync_bn")))
     (row2,), (row1,) = metrics_rows(two), metrics_rows(one)
     assert float(row2["train_loss"]) == pytest.approx(float(row1["train_loss"]), rel=2e-3)
     assert [p.name for p in (two / MODEL).iterdir() if p.is_dir()] == ["0"]  # one checkpoint, no rank copies
-    state = torch.load(two / MODEL / "0" / "state.pt", weights_only=False)
+    state = torch.load(two / MODEL / "0" / "state.pt", weights_only=True)
     assert state["step"] == 64 // GLOBAL_BATCH  # global steps, not per-rank ones
     assert not any(k.startswith("module.") for k in torch.load(two / MODEL / "0" / "model.pt"))
 
@@ -157,7 +162,7 @@ def test_torchrun_cli_matches_one_process_and_resumes_at_another_world_size(shap
     train_cli.main(train_cli.get_args_parser().parse_args(resume))
     rows = metrics_rows(two)
     assert [r["epoch"] for r in rows] == ["0", "1"] and rows[0] == row2
-    assert torch.load(two / MODEL / "1" / "state.pt", weights_only=False)["step"] == 2 * 64 // GLOBAL_BATCH
+    assert torch.load(two / MODEL / "1" / "state.pt", weights_only=True)["step"] == 2 * 64 // GLOBAL_BATCH
 
 
 def test_global_batch_must_divide_by_world_size():

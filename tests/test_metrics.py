@@ -65,3 +65,18 @@ def test_non_finite_loss_stops_training_with_advice() -> None:
             model, batches, optimizer, LRSchedule("piecewise_decay", 0.1, 3, 1), 0,
             device=torch.device("cpu"), start_step=0,
         )  # fmt: skip
+
+
+def test_fresh_run_starts_fresh_tb_and_csv_resume_keeps_them(tmp_path) -> None:
+    row = dict(epoch=0, train_loss=1.0, train_top1=10.0, val_top1=20.0, val_top5=50.0, lr=0.1, images_per_sec=5.0)
+    for _ in range(2):  # two fresh runs in the same folder
+        log = metrics.MetricsLog(tmp_path, tensorboard=True)
+        log.append(row)
+        log.close()
+    assert len(list((tmp_path / "tb").iterdir())) == 1
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 2  # header + one row
+    log = metrics.MetricsLog(tmp_path, tensorboard=True, keep_before_epoch=1)  # a resume after epoch 0
+    log.append(dict(row, epoch=1))
+    log.close()
+    assert len(list((tmp_path / "tb").iterdir())) == 2
+    assert [line.split(",")[0] for line in (tmp_path / "metrics.csv").read_text().splitlines()] == ["epoch", "0", "1"]

@@ -12,6 +12,7 @@ Folder tree: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, classes sorted b
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,8 +180,15 @@ def check_expected(spec: DatasetSpec, class_dim: int | None, total_images: int |
         )
 
 
-def resolve_dataset(data_dir: str | None, class_dim: int | None = None, total_images: int | None = None) -> DatasetSpec:
-    """The dataset a CLI should use: ``data_dir``, else ./data/ILSVRC2012/ if present, else the built-in set."""
+def resolve_dataset(
+    data_dir: str | None,
+    class_dim: int | None = None,
+    total_images: int | None = None,
+    log: Callable[[str], None] = print,
+) -> DatasetSpec:
+    """The dataset a CLI should use: ``data_dir``, else ./data/ILSVRC2012/ if present, else the built-in set.
+
+    ``log`` says when the built-in set is used (the CLIs pass a rank-0-only print)."""
     if data_dir is None and DEFAULT_DATA_DIR.is_dir():
         data_dir = str(DEFAULT_DATA_DIR)
     if data_dir is None:
@@ -189,7 +197,7 @@ def resolve_dataset(data_dir: str | None, class_dim: int | None = None, total_im
         root = builtin_dataset_dir()
         spec = load_list_dataset(root)
         spec.builtin = True
-        print(
+        log(
             f"imgcls: no --data_dir given and no ./{DEFAULT_DATA_DIR}/: using the built-in {BUILTIN_DESCRIPTION} "
             f"({spec.num_classes} classes, {len(spec.train)} train / {len(spec.val)} val images) at {root}"
         )
