@@ -21,6 +21,7 @@ from imgcls import cli_setup as cli
 from imgcls import distributed as dist
 from imgcls import engine
 from imgcls.cli_args import add_bool, add_model_args, add_precision_args, fail, pick_device, positive_int
+from imgcls.data.loader import NoReadableImageError
 from imgcls.data.transforms import AugConfig, sample_seed
 from imgcls.engine import train_one_epoch
 from imgcls.metrics import MetricsLog, plot_metrics
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace, spec: DatasetSpec, cfg: ModelCfg, info: dist.D
                 precision=precision,
                 scaler=scaler,
             )
-        except engine.EmptyEpochError as e:
+        except (engine.EmptyEpochError, NoReadableImageError) as e:
             bad = train_loader.skipped
             example = f"; e.g. {bad[0][0]}: {bad[0][1]}" if bad else ""
             fail(f"{e} ({len(bad)} skipped{example})")

@@ -306,6 +306,8 @@ def test_batch_reader_matches_single_image_and_thread_count(files):
         reader.close()
         outs.append(out)
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    with pytest.raises(RuntimeError, match="closed"):  # not a silent switch to the OpenCV path
+        reader.read_batch(paths, seeds, np.zeros((len(paths), 80, 80, 3), np.uint8))
     for i, name in enumerate(names):
         data = Path(paths[i]).read_bytes()
         if name == "png":  # through the OpenCV reference

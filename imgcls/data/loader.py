@@ -32,6 +32,10 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 POLL_SECONDS = 0.1  # how often a blocked producer or consumer checks whether it should stop
 
 
+class NoReadableImageError(RuntimeError):
+    """Every image of the dataset failed to load (a rank needed a stand-in batch and found none)."""
+
+
 class _End:
     """Queue marker: the epoch is over."""
 
@@ -247,7 +251,7 @@ class Loader:
             batch = self._read(np.array([(after + step) % len(self.paths)]), epoch)
             if batch is not None:
                 return batch
-        raise RuntimeError(f"rank {self.rank}: no image of the dataset could be read (see loader.skipped)")
+        raise NoReadableImageError(f"rank {self.rank}: no image of the dataset could be read")
 
     def _read(self, indices: np.ndarray, epoch: int) -> Batch | None:
         if self.gpu_normalize:

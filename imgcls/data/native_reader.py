@@ -65,6 +65,7 @@ class NativeReader:
         self.num_threads = max(1, num_threads)
         self._reference = OpenCVReader(train, size, resize_short, aug, self.num_threads, apply_exif=apply_exif)
         self._impl = None
+        self._closed = False
         if aug.interpolation not in NATIVE_INTERPOLATIONS:
             warnings.warn(
                 f"imgcls: native reader has no {aug.interpolation!r} interpolation; reading with OpenCV",
@@ -119,6 +120,8 @@ class NativeReader:
 
     def _run(self, paths: list[str], seeds: list[int], call: Callable) -> list:
         """The C++ batch: per image None (done), an error message, or _USE_REFERENCE (OpenCV's turn)."""
+        if self._closed:
+            raise RuntimeError("imgcls: this NativeReader was closed")
         if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
             return [_USE_REFERENCE] * len(paths)
         seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
@@ -167,6 +170,6 @@ class NativeReader:
             raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
 
     def close(self) -> None:
-        """Stop the C++ threads (they also stop when the reader is garbage collected)."""
-        self._impl = None
+        """Stop the C++ threads (they also stop when the reader is garbage collected); later reads raise."""
+        self._impl, self._closed = None, True
         self._reference.close()
