@@ -115,7 +115,9 @@ def main(args: argparse.Namespace) -> dict:
         spec, cfg, _ = cli.prepare(args, train=True, seed_defaults=SEED_DEFAULTS, device=info.device)
         if info.is_main:
             dist.barrier()
-        return run(args, spec, cfg, info)
+        row = run(args, spec, cfg, info)
+        dist.barrier()  # no rank tears the process group down while another still uses it (gloo aborts then)
+        return row
     finally:
         dist.cleanup()
 
