@@ -15,7 +15,6 @@ import math
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -60,12 +59,10 @@ def test_bf16_step0_close_to_fp32(fused):
     model = create_model(MODEL, num_classes=10, fused=fused)
     # 64 px: at 32 px the last stage is 1x1 and BN over 8 values amplifies bf16 rounding ~10x (measured 4e-2)
     x, y = torch.randn(16, 3, 64, 64), torch.randint(0, 10, (16,))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the fused fallback's one-time warning (no GPU here)
-        loss32, _ = step0(model, x, y, Precision())
-        loss_bf16, grads_bf16 = step0(model, x, y, Precision(torch.bfloat16))
-        model.to(memory_format=torch.channels_last)
-        loss_both, _ = step0(model, x, y, Precision(torch.bfloat16, True))
+    loss32, _ = step0(model, x, y, Precision())
+    loss_bf16, grads_bf16 = step0(model, x, y, Precision(torch.bfloat16))
+    model.to(memory_format=torch.channels_last)
+    loss_both, _ = step0(model, x, y, Precision(torch.bfloat16, True))
     assert loss_bf16 == pytest.approx(loss32, rel=2e-2)  # measured 3e-3
     assert loss_both == pytest.approx(loss32, rel=2e-2)
     assert all(torch.isfinite(g).all() for g in grads_bf16.values())
@@ -78,11 +75,9 @@ def test_channels_last_is_only_a_layout(fused):
     torch.manual_seed(0)
     model = create_model(MODEL, num_classes=10, fused=fused).double()
     x, y = torch.randn(8, 3, 48, 48, dtype=torch.float64), torch.randint(0, 10, (8,))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loss, grads = step0(model, x, y, Precision())
-        model.to(memory_format=torch.channels_last)
-        loss_cl, grads_cl = step0(model, x, y, Precision(None, True))
+    loss, grads = step0(model, x, y, Precision())
+    model.to(memory_format=torch.channels_last)
+    loss_cl, grads_cl = step0(model, x, y, Precision(None, True))
     assert loss_cl == pytest.approx(loss, rel=1e-12)
     for name, g in grads.items():
         torch.testing.assert_close(grads_cl[name], g, rtol=1e-9, atol=1e-12, msg=name)
@@ -171,9 +166,7 @@ def test_cli_runs(shapes, tmp_path, flags):
             *flags,
         ]
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        train_cli.main(args)
+    train_cli.main(args)
     with open(tmp_path / MODEL / "metrics.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert all(math.isfinite(float(row[k])) for k in ("train_loss", "val_top1", "val_top5"))
@@ -182,11 +175,9 @@ def test_cli_runs(shapes, tmp_path, flags):
     model = create_model(MODEL, num_classes=10)
     model.load_state_dict(weights)  # a channels_last / fused / AMP checkpoint loads into a plain model
     common = [f"--model={MODEL}", f"--data_dir={shapes}", "--reader=opencv", "--reader_thread=1", *flags]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = eval_cli.main(
-            eval_cli.get_args_parser().parse_args([*common, f"--pretrained_model={tmp_path / MODEL / '0'}"])
-        )
+    result = eval_cli.main(
+        eval_cli.get_args_parser().parse_args([*common, f"--pretrained_model={tmp_path / MODEL / '0'}"])
+    )
     assert result["images"] == 16 and 0 <= result["top1"] <= result["top5"] <= 100
 
 
@@ -205,9 +196,7 @@ def test_benchmark_rows_and_correctness_gate(capsys):
     from imgcls import benchmark
 
     flags = ["--model", MODEL, "--batch_size=2", "--image_size=32", "--class_dim=10", "--steps=1", "--rounds=1"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rows = benchmark.main(benchmark.get_args_parser().parse_args([*flags, "--warmup=0", "--fused=False"]))
+    rows = benchmark.main(benchmark.get_args_parser().parse_args([*flags, "--warmup=0", "--fused=False"]))
     assert [(r.config.amp, r.config.channels_last) for r in rows] == [
         (False, False),
         (False, True),
