@@ -4,6 +4,10 @@ of channels. Also the host side every launcher shares: the memory layout of a te
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+
 import torch
 import triton
 import triton.language as tl
@@ -29,9 +33,40 @@ def empty_like_layout(x: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtyp
     return torch.empty(shape, dtype=dtype or x.dtype, device=x.device, memory_format=fmt)
 
 
+# Set only inside ``assume_gpu``: the SM count CPU tensors then pretend to have.
+_assumed_sms: int | None = None
+
+
+@contextlib.contextmanager
+def assume_gpu(sms: int) -> Iterator[None]:
+    """Inside, CPU tensors take the GPU tile configs and launch shapes of a GPU with ``sms`` SMs. Only for
+    bench/compile_sm90.py, which launches through a Triton driver that compiles for sm_90 and runs nothing."""
+    global _assumed_sms
+    before, _assumed_sms = _assumed_sms, sms
+    try:
+        yield
+    finally:
+        _assumed_sms = before
+
+
+def on_gpu(x: torch.Tensor) -> bool:
+    """Whether launches for x are shaped for a GPU (x is on CUDA, or ``assume_gpu`` is active)."""
+    return x.is_cuda or _assumed_sms is not None
+
+
+@functools.cache
+def _cuda_sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def sm_count(x: torch.Tensor) -> int:
+    """The SM count of x's GPU (or the one ``assume_gpu`` names)."""
+    return _cuda_sm_count(x.device) if x.is_cuda else (_assumed_sms or 1)
+
+
 def tile_config(x: torch.Tensor, gpu_configs: dict[str, Config], interpreter_config: Config) -> Config:
     """The op's GPU config for x's layout, or its interpreter config for CPU tensors."""
-    return gpu_configs[layout(x)] if x.is_cuda else interpreter_config
+    return gpu_configs[layout(x)] if on_gpu(x) else interpreter_config
 
 
 @triton.jit

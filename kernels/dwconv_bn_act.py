@@ -25,58 +25,28 @@ R = cdiv(tiles, TPR) rows, about a fixed program count (a few waves of the GPU) 
                    nothing else (the backward, when there is one, derives mean and rstd from the running stats)
     backward:      _bwd_stats (per-row sums of dz, dz*yhat) -> _sum_rows -> _bwd_dy (writes dy, per-row dw)
                    -> _sum_rows -> _bwd_dx
-Every reduction is two-stage (per-row partials, in tile order, then an in-order sum per channel): deterministic,
-no atomics.
+Every reduction is two-stage (per-row partials, in tile order, then an in-order sum per channel, _reductions.py):
+deterministic, no atomics. Inside a row, each (channel, position) lane of the tile keeps its own running sums
+(Welford's mean and M2 for the statistics; for dw, one lane tile per tap), reduced across the tile once, at the
+row's end: no cross-thread reduction per tile. The backward's dy pass loads each tap tile of x once, for both the
+recomputed y and dw.
 Loads are upcast to fp32 (fp16/bf16 inputs, fp32 accumulation); outputs are stored in the input dtype.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from ._tiles import empty_like_layout, position_tile, tile_config, tile_positions
+from ._activations import act_fwd, act_grad
+from ._reductions import reduce_config, row_split, row_tiles, sum_rows
+from ._tiles import Config, empty_like_layout, position_tile, tile_config, tile_positions
 from .references import DWCONV_ACTIVATIONS as ACTIVATIONS
 from .references import dwconv_bn_act as reference  # noqa: F401  (the op's plain PyTorch reference, see there)
 from .references import dwconv_unsupported
 
 # ----------------------------------------------------------------------------------------------- Triton kernels
-
-
-@triton.jit
-def _act_fwd(z, ACT: tl.constexpr):
-    """act(z) for ACT = index in ACTIVATIONS."""
-    if ACT == 1:
-        out = tl.maximum(z, 0.0)
-    elif ACT == 2:
-        out = tl.minimum(tl.maximum(z, 0.0), 6.0)
-    elif ACT == 3:
-        out = z * tl.sigmoid(z)
-    elif ACT == 4:
-        out = z * tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) / 6.0
-    else:
-        out = z
-    return out
-
-
-@triton.jit
-def _act_grad(z, ACT: tl.constexpr):
-    """act'(z), with PyTorch's choices at the kinks (relu: z > 0; relu6: 0 < z < 6; hardswish: -3 <= z <= 3)."""
-    if ACT == 1:
-        d = tl.where(z > 0.0, 1.0, 0.0)
-    elif ACT == 2:
-        d = tl.where((z > 0.0) & (z < 6.0), 1.0, 0.0)
-    elif ACT == 3:
-        s = tl.sigmoid(z)
-        d = s * (1.0 + z * (1.0 - s))
-    elif ACT == 4:
-        d = tl.where(z < -3.0, 0.0, tl.where(z <= 3.0, z / 3.0 + 0.5, 1.0))
-    else:
-        d = tl.full(z.shape, 1.0, tl.float32)
-    return d
 
 
 @triton.jit
@@ -94,27 +64,38 @@ def _x_tap(
 
 
 @triton.jit
-def _dwconv_tile(
-    x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask,
-    H, W, sxn, sxc, sxh, sxw, swc, swh, sww,
-    K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+def _x_taps(
+    x_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, K: tl.constexpr, STRIDE: tl.constexpr,
 ):  # fmt: skip
-    """y = depthwise conv of x on a [BLOCK_C, BLOCK_P] output tile, fp32 (0 where masked)."""
-    acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
+    """The K * K tap tiles of x under the outputs (oh, ow), a tuple in (kh, kw) order, fp32 [BLOCK_C, BLOCK_P]."""
     x_base = x_ptr + n[None, :] * sxn + c[:, None].to(tl.int64) * sxc
+    taps = ()
     for kh in tl.static_range(K):
         for kw in tl.static_range(K):
-            xv = _x_tap(x_base, oh, ow, c_mask, p_mask, H, W, sxh, sxw, kh, kw, K, STRIDE)
+            taps = taps + (_x_tap(x_base, oh, ow, c_mask, p_mask, H, W, sxh, sxw, kh, kw, K, STRIDE),)
+    return taps
+
+
+@triton.jit
+def _conv_taps(taps, w_ptr, c, c_mask, swc, swh, sww, K: tl.constexpr):
+    """y = sum over taps of w[c, kh, kw] * tap, fp32 (0 where the taps are masked)."""
+    acc = tl.zeros(taps[0].shape, dtype=tl.float32)
+    for kh in tl.static_range(K):
+        for kw in tl.static_range(K):
             wv = tl.load(w_ptr + c * swc + kh * swh + kw * sww, mask=c_mask, other=0.0)
-            acc += xv * wv.to(tl.float32)[:, None]
+            acc += taps[kh * K + kw] * wv.to(tl.float32)[:, None]
     return acc
 
 
 @triton.jit
-def _row_tiles(TILES, TPR):
-    """-> row (program_id 0), its first tile and its end tile (exclusive): TPR tiles, fewer in the last row."""
-    row = tl.program_id(0)
-    return row, row * TPR, tl.minimum(row * TPR + TPR, TILES)
+def _dwconv_tile(
+    x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask,
+    H, W, sxn, sxc, sxh, sxw, swc, swh, sww,
+    K: tl.constexpr, STRIDE: tl.constexpr,
+):  # fmt: skip
+    """y = depthwise conv of x on a [BLOCK_C, BLOCK_P] output tile, fp32 (0 where masked)."""
+    taps = _x_taps(x_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, K, STRIDE)
+    return _conv_taps(taps, w_ptr, c, c_mask, swc, swh, sww, K)
 
 
 @triton.jit
@@ -131,26 +112,25 @@ def _fwd_stats_kernel(
     sxn, sxc, sxh, sxw, swc, swh, sww,
     K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    """Per tile (count, mean, M2), merged into the row's running triple in tile order (Chan et al.)."""
-    row, t0, t1 = _row_tiles(TILES, TPR)
+    """Per (channel, position) lane, Welford's running (mean, M2) over the row's tiles; at the end the lanes are
+    merged (Chan et al.) into the row's triple: no cross-thread reduction inside the loop."""
+    row, t0, t1 = row_tiles(TILES, TPR)
     c, c_mask = _channels(C, BLOCK_C)
-    count = tl.zeros([BLOCK_C], dtype=tl.float32)
-    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
-    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    count = tl.zeros([BLOCK_P], dtype=tl.float32)  # per position lane: every channel has the same count
+    lane_mean = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
+    lane_m2 = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
     for tile in range(t0, t1):
         n, oh, ow, p_mask = tile_positions(tile, P, OW, NP, BLOCK_P)
-        y = _dwconv_tile(
-            x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww,
-            K, STRIDE, BLOCK_C, BLOCK_P,
-        )  # fmt: skip
-        t_count = tl.minimum(NP - tile * BLOCK_P, BLOCK_P).to(tl.float32)
-        t_mean = tl.sum(y, 1) / t_count
-        dev = tl.where(p_mask[None, :], y - t_mean[:, None], 0.0)
-        total = count + t_count
-        delta = t_mean - mean
-        mean += delta * (t_count / total)
-        m2 += tl.sum(dev * dev, 1) + delta * delta * (count * t_count / total)
-        count = total
+        y = _dwconv_tile(x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE)
+        valid = p_mask.to(tl.float32)
+        count += valid
+        delta = y - lane_mean
+        lane_mean += delta * (valid / tl.maximum(count, 1.0))[None, :]
+        lane_m2 += delta * (y - lane_mean) * valid[None, :]
+    total = tl.sum(count, 0)
+    mean = tl.sum(lane_mean * count[None, :], 1) / tl.maximum(total, 1.0)
+    dev = lane_mean - mean[:, None]
+    m2 = tl.sum(lane_m2 + dev * dev * count[None, :], 1)
     tl.store(part_mean_ptr + row * C + c, mean, mask=c_mask)
     tl.store(part_m2_ptr + row * C + c, m2, mask=c_mask)
 
@@ -169,15 +149,14 @@ def _bn_finalize_kernel(
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
     total = NP.to(tl.float32)
-    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)  # per lane; reduced across the rows at the end
     for r0 in range(0, R, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
         count = tl.minimum(NP - r * ROW_SPAN, ROW_SPAN).to(tl.float32)
         m = (r[:, None] < R) & c_mask[None, :]
-        pm = tl.load(part_mean_ptr + r[:, None] * C + c[None, :], mask=m, other=0.0)
-        acc += tl.sum(pm * count[:, None], 0)
-    mean = acc / total
-    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+        acc += tl.load(part_mean_ptr + r[:, None] * C + c[None, :], mask=m, other=0.0) * count[:, None]
+    mean = tl.sum(acc, 0) / total
+    acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     for r0 in range(0, R, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
         count = tl.minimum(NP - r * ROW_SPAN, ROW_SPAN).to(tl.float32)
@@ -185,8 +164,8 @@ def _bn_finalize_kernel(
         pm = tl.load(part_mean_ptr + r[:, None] * C + c[None, :], mask=m, other=0.0)
         pm2 = tl.load(part_m2_ptr + r[:, None] * C + c[None, :], mask=m, other=0.0)
         dev = pm - mean[None, :]
-        m2 += tl.sum(tl.where(m, pm2 + count[:, None] * dev * dev, 0.0), 0)
-    var = m2 / total
+        acc += tl.where(m, pm2 + count[:, None] * dev * dev, 0.0)
+    var = tl.sum(acc, 0) / total
     rstd = 1.0 / tl.sqrt(var + eps)
     scale = tl.load(gamma_ptr + c, mask=c_mask, other=0.0).to(tl.float32) * rstd
     shift = tl.load(beta_ptr + c, mask=c_mask, other=0.0).to(tl.float32) - mean * scale
@@ -215,9 +194,7 @@ def _fwd_apply_kernel(
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     row, n, oh, ow, c, c_mask, p_mask = position_tile(P, OW, C, NP, BLOCK_C, BLOCK_P)
-    y = _dwconv_tile(
-        x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE, BLOCK_C, BLOCK_P
-    )
+    y = _dwconv_tile(x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE)
     a = tl.load(a_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     if FOLD:  # eval: BN folded into one per-channel scale and shift
@@ -228,21 +205,17 @@ def _fwd_apply_kernel(
     else:
         scale = a
         shift = b
-    out = _act_fwd(y * scale[:, None] + shift[:, None], ACT)
+    out = act_fwd(y * scale[:, None] + shift[:, None], ACT)
     o_ptr = out_ptr + n[None, :] * son + c[:, None].to(tl.int64) * soc + (oh * soh + ow * sow)[None, :]
     tl.store(o_ptr, out.to(out_ptr.dtype.element_ty), mask=c_mask[:, None] & p_mask[None, :])
 
 
 @triton.jit
 def _dz_tile(
-    x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
-    H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw,
-    K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    y, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
+    sgn, sgc, sgh, sgw, ACT: tl.constexpr,
 ):  # fmt: skip
-    """Recompute y on the tile; return yhat, dz = dout * act'(z) (0 where masked), gamma * rstd."""
-    y = _dwconv_tile(
-        x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE, BLOCK_C, BLOCK_P
-    )
+    """From the recomputed y of a tile: yhat, dz = dout * act'(z) (0 where masked), gamma * rstd."""
     gamma = tl.load(gamma_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     beta = tl.load(beta_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
@@ -250,7 +223,7 @@ def _dz_tile(
     yhat = (y - mean[:, None]) * rstd[:, None]
     g_ptr = dout_ptr + n[None, :] * sgn + c[:, None].to(tl.int64) * sgc + (oh * sgh + ow * sgw)[None, :]
     dout = tl.load(g_ptr, mask=c_mask[:, None] & p_mask[None, :], other=0.0).to(tl.float32)
-    dz = dout * _act_grad(yhat * gamma[:, None] + beta[:, None], ACT)
+    dz = dout * act_grad(yhat * gamma[:, None] + beta[:, None], ACT)
     return yhat, dz, gamma * rstd
 
 
@@ -262,32 +235,24 @@ def _bwd_stats_kernel(
     sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw,
     K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, t0, t1 = _row_tiles(TILES, TPR)
+    """Per-row sums of dz and dz * yhat, kept per lane in the loop and reduced once at the end."""
+    row, t0, t1 = row_tiles(TILES, TPR)
     c, c_mask = _channels(C, BLOCK_C)
-    dbeta = tl.zeros([BLOCK_C], dtype=tl.float32)
-    dgamma = tl.zeros([BLOCK_C], dtype=tl.float32)
+    dbeta_lanes = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
+    dgamma_lanes = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
     for tile in range(t0, t1):
         n, oh, ow, p_mask = tile_positions(tile, P, OW, NP, BLOCK_P)
+        y = _dwconv_tile(x_ptr, w_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, swc, swh, sww, K, STRIDE)
         yhat, dz, _ = _dz_tile(
-            x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
-            H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
+            y, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
+            sgn, sgc, sgh, sgw, ACT,
         )  # fmt: skip
-        dbeta += tl.sum(dz, 1)
-        dgamma += tl.sum(dz * yhat, 1)
+        dbeta_lanes += dz
+        dgamma_lanes += dz * yhat
+    dbeta = tl.sum(dbeta_lanes, 1)
+    dgamma = tl.sum(dgamma_lanes, 1)
     tl.store(part_ptr + row * 2 * C + c, dbeta, mask=c_mask)
     tl.store(part_ptr + row * 2 * C + C + c, dgamma, mask=c_mask)
-
-
-@triton.jit
-def _sum_rows_kernel(src_ptr, dst_ptr, R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
-    """dst[l] = sum_r src[r, l] (contiguous [R, L] fp32), rows added in a fixed order."""
-    cols = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
-    acc = tl.zeros([BLOCK_L], dtype=tl.float32)
-    for r0 in range(0, R, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        m = (r[:, None] < R) & (cols[None, :] < L)
-        acc += tl.sum(tl.load(src_ptr + r[:, None].to(tl.int64) * L + cols[None, :], mask=m, other=0.0), 0)
-    tl.store(dst_ptr + cols, acc, mask=cols < L)
 
 
 @triton.jit
@@ -299,17 +264,20 @@ def _bwd_dy_kernel(
     C, H, W, OW, P, NP, TILES, TPR, inv_m,
     sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, sdn, sdc, sdh, sdw,
     K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, TRAINING: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_KK: tl.constexpr,  # BLOCK_KK = next power of 2 >= K * K
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    row, t0, t1 = _row_tiles(TILES, TPR)
+    """dy (stored), and the row's dw partials: per tap, dy * x summed per lane in the loop, reduced at the end.
+    Each tap tile of x is loaded once per tile, for both the recomputed y and dw."""
+    row, t0, t1 = row_tiles(TILES, TPR)
     c, c_mask = _channels(C, BLOCK_C)
-    taps = tl.arange(0, BLOCK_KK)
-    dw = tl.zeros([BLOCK_C, BLOCK_KK], dtype=tl.float32)  # the row's dw[c, kh * K + kw]
+    dw_lanes = (tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32),) * (K * K)
     for tile in range(t0, t1):
         n, oh, ow, p_mask = tile_positions(tile, P, OW, NP, BLOCK_P)
+        taps = _x_taps(x_ptr, n, c, oh, ow, c_mask, p_mask, H, W, sxn, sxc, sxh, sxw, K, STRIDE)
+        y = _conv_taps(taps, w_ptr, c, c_mask, swc, swh, sww, K)
         yhat, dz, g_rstd = _dz_tile(
-            x_ptr, w_ptr, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
-            H, W, sxn, sxc, sxh, sxw, swc, swh, sww, sgn, sgc, sgh, sgw, K, STRIDE, ACT, BLOCK_C, BLOCK_P,
+            y, dout_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, n, c, oh, ow, c_mask, p_mask,
+            sgn, sgc, sgh, sgw, ACT,
         )  # fmt: skip
         tile_mask = c_mask[:, None] & p_mask[None, :]
         if TRAINING:  # the batch statistics depend on y too
@@ -319,14 +287,13 @@ def _bwd_dy_kernel(
         dy = tl.where(tile_mask, dz * g_rstd[:, None], 0.0)
         d_ptr = dy_ptr + n[None, :] * sdn + c[:, None].to(tl.int64) * sdc + (oh * sdh + ow * sdw)[None, :]
         tl.store(d_ptr, dy.to(dy_ptr.dtype.element_ty), mask=tile_mask)
-        # Weight gradient: correlate dy with the shifted input, one tap at a time, into the tap's column.
-        x_base = x_ptr + n[None, :] * sxn + c[:, None].to(tl.int64) * sxc
-        for kh in tl.static_range(K):
-            for kw in tl.static_range(K):
-                xv = _x_tap(x_base, oh, ow, c_mask, p_mask, H, W, sxh, sxw, kh, kw, K, STRIDE)
-                dw += tl.where(taps[None, :] == kh * K + kw, tl.sum(dy * xv, 1)[:, None], 0.0)
-    dw_ptrs = part_dw_ptr + (row * C + c[:, None]).to(tl.int64) * (K * K) + taps[None, :]
-    tl.store(dw_ptrs, dw, mask=c_mask[:, None] & (taps[None, :] < K * K))
+        summed = ()
+        for t in tl.static_range(K * K):
+            summed = summed + (dw_lanes[t] + dy * taps[t],)
+        dw_lanes = summed
+    dw_row = part_dw_ptr + (row * C + c).to(tl.int64) * (K * K)
+    for t in tl.static_range(K * K):
+        tl.store(dw_row + t, tl.sum(dw_lanes[t], 1), mask=c_mask)
 
 
 @triton.jit
@@ -358,35 +325,24 @@ def _bwd_dx_kernel(
 
 # ------------------------------------------------------------------------------------------------ host launchers
 
-# GPU config table, (BLOCK_C, BLOCK_P, num_warps) per layout. UNTUNED: written without a GPU; tune on a lent GPU
-# with bench/bench_dwconv_bn_act.py and record the result here. The interpreter (CPU tensors) costs per program and
-# per op, not per element, so it takes the biggest tiles.
-# The per-channel reductions (_bn_finalize, _sum_rows) take (BLOCK_R rows, BLOCK_C columns) per step.
-_GPU_CONFIGS = {"nchw": (8, 64, 4), "channels_last": (32, 16, 4)}
-_GPU_REDUCE = (32, 64)
+# GPU config table, (BLOCK_C, BLOCK_P, num_warps) per kernel size and layout. UNTUNED for speed (written without a
+# GPU; tune on a lent GPU with bench/bench_dwconv_bn_act.py); checked for registers and spills on sm_90 by
+# bench/compile_sm90.py (bench/results/kernels_sm90_static.md): 5x5 keeps 25 tap tiles and 25 dw partials live in
+# the backward, so it takes twice the warps for the same tile (half the values per thread). The interpreter (CPU
+# tensors) costs per program and per op, not per element, so it takes the biggest tiles.
+_GPU_CONFIGS = {
+    3: {"nchw": (8, 64, 4), "channels_last": (32, 16, 4)},
+    5: {"nchw": (8, 64, 8), "channels_last": (32, 16, 8)},
+}
 _INTERPRETER_CONFIG = (256, 128, 1)
-_INTERPRETER_REDUCE = (16, 1024)
-# The persistent kernels launch about _GPU_WAVES programs per SM in all (rows x channel blocks), so the partials and
-# their serial sums stay small whatever the batch (UNTUNED). The interpreter takes 2 rows: tensors of more than two
-# tiles walk several tiles per row in the tests.
-_GPU_WAVES = 4
-_INTERPRETER_ROWS = 2
 
 
-def _reduce_config(x: torch.Tensor) -> tuple[int, int]:
-    return _GPU_REDUCE if x.is_cuda else _INTERPRETER_REDUCE
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def _row_split(x: torch.Tensor, tiles: int, channel_blocks: int) -> tuple[int, int]:
-    """-> (R partial rows, TPR position tiles per row) for the persistent kernels; R * TPR >= tiles."""
-    target = max(1, _GPU_WAVES * _sm_count(x.device) // channel_blocks) if x.is_cuda else _INTERPRETER_ROWS
-    tpr = triton.cdiv(tiles, min(target, tiles))
-    return triton.cdiv(tiles, tpr), tpr
+def set_gpu_config(kernel_size: int, layout: str, config: Config) -> Config:
+    """Replace the GPU tile config (BLOCK_C, BLOCK_P, num_warps) of one kernel size and layout ('nchw' or
+    'channels_last'); -> the one it replaced. For sweeps (bench/tune_dwconv.py)."""
+    previous = _GPU_CONFIGS[kernel_size][layout]
+    _GPU_CONFIGS[kernel_size][layout] = config
+    return previous
 
 
 def _out_hw(h: int, w: int, k: int, stride: int) -> tuple[int, int]:
@@ -400,15 +356,6 @@ def _check(x: torch.Tensor, weight: torch.Tensor, stride: int, act: str, momentu
     reason = dwconv_unsupported(weight.shape[-1], stride, act, momentum)
     if reason is not None:
         raise ValueError(reason)
-
-
-def _sum_rows(part: torch.Tensor) -> torch.Tensor:
-    """Deterministic column sums of a contiguous fp32 [R, L] tensor."""
-    r, length = part.shape
-    out = torch.empty(length, dtype=torch.float32, device=part.device)
-    block_r, block_l = _reduce_config(part)
-    _sum_rows_kernel[(triton.cdiv(length, block_l),)](part, out, r, length, BLOCK_R=block_r, BLOCK_L=block_l)
-    return out
 
 
 def dwconv_bn_act_forward(
@@ -432,7 +379,7 @@ def dwconv_bn_act_forward(
     k = weight.shape[-1]
     oh, ow = _out_hw(h, w, k, stride)
     p = oh * ow
-    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS, _INTERPRETER_CONFIG)
+    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS[k], _INTERPRETER_CONFIG)
     tiles, c_blocks = triton.cdiv(n * p, block_p), triton.cdiv(c, block_c)
     grid = (tiles, c_blocks)
     out = empty_like_layout(x, (n, c, oh, ow))
@@ -449,11 +396,11 @@ def dwconv_bn_act_forward(
     if n * p < 2:
         raise ValueError(f"expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
     stats = torch.empty((6, c), dtype=torch.float32, device=x.device)  # mean, rstd, new rm, new rv, scale, shift
-    rows, tpr = _row_split(x, tiles, c_blocks)
+    rows, tpr = row_split(x, tiles, c_blocks)
     part = torch.empty((2, rows, c), dtype=torch.float32, device=x.device)
     _fwd_stats_kernel[(rows, c_blocks)](x, weight, part[0], part[1], c, h, w, ow, p, n * p, tiles, tpr, *strides, **geo)
     has_running = running_mean is not None and running_var is not None
-    block_r, block_rc = _reduce_config(x)
+    block_r, block_rc = reduce_config(x)
     _bn_finalize_kernel[(triton.cdiv(c, block_rc),)](
         part[0], part[1], bn_weight, bn_bias,
         running_mean if has_running else stats[0], running_var if has_running else stats[1], *stats,
@@ -484,9 +431,9 @@ def dwconv_bn_act_backward(
     k = weight.shape[-1]
     oh, ow = dout.shape[2], dout.shape[3]
     p = oh * ow
-    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS, _INTERPRETER_CONFIG)
+    block_c, block_p, warps = tile_config(x, _GPU_CONFIGS[k], _INTERPRETER_CONFIG)
     tiles, c_blocks = triton.cdiv(n * p, block_p), triton.cdiv(c, block_c)
-    rows, tpr = _row_split(x, tiles, c_blocks)
+    rows, tpr = row_split(x, tiles, c_blocks)
     grid = (rows, c_blocks)  # persistent: each row walks tpr tiles
     geo = dict(K=k, STRIDE=stride, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=warps)
     strides = (*x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *dout.stride())
@@ -496,15 +443,14 @@ def dwconv_bn_act_backward(
         x, weight, dout, bn_weight, bn_bias, mean, rstd, part, c, h, w, ow, p, n * p, tiles, tpr,
         *strides, ACT=act_id, **geo,
     )  # fmt: skip
-    sums = _sum_rows(part)  # [dbeta | dgamma]
+    sums = sum_rows(part)  # [dbeta | dgamma]
     dy = empty_like_layout(x, (n, c, oh, ow))
     part_dw = torch.empty((rows, c * k * k), dtype=torch.float32, device=x.device)
     _bwd_dy_kernel[grid](
         x, weight, dout, bn_weight, bn_bias, mean, rstd, sums, dy, part_dw, c, h, w, ow, p, n * p, tiles, tpr,
-        1.0 / (n * p), *strides, *dy.stride(), ACT=act_id, TRAINING=training,
-        BLOCK_KK=triton.next_power_of_2(k * k), **geo,
+        1.0 / (n * p), *strides, *dy.stride(), ACT=act_id, TRAINING=training, **geo,
     )  # fmt: skip
-    dweight = _sum_rows(part_dw).view(c, 1, k, k).to(weight.dtype)
+    dweight = sum_rows(part_dw).view(c, 1, k, k).to(weight.dtype)
     dx = torch.empty_like(x, memory_format=torch.preserve_format)
     _bwd_dx_kernel[(triton.cdiv(n * h * w, block_p), triton.cdiv(c, block_c))](
         dy, weight, dx, c, h, w, oh, ow, n * h * w,

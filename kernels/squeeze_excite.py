@@ -35,12 +35,12 @@ def _pool_kernel(
     n = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     base = x_ptr + n * sxn + c[:, None].to(tl.int64) * sxc
-    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)  # per lane; reduced across the tile once, at the end
     for p0 in range(0, HW, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         m = (c < C)[:, None] & (p < HW)[None, :]
-        acc += tl.sum(tl.load(base + (p // W * sxh + p % W * sxw)[None, :], mask=m, other=0.0).to(tl.float32), 1)
-    tl.store(pooled_ptr + n * C + c, acc / HW, mask=c < C)
+        acc += tl.load(base + (p // W * sxh + p % W * sxw)[None, :], mask=m, other=0.0).to(tl.float32)
+    tl.store(pooled_ptr + n * C + c, tl.sum(acc, 1) / HW, mask=c < C)
 
 
 @triton.jit
@@ -97,7 +97,7 @@ def _gate_grad_kernel(
     n = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c64 = c[:, None].to(tl.int64)
-    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)  # per lane; reduced across the tile once, at the end
     for p0 in range(0, HW, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         h, w = p // W, p % W
@@ -110,8 +110,8 @@ def _gate_grad_kernel(
             dres = dres_ptr + n * sdn + c64 * sdc + (h * sdh + w * sdw)[None, :]
             tl.store(dres, dpre.to(dres_ptr.dtype.element_ty), mask=m)
         x = tl.load(x_ptr + n * sxn + c64 * sxc + (h * sxh + w * sxw)[None, :], mask=m, other=0.0)
-        acc += tl.sum(dpre * x.to(tl.float32), 1)
-    tl.store(dgate_ptr + n * C + c, acc, mask=c < C)
+        acc += dpre * x.to(tl.float32)
+    tl.store(dgate_ptr + n * C + c, tl.sum(acc, 1), mask=c < C)
 
 
 @triton.jit

@@ -39,13 +39,14 @@ def _interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrink the interpreter tiles so small tensors still span several tiles and reduction steps."""
+    import kernels._reductions as reductions
     import kernels.channel_shuffle as cs
     import kernels.dwconv_bn_act as dw
     import kernels.squeeze_excite as se
 
     for module in (cs, dw, se):
         monkeypatch.setattr(module, "_INTERPRETER_CONFIG", (16, 32, 1))
-    monkeypatch.setattr(dw, "_INTERPRETER_REDUCE", (4, 16))
+    monkeypatch.setattr(reductions, "_INTERPRETER_REDUCE", (4, 16))
     monkeypatch.setattr(se, "_FC_BLOCK_C", 16)
 
 
