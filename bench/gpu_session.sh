@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's GPU check in ONE device call (~9 minutes of wall time): versions, the kernel tests on the real GPU,
+# Issue 5's GPU check in ONE device call (~10 minutes of wall time): versions, the kernel tests on the real GPU,
 # the kernel benches, the ShuffleNetV2_swish training step, and the table of where each goal stands.
 #
 #   device tool:  run(command="bash bench/gpu_session.sh", timeout_s=600)
@@ -11,7 +11,7 @@
 # step_compile.json, extras.json, kernels_<gpu>.md. Each stage has its own `timeout`; pytest gets SIGINT first, and
 # pytest-benchmark then still writes the JSON of the cases that finished, so a slow stage loses only its own tail.
 #
-# Budget (GPU_SESSION_BUDGET_S, default 540 s; the device call also spends ~1-2 min starting the machine). Per
+# Budget (GPU_SESSION_BUDGET_S, default 580 s; the device call also spends ~1-2 min starting the machine). Per
 # case: torch.compile of the reference, compiled afresh per case, ~4-8 s (the first one in a process ~20-30 s);
 # do_bench ~0.2 s x 2 phases x 3 variants; pytest-benchmark's own timing is held to ~0.05 s. The whole 100 kernel
 # cases (~12-15 min) and 24 training-step cases (each compile case ~1-2 min) do not fit, so the core stages take
@@ -22,6 +22,8 @@
 #   step      ShuffleNetV2_swish b256 224px fp16 channels_last training step: eager, fused (2)     cap  75 s
 #   step_compile  the same with torch.compile (1; run last of the step cases so a slow compile costs only itself)
 #                                                                                                   cap 105 s
+#   tune      bench/tune_dwconv.py: 3x3 tile configs swept at 5 stride-1 shapes, fp16, layouts in turn (its
+#             table goes to log.txt, no file of its own: at most 8 files come back)                 cap  75 s
 # then `extras` gets whatever time is left, in this order: bf16 concat+shuffle and SE (14), dwconv bf16 and fp16
 # stride 2 (32, shape by shape), dwconv eval (24), MobileNetV2 training step eager + fused (2) = 72 cases; the rest of the 24
 # training-step cases (bf16, NCHW, compile of MobileNetV2) are left for another session.
@@ -32,7 +34,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DRY=${GPU_SESSION_DRY:-0}
 OUT=${OUT:-/tmp/gpu_session_out}
-BUDGET=${GPU_SESSION_BUDGET_S:-540}
+BUDGET=${GPU_SESSION_BUDGET_S:-580}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 LOG=$OUT/log.txt
@@ -128,6 +130,7 @@ STEP="test_train_step_gpu and ShuffleNetV2_swish and fp16 and channels_last"
 stage step 75 2 "${BENCH[@]}" --benchmark-json="$OUT/step.json" bench/bench_models.py -k "$STEP and not compile"
 stage step_compile 105 1 "${BENCH[@]}" --benchmark-json="$OUT/step_compile.json" bench/bench_models.py \
     -k "$STEP and compile"
+stage tune 75 60 $PY bench/tune_dwconv.py --budget-s 50
 EXTRAS="(not test_train_step and not test_inference and (bf16 or eval or -3-2-))"
 EXTRAS+=" or (test_train_step_gpu and MobileNetV2 and fp16 and channels_last and not compile)"
 stage extras 100000 72 "${BENCH[@]}" --benchmark-json="$OUT/extras.json" bench/bench_channel_shuffle.py \
