@@ -197,6 +197,30 @@ def restore_training_state(
     return state
 
 
+# Flags whose change on resume is reported (they change the continuation; the new values apply).
+RESUME_KEYS = (
+    "batch_size lr lr_strategy num_epochs step_epochs warm_up_epochs momentum_rate l2_decay random_seed amp".split()
+)
+
+
+def resume_training(
+    checkpoint_dir: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    args: dict,
+) -> tuple[int, int, list[str]]:
+    """Restore a training checkpoint, then let the run's flags ``args`` win: the caller rebuilds the LR schedule
+    from them, and momentum / L2 decay are set again here, after the optimizer state is loaded.
+    -> (first epoch to train, its global step, the RESUME_KEYS that differ as 'name old -> new')."""
+    state = restore_training_state(checkpoint_dir, model, optimizer, scaler)
+    for group in optimizer.param_groups:
+        group["momentum"], group["weight_decay"] = args["momentum_rate"], args["l2_decay"]
+    saved = state.get("args", {})
+    changed = [f"{k} {saved.get(k)} -> {args.get(k)}" for k in RESUME_KEYS if saved.get(k) != args.get(k)]
+    return state["epoch"] + 1, state["step"], changed
+
+
 def read_run_info(path: str | os.PathLike) -> dict:
     """The training run's args plus ``label_names`` from the ``state.pt`` beside ``path`` (a checkpoint folder or
     its model.pt); {} when there is none (a plain state_dict or a Paddle file). Loaded as plain data only."""

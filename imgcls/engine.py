@@ -263,3 +263,11 @@ def setup_determinism(enabled: bool, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = False
     # warn_only: an op without a deterministic kernel warns instead of stopping the run.
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def report_skipped(skipped: list[tuple[str, str]]) -> None:
+    """One line per unreadable image the loaders skipped this epoch (bad data never stops a run); rank 0 only."""
+    if skipped and is_main():
+        print(f"skipped {len(skipped)} unreadable images this epoch:")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")

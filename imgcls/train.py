@@ -28,6 +28,8 @@ from imgcls.metrics import MetricsLog, plot_metrics
 from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
 
 if TYPE_CHECKING:
+    from torch.amp import GradScaler
+
     from imgcls.data import DatasetSpec
     from imgcls.models import ModelCfg
 
@@ -37,10 +39,6 @@ SEED_DEFAULTS = dict(
 )
 # Flags that map one to one onto AugConfig fields.
 AUG_FLAGS = "lower_scale lower_ratio upper_ratio rotate brightness contrast saturation hue interpolation".split()
-# Flags whose change on --checkpoint resume is noted (they change the continuation; the new values apply).
-RESUME_KEYS = (
-    "batch_size lr lr_strategy num_epochs step_epochs warm_up_epochs momentum_rate l2_decay random_seed amp".split()
-)
 SEED_MASK = (1 << 63) - 1
 TORCH_SALT = 0x746F726368  # "torch": the per-epoch torch seed stream (dropout, etc.)
 
@@ -83,27 +81,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def resume(
-    args: argparse.Namespace,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None = None,
+    args: argparse.Namespace, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: GradScaler | None
 ) -> tuple[int, int]:
     """Load ``--checkpoint`` (any world size: weights are unwrapped, steps global); -> (first epoch, its step).
-
-    The hyperparameters given now win over the checkpoint's (one note line lists those that differ): the LR schedule
-    is rebuilt from the flags, and momentum / L2 decay are set again after the optimizer state is loaded."""
+    The flags given now win over the checkpoint's; one note line lists those that differ."""
     try:
-        state = ckpt.restore_training_state(args.checkpoint, model, optimizer, scaler)
+        epoch, step, changed = ckpt.resume_training(args.checkpoint, model, optimizer, scaler, vars(args))
     except (OSError, ValueError) as e:
         fail(f"cannot resume {args.model} from --checkpoint {args.checkpoint}: {e}")
-    for group in optimizer.param_groups:
-        group["momentum"], group["weight_decay"] = args.momentum_rate, args.l2_decay
-    saved = state.get("args", {})
-    changed = [f"{k} {saved.get(k)} -> {getattr(args, k)}" for k in RESUME_KEYS if saved.get(k) != getattr(args, k)]
     if changed:
         dist.print0(f"note: resuming with {', '.join(changed)} (checkpoint -> now): the new values apply")
-    dist.print0(f"resumed from {args.checkpoint} (epoch {state['epoch']} done, step {state['step']})")
-    return state["epoch"] + 1, state["step"]
+    dist.print0(f"resumed from {args.checkpoint} (epoch {epoch - 1} done, step {step})")
+    return epoch, step
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -184,7 +173,7 @@ def run(args: argparse.Namespace, spec: DatasetSpec, cfg: ModelCfg, info: dist.D
         val = engine.evaluate(model, val_loader, device, desc="  val", precision=precision)
         row = engine.epoch_row(epoch, stats, val)
         dist.print0(f"{desc}: {engine.summary_text(row)}", flush=True)
-        report_skipped(dist.gather_lists(train_loader.skipped + val_loader.skipped))
+        engine.report_skipped(dist.gather_lists(train_loader.skipped + val_loader.skipped))
         if info.is_main:
             log.append(row)
             state = ckpt.training_state(vars(args), optimizer, epoch, step, spec.label_names, scaler)
@@ -210,14 +199,6 @@ def prepare_model(args: argparse.Namespace, cfg: ModelCfg, num_classes: int, dev
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.to(device)
-
-
-def report_skipped(skipped: list[tuple[str, str]]) -> None:
-    """One line per unreadable image the loaders skipped this epoch (bad data never stops a run)."""
-    if skipped and dist.is_main():
-        print(f"skipped {len(skipped)} unreadable images this epoch:")
-        for path, reason in skipped:
-            print(f"  {path}: {reason}")
 
 
 if __name__ == "__main__":
