@@ -7,7 +7,8 @@ benchmarks make (their layer shapes at batch 256, fp16 / bf16 / fp32, NCHW and c
 and backward, eval) goes through Triton's real NVIDIA compiler and ptxas, with the GPU tile configs
 (``kernels._tiles.assume_gpu``). Outputs are garbage (nothing runs): this checks that the kernels compile for the
 GPU, and reads each kernel's resources (ptxas -v): registers, spills, shared memory, and the occupancy those
-allow on sm_90. It measures no speed. Exit status 1 when a kernel fails to compile or could not launch (too much
+allow on sm_90, and the cross-thread work (shuffles, barriers, shared memory) in each kernel's loop (cuobjdump
+-sass). It measures no speed. Exit status 1 when a kernel fails to compile or could not launch (too much
 shared memory, or no block fits an SM); spills are listed, as warnings.
 """
 
@@ -20,6 +21,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,6 +43,7 @@ SM90 = dict(regs=65536, warps=64, blocks=32, shared=233472, shared_per_block=232
 H100_SMS = 132
 BATCH = 256
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
 @dataclass
@@ -53,6 +56,13 @@ class Compiled:
     spill_bytes: int  # ptxas's stack frame + spill stores: should be 0
     shared_bytes: int
     warps_per_sm: int  # resident warps the registers, shared memory and block limits allow
+    # The SASS of the kernel's longest loop (none: zeros): instructions, and the cross-thread traffic in it (warp
+    # shuffles, barriers, shared-memory loads and stores). The persistent kernels keep per-lane sums in their tile
+    # loop, so those three should be 0 there.
+    loop_instructions: int = 0
+    loop_shuffles: int = 0
+    loop_barriers: int = 0
+    loop_shared_ops: int = 0
 
     @property
     def occupancy(self) -> float:
@@ -81,12 +91,32 @@ def ptxas_usage(ptx_path: str) -> dict[str, int]:
     return {"regs": int(regs.group(1)), "stack": stack, "spill_stores": stores, "spill_loads": loads}
 
 
+def sass_loop(cubin: bytes) -> tuple[int, int, int, int]:
+    """(instructions, SHFL, BAR, LDS + STS) inside the cubin's longest loop: the widest span closed by a branch
+    back to an earlier address (cuobjdump -sass); zeros when there is no loop."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([CUOBJDUMP, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s*([^;]*);", sass)]
+    loops = [(int(t, 16), a) for a, op in code for t in re.findall(r"\bBRA\s+0x([0-9a-f]+)", op) if int(t, 16) < a]
+    if not loops:
+        return 0, 0, 0, 0
+    start, end = max(loops, key=lambda span: span[1] - span[0])
+    body = [op for a, op in code if start <= a <= end]
+
+    def count(pattern: str) -> int:
+        return sum(1 for op in body if re.search(pattern, op))
+
+    return len(body), count(r"\bSHFL\b"), count(r"\bBAR\b"), count(r"\b(LDS|STS)\b")
+
+
 class _CompileOnlyUtils:
     def __init__(self, owner: CompileOnlyDriver) -> None:
         self.owner = owner
 
     def load_binary(self, name: str, cubin: bytes, shared: int, device: int) -> tuple:
-        regs = self.owner.loaded(name, shared)
+        regs = self.owner.loaded(name, shared, sass_loop(cubin))
         # (module, function, n_regs, n_spills, n_max_threads): a module that is not None marks the kernel loaded
         # (else every launch loads it again); the last is what the registers allow per block
         return "compile-only", None, regs, 0, min(1024, SM90["regs"] // max(1, regs) // 32 * 32)
@@ -136,13 +166,14 @@ class CompileOnlyDriver:
         """Triton's kernel_load_start_hook: the cache files (the .ptx among them) of the kernel about to load."""
         self._ptx = metadata_group.get(f"{name}.ptx")
 
-    def loaded(self, name: str, shared: int) -> int:
+    def loaded(self, name: str, shared: int, loop: tuple[int, int, int, int]) -> int:
         """Record the kernel just compiled; -> its register count."""
         constexprs, num_warps = self._pending or ("", 0)
         usage = ptxas_usage(self._ptx)
         occ = warps_per_sm(num_warps, usage["regs"], shared)
         spilled = usage["stack"] + usage["spill_stores"]
-        self.compiled.append(Compiled(name, self.case, constexprs, num_warps, usage["regs"], spilled, shared, occ))
+        row = Compiled(name, self.case, constexprs, num_warps, usage["regs"], spilled, shared, occ, *loop)
+        self.compiled.append(row)
         return usage["regs"]
 
 
@@ -258,10 +289,12 @@ def spills(rows: list[Compiled]) -> list[str]:
 
 
 def summary_table(rows: list[Compiled]) -> list[str]:
-    """One line per kernel: specializations, warps, register range, worst occupancy, max shared, spills."""
+    """One line per kernel: specializations, warps, register range, worst occupancy, max shared, spills, and its
+    longest loop's largest body (instructions) and most cross-thread operations (SHFL / BAR / LDS+STS)."""
     lines = [
-        "| kernel | specializations | warps | registers | min occupancy | max shared (B) | spills |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| kernel | specializations | warps | registers | min occupancy | max shared (B) | spills "
+        "| loop body: instructions | loop: SHFL / BAR / LDS+STS |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name in dict.fromkeys(r.kernel for r in rows):
         mine = [r for r in rows if r.kernel == name]
@@ -270,7 +303,9 @@ def summary_table(rows: list[Compiled]) -> list[str]:
         warps = ",".join(str(w) for w in sorted({r.num_warps for r in mine}))
         lines.append(
             f"| `{name}` | {len(mine)} | {warps} | {regs[0]}-{regs[-1]} | {worst.occupancy:.0%} "
-            f"({worst.regs} regs) | {max(r.shared_bytes for r in mine)} | {sum(r.spill_bytes > 0 for r in mine)} |"
+            f"({worst.regs} regs) | {max(r.shared_bytes for r in mine)} | {sum(r.spill_bytes > 0 for r in mine)} "
+            f"| {max(r.loop_instructions for r in mine)} | {max(r.loop_shuffles for r in mine)} / "
+            f"{max(r.loop_barriers for r in mine)} / {max(r.loop_shared_ops for r in mine)} |"
         )
     return lines
 

@@ -55,3 +55,24 @@ def test_quick_set_zoo_kernels_do_not_spill(compiled):
     zoo = [row for row in compiled["compiled"] if "K=5" not in row["constexprs"]]
     assert zoo
     assert [(r["kernel"], r["constexprs"], r["spill_bytes"]) for r in zoo if r["spill_bytes"]] == []
+
+
+# Kernels whose longest loop walks tiles (or rows) and keeps per-lane partial sums: nothing crosses threads in it.
+LANE_SUM_LOOPS = (
+    "_fwd_stats_kernel",
+    "_bwd_stats_kernel",
+    "_bwd_dy_kernel",
+    "_bn_finalize_kernel",
+    "_sum_rows_kernel",
+    "_pool_kernel",
+    "_gate_grad_kernel",
+)
+
+
+def test_tile_loops_do_no_cross_thread_work(compiled):
+    """No warp shuffle, barrier or shared-memory access inside those loops: the reductions happen once, after."""
+    rows = [r for r in compiled["compiled"] if r["kernel"] in LANE_SUM_LOOPS]
+    assert {r["kernel"] for r in rows} == set(LANE_SUM_LOOPS)
+    assert all(r["loop_instructions"] > 0 for r in rows), "the SASS loop was not found"
+    busy = [r for r in rows if r["loop_shuffles"] or r["loop_barriers"] or r["loop_shared_ops"]]
+    assert [(r["kernel"], r["constexprs"]) for r in busy] == []
