@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: kernels/
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # bench/ (the benches' shapes) and the repository root (kernels/)
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("compile_sm90: unset TRITON_INTERPRET: the interpreter compiles nothing")
@@ -187,7 +188,7 @@ def _tensor(shape: tuple[int, ...], dtype: torch.dtype, layout: str, grad: bool 
 
 def _dwconv_case(
     model: str, c: int, hw: int, k: int, stride: int, act: str, dt: torch.dtype, layout: str, training: bool
-):
+) -> tuple[str, Callable[[], None]]:
     from kernels import dwconv_bn_act as op
 
     def run() -> None:
@@ -249,12 +250,38 @@ QUICK = [
 ]
 
 
+def _with_config(layout: str, config: tuple[int, int, int], case: tuple[str, Callable[[], None]]):
+    """The case run with dwconv's 3x3 GPU config for ``layout`` swapped to ``config`` (put back afterwards)."""
+    from kernels import dwconv_bn_act as op
+
+    label, run = case
+
+    def swapped() -> None:
+        previous = op.set_gpu_config(3, layout, config)
+        try:
+            run()
+        finally:
+            op.set_gpu_config(3, layout, previous)
+
+    return f"{label} config={config}", swapped
+
+
+def tune_candidate_cases() -> list[tuple[str, Callable[[], None]]]:
+    """bench/tune_dwconv.py's sweep: each candidate config at each of its shapes, fp16 training, as it launches."""
+    import tune_dwconv
+
+    return [
+        _with_config(layout, config, _dwconv_case(*shape, F16, layout, True))
+        for layout, config in tune_dwconv.plan()
+        for shape in tune_dwconv.shapes()
+    ]
+
+
 def cases(quick: bool) -> list[tuple[str, Callable[[], None]]]:
     """Every launch of bench/bench_{dwconv_bn_act,channel_shuffle,squeeze_excite}.py in fp16, bf16 and fp32, eval
     and SE without the residual too, plus 5x5 and the other activations; or the QUICK set."""
     if quick:
         return QUICK
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_channel_shuffle
     import bench_dwconv_bn_act
     import bench_squeeze_excite
@@ -310,6 +337,15 @@ def summary_table(rows: list[Compiled]) -> list[str]:
     return lines
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def markdown(rows: list[Compiled], launches: int, seconds: float, command: str) -> str:
     from kernels import _reductions, channel_shuffle, dwconv_bn_act, squeeze_excite
 
@@ -327,13 +363,15 @@ def markdown(rows: list[Compiled], launches: int, seconds: float, command: str) 
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, no GPU; Python {platform.python_version()}, "
+        f"Machine: {_cpu_name()}, no GPU; Python {platform.python_version()}, "
         f"torch {torch.__version__}, triton {triton.__version__}; {time.strftime('%Y-%m-%d')}.",
         "",
         f"{launches} launch groups (ops at the benchmarks' layer shapes, batch {BATCH}) compiled {len(rows)} kernel "
         f"specializations in {seconds:.0f} s through Triton's NVIDIA backend and ptxas (target cuda 90, "
         "the GPU tile configs); registers and spills from `ptxas -v` of each PTX (sm_90a). Occupancy = resident "
-        "warps per SM / 64 that the registers, shared memory and block limits allow. Nothing ran: no timing here.",
+        "warps per SM / 64 that the registers, shared memory and block limits allow. The loop columns read each "
+        "kernel's longest loop in its SASS (`cuobjdump -sass`): its length and the warp shuffles, barriers and "
+        "shared-memory loads + stores inside it. Nothing ran: no timing here.",
         "",
         "GPU tile configs (BLOCK_C, BLOCK_P, num_warps) per layout:",
         "",
@@ -347,7 +385,11 @@ def markdown(rows: list[Compiled], launches: int, seconds: float, command: str) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one shape per (kernel size, stride), fp16 and bf16")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--quick", action="store_true", help="every constexpr branch once (the CI test's set)")
+    choice.add_argument(
+        "--tune-candidates", action="store_true", help="bench/tune_dwconv.py's candidate configs at its shapes"
+    )
     parser.add_argument("--out", help="write the markdown table here (else stdout)")
     parser.add_argument("--json", help="write every compiled specialization here")
     args = parser.parse_args(argv)
@@ -360,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     failures, launches = [], 0
     with assume_gpu(H100_SMS):
-        for label, run in cases(args.quick):
+        for label, run in tune_candidate_cases() if args.tune_candidates else cases(args.quick):
             fake.case, launches = label, launches + 1
             before = len(fake.compiled)
             try:
@@ -369,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"{label}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
             print(f"[{time.perf_counter() - started:6.1f}s] {label}: {len(fake.compiled) - before} new", flush=True)
     seconds = time.perf_counter() - started
-    command = "python bench/compile_sm90.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python bench/compile_sm90.py", *(sys.argv[1:] if argv is None else argv)])
     text = markdown(fake.compiled, launches, seconds, command)
     if failures:
         text += "\nFailed to compile:\n" + "\n".join(f"- {f}" for f in failures) + "\n"
