@@ -44,7 +44,9 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=find_packages(include=["imgcls", "imgcls.*", "kernels", "kernels.*"]),
+    # The repo's top-level kernels/ installs as imgcls.kernels: a name only this project uses.
+    packages=find_packages(include=["imgcls", "imgcls.*"]) + ["imgcls.kernels"],
+    package_dir={"imgcls.kernels": "kernels"},
     package_data={"imgcls.data": ["imagenet_labels.txt"]},
     ext_modules=[Extension("imgcls._reader", sources=[])],
     cmdclass={"build_ext": CMakeBuild},

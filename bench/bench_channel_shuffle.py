@@ -21,8 +21,8 @@ BATCH = 256
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("c,hw", SHAPES)
 def test_concat_shuffle(benchmark, gpu, c, hw, dtype, layout):
-    from kernels import channel_shuffle as op
-    from kernels._tiles import to_layout
+    from imgcls.kernels import channel_shuffle as op
+    from imgcls.kernels._tiles import to_layout
 
     dt = DTYPES[dtype]
     a0, b0 = (to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=dt), layout) for _ in "ab")

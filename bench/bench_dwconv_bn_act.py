@@ -43,8 +43,8 @@ BATCH = 256
 
 def make_case(c, hw, k, stride, act, dt, layout, training):
     """-> (make_args, fused, reference): fresh leaves (gradients only in training) and running stats per call."""
-    from kernels import dwconv_bn_act as op
-    from kernels._tiles import to_layout
+    from imgcls.kernels import dwconv_bn_act as op
+    from imgcls.kernels._tiles import to_layout
 
     x0 = to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=dt), layout)
     w0 = torch.randn(c, 1, k, k, device="cuda") * 0.3

@@ -30,8 +30,8 @@ BATCH = 256
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("c,hw,r", SHAPES)
 def test_squeeze_excite_residual(benchmark, gpu, c, hw, r, dtype, layout):
-    from kernels import squeeze_excite as op
-    from kernels._tiles import to_layout
+    from imgcls.kernels import squeeze_excite as op
+    from imgcls.kernels._tiles import to_layout
 
     dt = DTYPES[dtype]
     x0, res0 = (to_layout(torch.randn(BATCH, c, hw, hw, device="cuda", dtype=dt), layout) for _ in "xr")

@@ -189,7 +189,7 @@ def _tensor(shape: tuple[int, ...], dtype: torch.dtype, layout: str, grad: bool 
 def _dwconv_case(
     model: str, c: int, hw: int, k: int, stride: int, act: str, dt: torch.dtype, layout: str, training: bool
 ) -> tuple[str, Callable[[], None]]:
-    from kernels import dwconv_bn_act as op
+    from imgcls.kernels import dwconv_bn_act as op
 
     def run() -> None:
         x = _tensor((BATCH, c, hw, hw), dt, layout, grad=True)
@@ -203,7 +203,7 @@ def _dwconv_case(
 
 
 def _shuffle_case(c: int, hw: int, dt: torch.dtype, layout: str) -> tuple[str, Callable[[], None]]:
-    from kernels import channel_shuffle as op
+    from imgcls.kernels import channel_shuffle as op
 
     def run() -> None:
         x = _tensor((BATCH, 2 * c, hw, hw), dt, layout, grad=True)
@@ -218,7 +218,7 @@ def _shuffle_case(c: int, hw: int, dt: torch.dtype, layout: str) -> tuple[str, C
 def _se_case(
     c: int, hw: int, r: int, dt: torch.dtype, layout: str, with_residual: bool
 ) -> tuple[str, Callable[[], None]]:
-    from kernels import squeeze_excite as op
+    from imgcls.kernels import squeeze_excite as op
 
     def run() -> None:
         x = _tensor((BATCH, c, hw, hw), dt, layout, grad=True)
@@ -252,7 +252,7 @@ QUICK = [
 
 def _with_config(layout: str, config: tuple[int, int, int], case: tuple[str, Callable[[], None]]):
     """The case run with dwconv's 3x3 GPU config for ``layout`` swapped to ``config`` (put back afterwards)."""
-    from kernels import dwconv_bn_act as op
+    from imgcls.kernels import dwconv_bn_act as op
 
     label, run = case
 
@@ -347,7 +347,7 @@ def _cpu_name() -> str:
 
 
 def markdown(rows: list[Compiled], launches: int, seconds: float, command: str) -> str:
-    from kernels import _reductions, channel_shuffle, dwconv_bn_act, squeeze_excite
+    from imgcls.kernels import _reductions, channel_shuffle, dwconv_bn_act, squeeze_excite
 
     configs = {
         "dwconv_bn_act": (
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write every compiled specialization here")
     args = parser.parse_args(argv)
 
-    from kernels._tiles import assume_gpu
+    from imgcls.kernels._tiles import assume_gpu
 
     fake = CompileOnlyDriver()
     driver.set_active(fake)

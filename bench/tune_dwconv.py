@@ -66,7 +66,7 @@ def time_case(shape: tuple, layout: str) -> float:
 
 
 def sweep(budget_s: float) -> dict[str, list[dict]]:
-    from kernels import dwconv_bn_act as op
+    from imgcls.kernels import dwconv_bn_act as op
 
     deadline = time.monotonic() + budget_s
     found: dict[str, list[dict]] = {layout: [] for layout in CANDIDATES}

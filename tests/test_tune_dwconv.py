@@ -33,7 +33,7 @@ def tune():
 
 
 def test_plan_alternates_layouts_and_starts_with_the_current_configs(tune):
-    from kernels import dwconv_bn_act
+    from imgcls.kernels import dwconv_bn_act
 
     plan = tune.plan()
     assert len(plan) == sum(len(c) for c in tune.CANDIDATES.values())

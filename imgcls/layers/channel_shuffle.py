@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels.references import channel_shuffle as channel_shuffle_reference
+from imgcls.kernels.references import channel_shuffle as channel_shuffle_reference
 
 from .fused import use_fused
 
@@ -20,7 +20,7 @@ class ChannelShuffle(nn.Module):
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         if use_fused(self, xs[0]):
-            from kernels.channel_shuffle import channel_shuffle, concat_shuffle
+            from imgcls.kernels.channel_shuffle import channel_shuffle, concat_shuffle
 
             if len(xs) == 2 and self.groups == 2:
                 return concat_shuffle(xs[0], xs[1])

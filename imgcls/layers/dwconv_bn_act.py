@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.references import dwconv_unsupported
+from imgcls.kernels.references import dwconv_unsupported
 
 from .activations import activation_name
 from .conv_bn_act import ConvBNAct
@@ -39,7 +39,7 @@ class DWConvBNAct(ConvBNAct):
         return super().forward(x)
 
     def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
-        from kernels.dwconv_bn_act import dwconv_bn_act
+        from imgcls.kernels.dwconv_bn_act import dwconv_bn_act
 
         bn = self.bn
         training = bn.training or bn.running_mean is None

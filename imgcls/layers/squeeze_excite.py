@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels.references import squeeze_excite as squeeze_excite_reference
+from imgcls.kernels.references import squeeze_excite as squeeze_excite_reference
 
 from .fused import use_fused
 
@@ -26,7 +26,7 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         args = (x, self.squeeze.weight, self.squeeze.bias, self.excite.weight, self.excite.bias, residual)
         if use_fused(self, x):
-            from kernels.squeeze_excite import squeeze_excite
+            from imgcls.kernels.squeeze_excite import squeeze_excite
 
             return squeeze_excite(*args)
         return squeeze_excite_reference(*args)

@@ -20,9 +20,9 @@ DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 if not ON_GPU:
     _before = os.environ.get("TRITON_INTERPRET")
     os.environ.setdefault("TRITON_INTERPRET", "1")
-    import kernels.channel_shuffle  # noqa: E402,F401
-    import kernels.dwconv_bn_act  # noqa: E402,F401
-    import kernels.squeeze_excite  # noqa: E402,F401
+    import imgcls.kernels.channel_shuffle  # noqa: E402,F401
+    import imgcls.kernels.dwconv_bn_act  # noqa: E402,F401
+    import imgcls.kernels.squeeze_excite  # noqa: E402,F401
 
     if _before is None:
         del os.environ["TRITON_INTERPRET"]
@@ -39,10 +39,10 @@ def _interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrink the interpreter tiles so small tensors still span several tiles and reduction steps."""
-    import kernels._reductions as reductions
-    import kernels.channel_shuffle as cs
-    import kernels.dwconv_bn_act as dw
-    import kernels.squeeze_excite as se
+    import imgcls.kernels._reductions as reductions
+    import imgcls.kernels.channel_shuffle as cs
+    import imgcls.kernels.dwconv_bn_act as dw
+    import imgcls.kernels.squeeze_excite as se
 
     for module in (cs, dw, se):
         monkeypatch.setattr(module, "_INTERPRETER_CONFIG", (16, 32, 1))

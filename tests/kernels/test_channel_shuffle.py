@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kernels import channel_shuffle as op
-from kernels._tiles import to_layout
+from imgcls.kernels import channel_shuffle as op
+from imgcls.kernels._tiles import to_layout
 
 from .conftest import DEVICE, reference_forbidden
 

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU compile
 
 
 def _kernel_names() -> set[str]:
-    import kernels._reductions as reductions
-    import kernels.channel_shuffle as cs
-    import kernels.dwconv_bn_act as dw
-    import kernels.squeeze_excite as se
+    import imgcls.kernels._reductions as reductions
+    import imgcls.kernels.channel_shuffle as cs
+    import imgcls.kernels.dwconv_bn_act as dw
+    import imgcls.kernels.squeeze_excite as se
 
     return {name for module in (reductions, cs, dw, se) for name in vars(module) if name.endswith("_kernel")}
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kernels import dwconv_bn_act as op
-from kernels._tiles import to_layout
+from imgcls.kernels import dwconv_bn_act as op
+from imgcls.kernels._tiles import to_layout
 
 from .conftest import DEVICE, ON_GPU, assert_close, reference_forbidden
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kernels import squeeze_excite as op
-from kernels._tiles import to_layout
+from imgcls.kernels import squeeze_excite as op
+from imgcls.kernels._tiles import to_layout
 
 from .conftest import DEVICE, ON_GPU, assert_close, reference_forbidden
 
