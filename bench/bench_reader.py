@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from imgcls.data import transforms as T
-from imgcls.data.native_reader import MAX_DIFF_DCT, MAX_DIFF_FULL_SCALE, MEAN_DIFF_DCT
+from imgcls.data.readers.native import MAX_DIFF_DCT, MAX_DIFF_FULL_SCALE, MEAN_DIFF_DCT
 
 SIZES = {"500x375": (375, 500), "1024x768": (768, 1024), "2048x1536": (1536, 2048)}
 OUT, SHORT = 224, 256
@@ -105,7 +105,7 @@ READERS = {
 
 def check_outputs(images: list[bytes]) -> None:
     """Before anything is timed: the native geometry exact and its pixels within the documented bounds
-    (native_reader.MAX_DIFF_*: <= 1 level at a 1/1 decode; mean < 3 and max <= 112 with a DCT scale); Pillow, whose
+    (readers.native.MAX_DIFF_*: <= 1 level at a 1/1 decode; mean < 3 and max <= 112 with a DCT scale); Pillow, whose
     resize filter differs, close (mean < 6)."""
     from imgcls import _reader
 
@@ -165,7 +165,7 @@ def thread_scaling(
     """
     import tempfile
 
-    from imgcls.data.native_reader import NativeReader
+    from imgcls.data.readers.native import NativeReader
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
@@ -245,7 +245,7 @@ def normalize_speed(images: list[bytes], threads: int, batch: int = 64, rounds: 
 
     import torch
 
-    from imgcls.data.native_reader import NativeReader
+    from imgcls.data.readers.native import NativeReader
 
     torch.set_num_threads(1)
     scale = np.full(3, 1 / (255 * 0.226), np.float32)
@@ -285,6 +285,7 @@ def loader_overhead(images: list[bytes], threads: int, batch: int = 64, rounds: 
 
     from imgcls.data.datasets import Sample
     from imgcls.data.loader import Loader
+    from imgcls.data.preprocess import PreprocessSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         samples = [Sample(str(Path(tmp) / f"{i}.jpg"), 0) for i in range(batch)]
@@ -292,13 +293,9 @@ def loader_overhead(images: list[bytes], threads: int, batch: int = 64, rounds: 
             Path(sample.path).write_bytes(images[i % len(images)])
         loader = Loader(
             samples,
+            preprocess=PreprocessSpec(OUT, SHORT, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
             train=True,
             batch_size=batch,
-            size=OUT,
-            resize_short=SHORT,
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            aug=T.AugConfig(),
             random_seed=0,
             num_workers=threads,
             prefetch=1,

@@ -19,7 +19,8 @@ import warnings
 import torch
 
 from imgcls.benchmark_report import Config, Row, describe, table
-from imgcls.cli_args import add_bool, fail, pick_device, positive_int
+from imgcls.cli.flags import add_bool, fail, pick_device, positive_int
+from imgcls.config import PrecisionConfig
 from imgcls.engine import Precision, backward_and_step, make_precision, make_scaler
 from imgcls.losses import training_loss
 
@@ -62,7 +63,8 @@ def build(
     model.load_state_dict(weights)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model.to(device), make_precision(config.amp, args.amp_dtype, config.channels_last, device)
+    precision = PrecisionConfig(config.amp, args.amp_dtype, config.channels_last)
+    return model.to(device), make_precision(precision, device)
 
 
 def sync(device: torch.device) -> None:

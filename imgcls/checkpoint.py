@@ -1,7 +1,8 @@
 """Checkpoints laid out as the seed's: ``<model_save_dir>/<model>/<epoch>/`` holding
 
 - ``model.pt``: the weights, a plain state_dict (what ``--pretrained_model``, eval and infer load);
-- ``state.pt``: everything else a resume needs (optimizer, LR schedule step, epoch, RNG states, args).
+- ``state.pt``: everything else a resume needs (optimizer, LR schedule step, epoch, RNG states) and the run's
+  ``RunConfig`` (``imgcls.config``: preprocessing spec included) and class names, which eval and infer read.
 
 Saving is atomic: both files go into a hidden temp folder beside the target, are fsynced, and the folder is renamed
 into place (a rename within one filesystem is atomic). Overwriting an existing folder takes two renames (target ->
@@ -10,27 +11,34 @@ loading falls back to and the next save puts back. The next save also removes st
 So a kill at any moment leaves the previous checkpoint or the complete new one, never a half-written one.
 
 Both files load with ``torch.load(weights_only=True)``: tensors and plain Python values only (RNG states included),
-so reading a checkpoint (eval and infer read ``state.pt`` for the run's args) never runs pickled code.
+so reading a checkpoint (eval and infer read ``state.pt`` for the run's preprocessing) never runs pickled code.
+
+``state.pt`` formats: 2 (``format: 2``, the run's ``config`` under the config's own field names) and 1 (no
+``format`` key; the CLI's flags under ``args``), which still loads for eval, infer, fine-tuning and resume.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import random
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+from imgcls.config import RunConfig, from_plain, to_plain
+from imgcls.data.preprocess import PreprocessSpec
+from imgcls.data.transforms import AugConfig
+from imgcls.randomness import restore_rng_states, rng_states
 
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "state.pt"
 MIN_MATCH_FRACTION = 0.5  # fewer matching tensors than this means the file is another model's
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"  # hidden folders beside a target: .<name>.tmp-<pid>, .<name>.old-<pid>
+STATE_FORMAT = 2
 
 
 def _fsync_path(path: Path) -> None:
@@ -115,27 +123,6 @@ def save_checkpoint(target: str | os.PathLike, model: nn.Module, state: dict | N
     return target
 
 
-def rng_states() -> dict:
-    """The python, numpy and torch (CPU and CUDA) generator states, as tensors and plain values (numpy's key
-    array becomes an int64 tensor) so that ``state.pt`` loads with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
-    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict) -> None:
-    """Put back what ``rng_states`` returned."""
-    random.setstate(states["python"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def _load_plain(path: Path) -> object:
     """``torch.load`` of tensors and plain values only; ValueError for anything else (it could run code)."""
     try:
@@ -164,16 +151,18 @@ def load_training_state(checkpoint_dir: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def training_state(
-    args: dict,
+    config: RunConfig,
     optimizer: torch.optim.Optimizer,
     epoch: int,
     step: int,
     label_names: list[str] | None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
-    """Everything besides the weights that an exact resume needs (and eval/infer defaults: args, label names)."""
-    state = dict(epoch=epoch, step=step, optimizer=optimizer.state_dict(), rng=rng_states(), args=dict(args))
-    state.update(label_names=label_names, scaler=scaler.state_dict() if scaler is not None else None)
+    """Everything besides the weights that an exact resume needs, and what eval/infer read: the run's config
+    (preprocessing included) and class names."""
+    state = dict(format=STATE_FORMAT, epoch=epoch, step=step, optimizer=optimizer.state_dict(), rng=rng_states())
+    state.update(config=to_plain(config), label_names=label_names)
+    state.update(scaler=scaler.state_dict() if scaler is not None else None)
     return state
 
 
@@ -184,11 +173,11 @@ def restore_training_state(
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
     """Load a ``save_checkpoint`` folder into ``model`` (every tensor must fit: ValueError naming the mismatch
-    otherwise), ``optimizer``, the RNGs and ``scaler``; returns the state (epoch, step, args, ...)."""
+    otherwise), ``optimizer``, the RNGs and ``scaler``; returns the state (epoch, step, config, ...)."""
     weights, state = load_training_state(path)
     report = load_matching(model, weights)
     if report.shape_mismatch or report.missing or report.unexpected:
-        saved_model = (state.get("args") or {}).get("model", "another model")
+        saved_model = saved_run(state).model or "another model"
         raise ValueError(f"the weights ({saved_model}) do not fit this model: " + "; ".join(report.lines()[1:]))
     optimizer.load_state_dict(state["optimizer"])
     restore_rng_states(state["rng"])
@@ -197,43 +186,72 @@ def restore_training_state(
     return state
 
 
-# Flags whose change on resume is reported (they change the continuation; the new values apply).
-RESUME_KEYS = (
-    "batch_size lr lr_strategy num_epochs step_epochs warm_up_epochs momentum_rate l2_decay random_seed amp".split()
-)
-
-
 def resume_training(
     checkpoint_dir: str | os.PathLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
-    args: dict,
-) -> tuple[int, int, list[str]]:
-    """Restore a training checkpoint, then let the run's flags ``args`` win: the caller rebuilds the LR schedule
-    from them, and momentum / L2 decay are set again here, after the optimizer state is loaded.
-    -> (first epoch to train, its global step, the RESUME_KEYS that differ as 'name old -> new')."""
+    momentum: float,
+    l2_decay: float,
+) -> tuple[int, int, SavedRun]:
+    """Restore a training checkpoint, then let this run's ``momentum`` and ``l2_decay`` win over the saved
+    optimizer's (the caller rebuilds the LR schedule from its own config).
+    -> (first epoch to train, its global step, what the checkpoint says of its run)."""
     state = restore_training_state(checkpoint_dir, model, optimizer, scaler)
     for group in optimizer.param_groups:
-        group["momentum"], group["weight_decay"] = args["momentum_rate"], args["l2_decay"]
-    saved = state.get("args", {})
-    changed = [f"{k} {saved.get(k)} -> {args.get(k)}" for k in RESUME_KEYS if saved.get(k) != args.get(k)]
-    return state["epoch"] + 1, state["step"], changed
+        group["momentum"], group["weight_decay"] = momentum, l2_decay
+    return state["epoch"] + 1, state["step"], saved_run(state)
 
 
-def read_run_info(path: str | os.PathLike) -> dict:
-    """The training run's args plus ``label_names`` from the ``state.pt`` beside ``path`` (a checkpoint folder or
-    its model.pt); {} when there is none (a plain state_dict or a Paddle file). Loaded as plain data only."""
+@dataclass(frozen=True)
+class SavedRun:
+    """What a checkpoint's ``state.pt`` says about the run that wrote it (any format)."""
+
+    model: str | None = None
+    num_classes: int | None = None
+    preprocess: PreprocessSpec | None = None
+    label_names: list[str] | None = None
+    config: RunConfig | None = None  # format 2
+    legacy_args: dict | None = None  # format 1: the CLI flags as they were spelled then
+
+
+def saved_run(state: dict) -> SavedRun:
+    """The ``SavedRun`` of a loaded ``state.pt`` (format 2, or format 1 with its ``args``)."""
+    names = state.get("label_names")
+    if state.get("format") == STATE_FORMAT:
+        config = from_plain(RunConfig, state["config"])
+        return SavedRun(config.model, config.num_classes, config.preprocess, names, config=config)
+    args = state.get("args") or {}
+    return SavedRun(args.get("model"), args.get("class_dim"), _format1_preprocess(args), names, legacy_args=args)
+
+
+def _format1_preprocess(args: dict) -> PreprocessSpec | None:
+    """The preprocessing of a format-1 run, from the flags it stored (None when they are incomplete)."""
+    keys = ("crop_size", "resize_short_size", "image_mean", "image_std", "interpolation")
+    if any(args.get(k) is None for k in keys):
+        return None
+    aug_fields = ("lower_scale", "lower_ratio", "upper_ratio", "rotate", "brightness", "contrast", "saturation", "hue")
+    aug = AugConfig(interpolation=args["interpolation"], **{k: args[k] for k in aug_fields if args.get(k) is not None})
+    mean, std = tuple(args["image_mean"]), tuple(args["image_std"])
+    return PreprocessSpec(args["crop_size"], args["resize_short_size"], mean, std, aug)
+
+
+def read_run_info(path: str | os.PathLike) -> SavedRun | None:
+    """The ``SavedRun`` of the ``state.pt`` beside ``path`` (a checkpoint folder or its model.pt); None when there
+    is none (a plain state_dict or a Paddle file). Loaded as plain data only."""
     folder = checkpoint_folder(path)
     if folder.is_file():
         folder = folder.parent
     state_file = folder / STATE_FILE
     if not state_file.is_file():
-        return {}
+        return None
     state = _load_plain(state_file)
     if not isinstance(state, dict):
-        return {}
-    return dict(state.get("args") or {}, label_names=state.get("label_names"))
+        return None
+    try:
+        return saved_run(state)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{state_file}: unreadable run record ({e})") from None
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:

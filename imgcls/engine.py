@@ -1,11 +1,13 @@
-"""The loops the CLIs share: ``train_one_epoch`` and ``evaluate``.
+"""The training step and the loops the CLIs share: ``train_step``, ``train_one_epoch`` and ``evaluate``.
 
-Both run under a ``Precision`` (autocast dtype, channels_last input) and, in a distributed run, sum their counters
-over ranks before averaging, so every rank returns the global metrics of the epoch.
+``train_step`` is the one training step of the library (the CLI's, the benchmarks' and the Paddle parity tests'):
+the LR of the global step (as Paddle's schedules), mixup, the forward pass under a ``Precision`` (autocast dtype,
+channels_last input), the loss (label smoothing, auxiliary heads), backward and the optimizer step.
 
-The LR is set before every iteration from the global step (as Paddle's schedules); mixup draws come from a seed of
-(random_seed, epoch, iteration), so an epoch's arithmetic depends only on the weights, the optimizer state and the
-step it starts from: what makes a resumed run equal a straight one.
+Both loops, in a distributed run, sum their counters over ranks before averaging, so every rank returns the global
+metrics of the epoch. Mixup draws come from a seed of (random_seed, epoch, iteration) (``imgcls.randomness``), so an
+epoch's arithmetic depends only on the weights, the optimizer state and the step it starts from: what makes a
+resumed run equal a straight one.
 """
 
 from __future__ import annotations
@@ -13,22 +15,19 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
-from imgcls.data.transforms import sample_seed
+from imgcls.config import LossConfig, PrecisionConfig
 from imgcls.distributed import is_main, reduce_sums
 from imgcls.losses import mixup_batch, training_loss
 from imgcls.metrics import ProgressBar, topk_hits
 from imgcls.optim import LRSchedule, set_lr
-
-MIXUP_SALT = 0x6D69787570  # "mixup": keeps mixup draws apart from the per-sample augmentation stream
+from imgcls.randomness import mixup_seed
 
 
 class EmptyEpochError(RuntimeError):
@@ -51,14 +50,6 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """How the training loss is formed: label smoothing epsilon (0 = off), mixup alpha (0 = off)."""
-
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0
-
-
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -79,14 +70,14 @@ class Precision:
         return self.amp_dtype == torch.float16 and device.type == "cuda"
 
 
-def make_precision(amp: bool, amp_dtype: str | None, channels_last: bool, device: torch.device) -> Precision:
-    """``--amp`` picks fp16 on CUDA and bf16 on CPU unless ``--amp_dtype`` says; ValueError for fp16 on CPU."""
-    if not amp:
-        return Precision(None, channels_last)
-    name = amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
+def make_precision(config: PrecisionConfig, device: torch.device) -> Precision:
+    """``amp`` picks fp16 on CUDA and bf16 on CPU unless ``amp_dtype`` says; ValueError for fp16 on CPU."""
+    if not config.amp:
+        return Precision(None, config.channels_last)
+    name = config.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
     if name == "fp16" and device.type != "cuda":
         raise ValueError("--amp_dtype fp16 needs a CUDA device; on CPU use --amp_dtype bf16")
-    return Precision(AMP_DTYPES[name], channels_last)
+    return Precision(AMP_DTYPES[name], config.channels_last)
 
 
 def make_scaler(precision: Precision, device: torch.device) -> torch.amp.GradScaler | None:
@@ -127,6 +118,48 @@ def finite_loss_sum(sums: torch.Tensor, epoch: int, iteration: int) -> list[floa
     return values
 
 
+@dataclass
+class StepResult:
+    """What one training step leaves: its loss (detached), logits, the labels accuracy is taken against (the
+    dominant label of a mixed pair), and the learning rate it used."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    target: torch.Tensor
+    lr: float
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    step: int,
+    *,
+    loss_cfg: LossConfig = LossConfig(),
+    precision: Precision = Precision(),
+    scaler: torch.amp.GradScaler | None = None,
+    mix_seed: int = 0,
+) -> StepResult:
+    """One step of the training recipe on a batch already on the model's device: set the LR of global ``step``,
+    mix the batch (``loss_cfg.mixup_alpha`` > 0, drawn from ``mix_seed``), forward under ``precision``, the loss in
+    fp32 (label smoothing, auxiliary heads), backward and the optimizer step (through ``scaler`` for fp16)."""
+    lr = schedule.lr_at(step)
+    set_lr(optimizer, lr)
+    mix = mixup_batch(images, labels, loss_cfg.mixup_alpha, mix_seed) if loss_cfg.mixup_alpha > 0 else None
+    if mix is not None:
+        images = mix.images
+    with precision.autocast(images.device):
+        output = model(images)
+    # The loss (log-softmax) is taken in fp32 outside autocast.
+    aux_weights = tuple(getattr(_inner(model), "aux_loss_weights", ()))
+    loss, logits = training_loss(output, labels, epsilon=loss_cfg.label_smoothing, mix=mix, aux_weights=aux_weights)
+    backward_and_step(loss, optimizer, scaler)
+    target = labels if mix is None or mix.lam >= 0.5 else mix.labels_b
+    return StepResult(loss.detach(), logits.detach(), target, lr)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -142,34 +175,32 @@ def train_one_epoch(
     precision: Precision = Precision(),
     scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
-    """One pass over ``loader`` with momentum SGD; ``start_step`` is the global step of its first iteration.
+    """One pass of ``train_step`` over ``loader``; ``start_step`` is the global step of its first iteration.
 
-    With ``scaler`` (fp16) the loss is scaled for backward and steps whose gradients overflowed are skipped by it.
     The returned loss and accuracy are over all ranks' images (the progress bar shows rank 0's own).
     """
     model.train()
-    aux_weights = tuple(getattr(_inner(model), "aux_loss_weights", ()))
     bar = ProgressBar(len(loader), desc or f"epoch {epoch}") if is_main() else None
     # (loss sum, top-1 hits) stay on the device: a step never waits for the GPU; they are read when shown.
     sums, seen, lr = torch.zeros(2, dtype=torch.float64, device=device), 0, math.nan
     start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
         images, labels = to_device(images, labels, device, precision.channels_last)
-        lr = schedule.lr_at(start_step + i)
-        set_lr(optimizer, lr)
-        mix = None
-        if loss_cfg.mixup_alpha > 0:
-            mix = mixup_batch(images, labels, loss_cfg.mixup_alpha, sample_seed(random_seed ^ MIXUP_SALT, epoch, i))
-            images = mix.images
-        with precision.autocast(device):
-            output = model(images)
-        # The loss (log-softmax) is taken in fp32 outside autocast.
-        loss, logits = training_loss(output, labels, epsilon=loss_cfg.label_smoothing, mix=mix, aux_weights=aux_weights)
-        backward_and_step(loss, optimizer, scaler)
-        # Train accuracy against the dominant label of a mixed pair (the plain label otherwise).
-        target = labels if mix is None or mix.lam >= 0.5 else mix.labels_b
-        n = labels.shape[0]
-        sums += torch.stack((loss.detach().double() * n, topk_hits(logits.detach(), target, (1,))[0].double()))
+        result = train_step(
+            model,
+            images,
+            labels,
+            optimizer,
+            schedule,
+            start_step + i,
+            loss_cfg=loss_cfg,
+            precision=precision,
+            scaler=scaler,
+            mix_seed=mixup_seed(random_seed, epoch, i),
+        )
+        lr, n = result.lr, labels.shape[0]
+        hits = topk_hits(result.logits, result.target, (1,))[0]
+        sums += torch.stack((result.loss.double() * n, hits.double()))
         seen += n
         if bar is not None and bar.due(i + 1):
             bar.update(i + 1, seen, loss=finite_loss_sum(sums, epoch, i)[0] / seen, lr=lr)
@@ -244,13 +275,6 @@ def summary_text(row: dict) -> str:
 def _inner(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (for its attributes)."""
     return getattr(model, "module", model)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (model init); the loader and mixup derive their own streams from ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
 
 
 def setup_determinism(enabled: bool, device: torch.device) -> None:

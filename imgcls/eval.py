@@ -1,7 +1,7 @@
-"""Evaluate a model: ``python -m imgcls.eval --model X --pretrained_model P [--data_dir D]`` (the seed's eval.py).
+"""Evaluate a model: ``python -m imgcls.eval --model X --pretrained_model P [--data_dir D]`` (Paddle's eval.py).
 
 Top-1 / top-5 on the val list with the model's own preprocessing (resize the short side, center crop, mean/std from
-the model cfg; a checkpoint of ours brings the sizes it was trained with).
+the model cfg; a checkpoint of ours brings the preprocessing it was trained with).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import argparse
 import torch
 
 from imgcls import checkpoint as ckpt
-from imgcls.cli_args import add_model_args, add_precision_args, fail, positive_int
-from imgcls.cli_setup import loader_for, prepare
-from imgcls.data.transforms import AugConfig
+from imgcls.cli.data import make_loader, resolve_data
+from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, warn
+from imgcls.cli.layering import build_run_config, model_cfg
+from imgcls.config import RunConfig
 from imgcls.engine import evaluate, make_precision
 
 
@@ -26,46 +27,61 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_for_inference(args: argparse.Namespace, cfg, num_classes: int, device: torch.device) -> torch.nn.Module:
-    """Build the model and load ``--pretrained_model`` strictly (every tensor must fit)."""
+def saved_run_of(path: str | None) -> ckpt.SavedRun | None:
+    """What the checkpoint at ``path`` says of its run (its preprocessing, classes); None for other files.
+    An unreadable record is a warning: the model's defaults apply."""
+    if not path:
+        return None
+    try:
+        return ckpt.read_run_info(path)
+    except ValueError as e:
+        warn(f"{e}; using the model's defaults")
+        return None
+
+
+def load_for_inference(config: RunConfig, device: torch.device) -> torch.nn.Module:
+    """Build the model and load ``--pretrained_model`` strictly (every tensor must fit), in eval mode."""
     from imgcls.models import create_model
 
-    if not args.pretrained_model:
+    path = config.pretrained_model
+    if not path:
         fail("--pretrained_model is required (a checkpoint dir, model.pt, .pt/.pth or a Paddle tar/folder)")
-    model = create_model(cfg.name, num_classes=num_classes, fused=args.fused)
+    model = create_model(config.model, num_classes=config.num_classes, fused=config.fused)
     try:
-        weights = ckpt.read_weights(args.pretrained_model, cfg.name)
+        weights = ckpt.read_weights(path, config.model)
         report = ckpt.load_matching(model, weights)
     except (OSError, ValueError, NotImplementedError) as e:
-        fail(f"cannot load --pretrained_model {args.pretrained_model}: {e}")
+        fail(f"cannot load --pretrained_model {path}: {e}")
     if report.shape_mismatch or report.missing:
-        fail(
-            f"{args.pretrained_model} does not fit {cfg.name} with {num_classes} classes: " + "; ".join(report.lines())
-        )
+        problems = "; ".join(report.lines())
+        fail(f"{path} does not fit {config.model} with {config.num_classes} classes: {problems}")
+    if config.precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval()
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
     """Evaluate; returns {'top1', 'top5', 'loss', 'images'}."""
-    spec, cfg, device = prepare(args, train=False)
-    if not spec.val:
-        fail(f"{spec.root}: the val list is empty")
+    model_cfg(args.model)  # a bad model name fails before any data work
+    dataset = resolve_data(args.data_dir, args.class_dim)
+    if not dataset.val:
+        fail(f"{dataset.root}: the val list is empty")
+    saved = saved_run_of(args.pretrained_model)
+    config = build_run_config(args, train=False, num_classes=dataset.num_classes, dataset=dataset, saved=saved)
+    device = pick_device(args.use_gpu)
     try:
-        precision = make_precision(args.amp, args.amp_dtype, args.channels_last, device)
+        precision = make_precision(config.precision, device)
     except ValueError as e:
         fail(str(e))
-    model = load_for_inference(args, cfg, spec.num_classes, device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loader = loader_for(
-        args, spec.val, False, AugConfig(interpolation=args.interpolation), args.batch_size, device=device
-    )
+    model = load_for_inference(config, device)
+    loader = make_loader(config, dataset.val, train=False, batch_size=config.batch_size, device=device)
     stats = evaluate(model, loader, device, desc="eval", precision=precision)
     for path, reason in loader.skipped:
         print(f"skipped {path}: {reason}")
+    pre = config.preprocess
     print(
-        f"{cfg.name} on {spec.root} ({stats.images} images, {args.crop_size}px crop of short side "
-        f"{args.resize_short_size}): top-1 {stats.top1:.2f}% top-5 {stats.top5:.2f}% loss {stats.loss:.4f}"
+        f"{config.model} on {dataset.root} ({stats.images} images, {pre.input_size}px crop of short side "
+        f"{pre.resize_short}): top-1 {stats.top1:.2f}% top-5 {stats.top5:.2f}% loss {stats.loss:.4f}"
     )
     return {"top1": stats.top1, "top5": stats.top5, "loss": stats.loss, "images": stats.images}
 

@@ -1,5 +1,5 @@
-"""Deployable models: BatchNorm folded into the preceding convs, saved as TorchScript and ONNX with a preprocessing
-json beside them (the seed's ``--save_inference=True``).
+"""Deployable models: BatchNorm folded into the preceding convs, saved as TorchScript and ONNX with
+``inference.json`` beside them (the model, its classes and its preprocessing spec; Paddle's ``--save_inference=True``).
 
 Folding (eval mode): y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta is a conv with
 W' = W * s and b' = (b - mean) * s + beta, where s = gamma / sqrt(var + eps) per output channel.
@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgcls.config import from_plain, to_plain
+from imgcls.data.preprocess import PreprocessSpec
+from imgcls.data.transforms import AugConfig
 from imgcls.layers import ConvBNAct, set_fused
 
 TORCHSCRIPT_FILE = "model.ts"
@@ -65,38 +68,54 @@ def fold_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+EXPORT_FORMAT = 2
+
+
 @dataclass(frozen=True)
-class Preprocess:
-    """What a deployed model expects: RGB, resize short side, center crop, (x/255 - mean) / std, NCHW float32."""
+class InferenceInfo:
+    """What a deployed model is: its name, class count and names, and the preprocessing its input needs (the
+    ``PreprocessSpec`` it was trained with: RGB, resize short side, center crop, normalize, NCHW float32)."""
 
     model: str
     num_classes: int
-    input_size: int
-    resize_short: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str = "linear"
+    preprocess: PreprocessSpec
     label_names: tuple[str, ...] | None = None
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.__dict__, indent=1))
+        path.write_text(json.dumps({"format": EXPORT_FORMAT, **to_plain(self)}, indent=1))
 
     @staticmethod
-    def load(path: Path) -> Preprocess:
+    def load(path: Path) -> InferenceInfo:
+        """Read an ``inference.json`` (this format, or the flat format-1 one whose fields sat at the top level)."""
         data = json.loads(Path(path).read_text())
-        for key in ("mean", "std", "label_names"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return Preprocess(**data)
+        if data.pop("format", 1) != EXPORT_FORMAT:
+            return _format1_info(data)
+        if data.get("label_names") is not None:
+            data["label_names"] = tuple(data["label_names"])
+        return from_plain(InferenceInfo, data)
 
 
-def export_inference(model: nn.Module, out_dir: str | os.PathLike, pre: Preprocess, onnx: bool = True) -> Path:
+def _format1_info(data: dict) -> InferenceInfo:
+    """A format-1 ``inference.json``: model, num_classes, input_size, resize_short, mean, std, interpolation."""
+    spec = PreprocessSpec(
+        data["input_size"],
+        data["resize_short"],
+        tuple(data["mean"]),
+        tuple(data["std"]),
+        AugConfig(interpolation=data.get("interpolation", "linear")),
+    )
+    names = tuple(data["label_names"]) if data.get("label_names") else None
+    return InferenceInfo(data["model"], data["num_classes"], spec, names)
+
+
+def export_inference(model: nn.Module, out_dir: str | os.PathLike, info: InferenceInfo, onnx: bool = True) -> Path:
     """Fold BN, then write ``model.ts`` (TorchScript trace), ``model.onnx`` (checked with onnxruntime) and the
     preprocessing json into ``out_dir``. Raises if the exported graphs disagree with the folded model."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folded = fold_bn(model).cpu().float()
-    example = torch.randn(2, 3, pre.input_size, pre.input_size, generator=torch.Generator().manual_seed(0))
+    size = info.preprocess.input_size
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     # TorchScript and the TorchScript-based ONNX exporter are deprecated in torch 2.9+, yet they are what C++
     # (libtorch) and onnxruntime deployments load today; keep the deprecation notices out of the user's log.
     with torch.no_grad(), warnings.catch_warnings():
@@ -109,7 +128,7 @@ def export_inference(model: nn.Module, out_dir: str | os.PathLike, pre: Preproce
             export_onnx(folded, example, out / ONNX_FILE)
             got = OnnxRunner(out / ONNX_FILE)(example)
             torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
-    pre.save(out / PREPROCESS_FILE)
+    info.save(out / PREPROCESS_FILE)
     return out
 
 
@@ -140,16 +159,17 @@ class OnnxRunner:
         return torch.from_numpy(self.session.run(["logits"], feed)[0])
 
 
-def load_inference(model_dir: str | os.PathLike, backend: str = "torchscript") -> tuple[object, Preprocess]:
-    """(callable model, preprocessing) from a folder written by ``export_inference``; backend torchscript|onnx."""
+def load_inference(model_dir: str | os.PathLike, backend: str = "torchscript") -> tuple[object, InferenceInfo]:
+    """(callable model, what it is and needs) from a folder written by ``export_inference``; backend
+    torchscript|onnx."""
     folder = Path(model_dir)
     if not (folder / PREPROCESS_FILE).is_file():
         raise FileNotFoundError(f"{folder}: no {PREPROCESS_FILE}; export one with --save_inference=True")
-    pre = Preprocess.load(folder / PREPROCESS_FILE)
+    info = InferenceInfo.load(folder / PREPROCESS_FILE)
     if backend == "onnx":
-        return OnnxRunner(folder / ONNX_FILE), pre
+        return OnnxRunner(folder / ONNX_FILE), info
     if backend != "torchscript":
         raise ValueError(f"unknown inference backend {backend!r}; choose torchscript or onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(folder / TORCHSCRIPT_FILE), map_location="cpu").eval(), pre
+        return torch.jit.load(str(folder / TORCHSCRIPT_FILE), map_location="cpu").eval(), info

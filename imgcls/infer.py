@@ -9,20 +9,19 @@ and ONNX plus inference.json) and ``--inference_model DIR`` predicts with one.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imgcls.cli_args import add_bool, add_model_args, fail, positive_int
-from imgcls.cli_setup import prepare, resolve_data, saved_run_args
-from imgcls.data import DatasetSpec, make_reader
-from imgcls.data.reader import BatchReader
-from imgcls.data.transforms import AugConfig
-from imgcls.eval import load_for_inference
-from imgcls.export import Preprocess, export_inference, load_inference
+from imgcls.cli.data import resolve_data
+from imgcls.cli.flags import add_bool, add_model_args, fail, pick_device, positive_int
+from imgcls.cli.layering import build_run_config, model_cfg, read_config
+from imgcls.config import ReadConfig
+from imgcls.data import BatchReader, DatasetSpec, make_reader
+from imgcls.eval import load_for_inference, saved_run_of
+from imgcls.export import InferenceInfo, export_inference, load_inference
 
 DEFAULT_EXPORT_DIR = "inference_model"
 
@@ -73,78 +72,70 @@ def read_label_names(args: argparse.Namespace, num_classes: int, fallback: list[
 
 def build_predictor(
     args: argparse.Namespace,
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str] | None, Preprocess, DatasetSpec | None, torch.device]:
-    """(model callable, label names or None, Preprocess, dataset or None, device) from the flags."""
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str] | None, InferenceInfo, DatasetSpec | None, torch.device]:
+    """(model callable, label names or None, what the model is and needs, dataset or None, device) from the flags."""
     if args.inference_model:
         try:
-            model, pre = load_inference(args.inference_model, args.inference_backend)
+            model, info = load_inference(args.inference_model, args.inference_backend)
         except (OSError, ValueError, RuntimeError) as e:
             fail(f"--inference_model: {e}")
-        spec = resolve_data(args) if not args.image else None
-        names = read_label_names(args, pre.num_classes, list(pre.label_names) if pre.label_names else None)
-        return model, names, pre, spec, torch.device("cpu")
-    spec = resolve_data(args) if (args.data_dir or not args.image) else None
-    saved = saved_run_args(args.pretrained_model)
-    if spec is None and args.class_dim is None:
-        args.class_dim = saved.get("class_dim") or classifier_width(args.pretrained_model, args.model) or 1000
-    spec, cfg, device = prepare(args, train=False, spec=spec, need_data=False, saved=saved)
-    model = load_for_inference(args, cfg, args.class_dim, device)
-    names = read_label_names(args, args.class_dim, (spec.label_names if spec else None) or saved.get("label_names"))
-    pre = Preprocess(
-        cfg.name,
-        args.class_dim,
-        args.crop_size,
-        args.resize_short_size,
-        args.image_mean,
-        args.image_std,
-        args.interpolation,
-        tuple(names) if names else None,
-    )
+        dataset = resolve_data(args.data_dir, args.class_dim) if not args.image else None
+        names = read_label_names(args, info.num_classes, list(info.label_names) if info.label_names else None)
+        return model, names, info, dataset, torch.device("cpu")
+    model_cfg(args.model)  # a bad model name fails before any data work
+    dataset = resolve_data(args.data_dir, args.class_dim) if (args.data_dir or not args.image) else None
+    saved = saved_run_of(args.pretrained_model)
+    if dataset is not None:
+        num_classes = dataset.num_classes
+    else:
+        saved_classes = saved.num_classes if saved else None
+        num_classes = args.class_dim or saved_classes or classifier_width(args.pretrained_model, args.model) or 1000
+    config = build_run_config(args, train=False, num_classes=num_classes, dataset=dataset, saved=saved)
+    device = pick_device(args.use_gpu)
+    model = load_for_inference(config, device)
+    fallback = (dataset.label_names if dataset else None) or (saved.label_names if saved else None)
+    names = read_label_names(args, num_classes, fallback)
+    info = InferenceInfo(config.model, num_classes, config.preprocess, tuple(names) if names else None)
     if args.save_inference:
-        out = export_inference(model, args.inference_dir or Path(DEFAULT_EXPORT_DIR) / cfg.name, pre)
+        out = export_inference(model, args.inference_dir or Path(DEFAULT_EXPORT_DIR) / config.model, info)
         print(f"saved inference model (BN folded): {out}/model.ts, model.onnx, inference.json")
-    return model, names, pre, spec, device
+    return model, names, info, dataset, device
 
 
-def image_reader(args: argparse.Namespace, pre: Preprocess) -> BatchReader:
+def image_reader(read: ReadConfig, info: InferenceInfo) -> BatchReader:
     """The ``--reader`` the loaders use, in eval mode (resize short side, center crop) with the model's sizes."""
     try:
         return make_reader(
-            args.reader,
-            train=False,
-            size=pre.input_size,
-            resize_short=pre.resize_short,
-            aug=AugConfig(interpolation=pre.interpolation),
-            num_threads=args.reader_thread or os.cpu_count() or 1,
-            apply_exif=args.apply_exif,
+            read.reader, info.preprocess, train=False, num_threads=read.threads, apply_exif=read.apply_exif
         )
     except (RuntimeError, ValueError) as e:
         fail(str(e))
 
 
-def load_batch(paths: list[str], pre: Preprocess, reader: BatchReader) -> tuple[torch.Tensor, list[str]]:
-    """Read (the reader's checks: missing, corrupt, truncated) + normalize; unreadable files are reported and
+def load_batch(paths: list[str], info: InferenceInfo, reader: BatchReader) -> tuple[torch.Tensor, list[str]]:
+    """Read and normalize (the reader's checks: missing, corrupt, truncated); unreadable files are reported and
     left out."""
-    pixels = np.empty((len(paths), pre.input_size, pre.input_size, 3), dtype=np.uint8)
-    errors = reader.read_batch(paths, [0] * len(paths), pixels)  # eval transform: the seeds are unused
+    size = info.preprocess.input_size
+    images = np.empty((len(paths), 3, size, size), dtype=np.float32)
+    scale, shift = info.preprocess.scale_shift()
+    # The eval transform draws nothing: the seeds are unused.
+    errors = reader.read_batch_normalized(paths, [0] * len(paths), images, scale.numpy(), shift.numpy())
     keep = [i for i, err in enumerate(errors) if err is None]
     for path, err in zip(paths, errors):
         if err is not None:
             print(f"skipped {path}: {err}")
-    x = torch.from_numpy(pixels[keep]).permute(0, 3, 1, 2).float() / 255.0
-    mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(), [paths[i] for i in keep]
+    return torch.from_numpy(images[keep]), [paths[i] for i in keep]
 
 
 @torch.no_grad()
 def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str]]]]:
     """Predict; returns [(path, [(class id, score, name), ...])] and prints one line per image."""
-    model, names, pre, spec, device = build_predictor(args)
-    paths = args.image or [s.path for s in spec.val]
-    reader = image_reader(args, pre)
+    model, names, info, dataset, device = build_predictor(args)
+    paths = args.image or [s.path for s in dataset.val]
+    reader = image_reader(read_config(args), info)
     results = []
     for start in range(0, len(paths), args.batch_size):
-        images, kept = load_batch(paths[start : start + args.batch_size], pre, reader)
+        images, kept = load_batch(paths[start : start + args.batch_size], info, reader)
         if not kept:
             continue
         probs = torch.softmax(model(images.to(device)).float(), dim=1).cpu()
@@ -153,8 +144,7 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
             top = [(i, s, names[i] if names else str(i)) for i, s in zip(row_ids, row_scores)]
             results.append((path, top))
             print(f"{path}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
-    if hasattr(reader, "close"):
-        reader.close()
+    reader.close()
     if not results:
         fail(f"none of the {len(paths)} images could be read (see the 'skipped' lines); nothing was predicted")
     return results

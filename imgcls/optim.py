@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from imgcls.config import ScheduleConfig
+
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay", "cosine_decay_warmup", "exponential_decay_warmup", "linear_decay")
 SEED_WARMUP_EPOCHS = 5.0  # the seed hard-codes 5 warmup epochs in cosine_decay_with_warmup
 
@@ -48,6 +50,20 @@ class LRSchedule:
             raise ValueError(f"unknown lr_strategy {self.strategy!r}; choose from {', '.join(LR_STRATEGIES)}")
         if self.steps_per_epoch < 1 or self.num_epochs < 1:
             raise ValueError("steps_per_epoch and num_epochs must be >= 1")
+
+    @classmethod
+    def from_config(cls, config: ScheduleConfig, steps_per_epoch: int) -> LRSchedule:
+        """The schedule a run config names, for ``steps_per_epoch`` global steps per epoch."""
+        return cls(
+            config.strategy,
+            config.lr,
+            steps_per_epoch,
+            config.num_epochs,
+            tuple(config.step_epochs),
+            config.warm_up_epochs,
+            config.decay_epochs,
+            config.decay_rate,
+        )
 
     def lr_at(self, step: int) -> float:
         """The learning rate of iteration ``step`` (0-based, counted over the whole run)."""

@@ -22,6 +22,7 @@ import torch
 
 from imgcls import eval as eval_cli
 from imgcls import train as train_cli
+from imgcls.config import PrecisionConfig
 from imgcls.engine import Precision, make_precision, make_scaler
 from imgcls.losses import training_loss
 from imgcls.models import create_model
@@ -32,11 +33,11 @@ CPU = torch.device("cpu")
 
 
 def test_precision_choices_on_cpu():
-    assert make_precision(False, None, False, CPU) == Precision(None, False)
-    assert make_precision(True, None, True, CPU) == Precision(torch.bfloat16, True)
-    assert make_scaler(make_precision(True, "bf16", False, CPU), CPU) is None
+    assert make_precision(PrecisionConfig(False, None, False), CPU) == Precision(None, False)
+    assert make_precision(PrecisionConfig(True, None, True), CPU) == Precision(torch.bfloat16, True)
+    assert make_scaler(make_precision(PrecisionConfig(True, "bf16", False), CPU), CPU) is None
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
-        make_precision(True, "fp16", False, CPU)
+        make_precision(PrecisionConfig(True, "fp16", False), CPU)
     assert Precision(torch.float16).needs_scaler(torch.device("cuda"))
     assert not Precision(torch.bfloat16).needs_scaler(torch.device("cuda"))
 

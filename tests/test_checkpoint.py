@@ -122,19 +122,20 @@ class _RunsCodeWhenUnpickled:
 def test_state_loads_as_plain_data_only(tmp_path, capsys):
     """Training states round-trip under weights_only=True; a state.pt holding arbitrary pickled objects is refused
     (eval/infer read state.pt beside any --pretrained_model) and its code never runs."""
-    from imgcls.cli_setup import saved_run_args
+    from imgcls.eval import saved_run_of
 
     model = small_model()
     state = {"epoch": 0, "rng": ckpt.rng_states(), "args": {"lr": 0.1, "image_shape": (3, 32, 32)}}
     target = ckpt.save_checkpoint(tmp_path / "good", model, state)
     _, loaded = ckpt.load_training_state(target)
     ckpt.restore_rng_states(loaded["rng"])  # numpy's state survives as a tensor
-    assert ckpt.read_run_info(target) == {"lr": 0.1, "image_shape": (3, 32, 32), "label_names": None}
+    info = ckpt.read_run_info(target)
+    assert info.legacy_args == {"lr": 0.1, "image_shape": (3, 32, 32)} and info.preprocess is None
 
     bad = ckpt.save_checkpoint(tmp_path / "bad", model, {"args": {"lr": _RunsCodeWhenUnpickled()}})
     with pytest.raises(ValueError, match="plain tensors"):
         ckpt.load_training_state(bad)
-    assert saved_run_args(str(bad / "model.pt")) == {}
+    assert saved_run_of(str(bad / "model.pt")) is None
     err = capsys.readouterr().err.strip()
     assert err.startswith("warning: ") and "\n" not in err
     assert _RunsCodeWhenUnpickled.ran == []
@@ -243,19 +244,19 @@ def train_args(data: Path, out: Path, *extra: str):
 
 
 def test_resume_is_bit_exact(tiny_data, tmp_path, monkeypatch):
-    from imgcls import train
+    from imgcls import engine, train
 
     train.main(train_args(tiny_data, tmp_path / "straight"))
     straight = torch.load(tmp_path / "straight" / MODEL / "1" / "model.pt", weights_only=True)
 
-    real_epoch = train.train_one_epoch
+    real_epoch = engine.train_one_epoch
 
     def killed_in_second_epoch(*a, **kw):
         if a[4] == 1:  # epoch argument
             raise KeyboardInterrupt("killed")
         return real_epoch(*a, **kw)
 
-    monkeypatch.setattr(train, "train_one_epoch", killed_in_second_epoch)
+    monkeypatch.setattr(engine, "train_one_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train.main(train_args(tiny_data, tmp_path / "resumed"))
     monkeypatch.undo()

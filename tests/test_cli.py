@@ -237,7 +237,8 @@ def test_all_train_images_failing_is_one_line_and_gpu_warning_once(tmp_path, cap
 
 
 def test_only_rank_0_prints_the_builtin_line_and_warnings(shapes, tmp_path, monkeypatch, capsys):
-    from imgcls import cli_args, cli_setup
+    from imgcls.cli import data as cli_data
+    from imgcls.cli import flags
     from imgcls.data import builtin
 
     monkeypatch.chdir(tmp_path)  # no ./data/ILSVRC2012/ here
@@ -245,8 +246,8 @@ def test_only_rank_0_prints_the_builtin_line_and_warnings(shapes, tmp_path, monk
     args = infer_cli.get_args_parser().parse_args([f"--model={MODEL}"])
     for rank, shown in (("1", False), ("0", True)):
         monkeypatch.setenv("RANK", rank)  # torchrun's, before any process group exists
-        spec = cli_setup.resolve_data(args)
-        cli_args.warn("something")
+        spec = cli_data.resolve_data(args.data_dir)
+        flags.warn("something")
         captured = capsys.readouterr()
         assert spec.builtin and ("using the built-in" in captured.out) is shown
         assert (captured.err == "warning: something\n") is shown
@@ -256,32 +257,28 @@ def test_only_rank_0_prints_the_builtin_line_and_warnings(shapes, tmp_path, monk
     "images, batch, want", [(2048, 256, 8), (2048, 8, 16), (512, 64, 8), (100, 64, 2), (1, 1, 2), (16, 16, 2)]
 )
 def test_reader_buf_size_counts_images(images, batch, want):
-    import argparse
-
-    from imgcls.cli_setup import loader_for, prefetch_batches
-    from imgcls.data import AugConfig
+    from imgcls.cli.data import make_loader, prefetch_batches
+    from imgcls.cli.layering import build_run_config
 
     assert prefetch_batches(images, batch) == want
-    assert parse(f"--reader_buf_size={images}").reader_buf_size == images
-    args = argparse.Namespace(
-        reader_thread=1, crop_size=8, resize_short_size=9, image_mean=(0.5,) * 3, image_std=(0.5,) * 3
-    )
-    args.reader_buf_size, args.reader, args.use_gpu, args.apply_exif = images, "opencv", False, False
-    assert loader_for(args, [], False, AugConfig(), batch).prefetch == want  # what the loader is given
+    args = parse(f"--reader_buf_size={images}", "--reader=opencv", "--image_shape=3,8,8")
+    assert args.reader_buf_size == images
+    config = build_run_config(args, train=True, num_classes=10)
+    assert config.read.buffer_images == images
+    assert make_loader(config, [], train=False, batch_size=batch).prefetch == want  # what the loader is given
 
 
 @pytest.mark.parametrize("reader", ["opencv", "native"])
 def test_apply_exif_and_device_reach_the_loader(reader):
-    from imgcls.cli_setup import loader_for
-    from imgcls.data import AugConfig
-    from imgcls.data.reader import native_unavailable
+    from imgcls.cli.data import make_loader
+    from imgcls.cli.layering import build_run_config
+    from imgcls.data.readers import native_unavailable
 
     if reader == "native" and native_unavailable():
         pytest.skip(native_unavailable())
     for flag, want in (("--apply_exif=True", True), ("--apply_exif", True), ("--reader_thread=1", False)):
-        args = parse(flag, f"--reader={reader}")
-        args.crop_size, args.resize_short_size, args.image_mean, args.image_std = 8, 9, (0.5,) * 3, (0.5,) * 3
-        loader = loader_for(args, [], True, AugConfig(), 4, device=torch.device("cpu"))
+        config = build_run_config(parse(flag, f"--reader={reader}", "--image_shape=3,8,8"), train=True, num_classes=3)
+        loader = make_loader(config, [], train=True, batch_size=4, device=torch.device("cpu"))
         assert loader.reader.apply_exif is want
         assert not loader.gpu_normalize  # CPU batches are normalized in the reader's pass
 
@@ -321,7 +318,7 @@ def test_resume_applies_new_hyperparameters_and_says_when_done(shapes, tmp_path,
 
 
 def test_infer_uses_the_reader_and_fails_when_nothing_is_read(shapes, tmp_path, capsys):
-    from imgcls.data.reader import native_available
+    from imgcls.data.readers import native_available
 
     weights = tmp_path / "w.pt"
     torch.save(create_model(MODEL, num_classes=10).state_dict(), weights)

@@ -15,7 +15,8 @@ import torch
 from imgcls.data import builtin, datasets
 from imgcls.data.datasets import DataError, Sample, load_dataset, load_labels, parse_list_file, resolve_dataset
 from imgcls.data.loader import Loader, epoch_order
-from imgcls.data.reader import OpenCVReader, make_reader
+from imgcls.data.preprocess import PreprocessSpec
+from imgcls.data.readers import OpenCVReader, make_reader
 from imgcls.data.transforms import (
     AugConfig,
     TrainParams,
@@ -56,8 +57,12 @@ def small_builtin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return builtin.builtin_dataset_dir(num_train=60, num_val=20)
 
 
-def loader_for(samples: list[Sample], **kw):
-    args = dict(train=True, batch_size=8, size=SIZE, resize_short=SHORT, mean=MEAN, std=STD, aug=AugConfig())
+def spec_for(aug: AugConfig = AugConfig(), size: int = SIZE, resize_short: int = SHORT) -> PreprocessSpec:
+    return PreprocessSpec(size, resize_short, MEAN, STD, aug)
+
+
+def loader_for(samples: list[Sample], aug: AugConfig = AugConfig(), **kw):
+    args = dict(train=True, batch_size=8, preprocess=spec_for(aug))
     args.update(random_seed=3, num_workers=2, prefetch=2, reader="opencv")
     args.update(kw)
     return Loader(samples, **args)
@@ -311,7 +316,7 @@ def test_reader_matches_transforms_and_reports_bad_files(bad_files: dict[str, st
     paths = list(bad_files.values()) + [bad_files["good"]]
     seeds = [11, 12, 13, 14, 15, 16]
     aug = AugConfig(rotate=5, brightness=0.2)
-    reader = make_reader("opencv", train=train, size=SIZE, resize_short=SHORT, aug=aug, num_threads=3)
+    reader = make_reader("opencv", spec_for(aug), train=train, num_threads=3)
     out = np.zeros((len(paths), SIZE, SIZE, 3), np.uint8)
     errors = reader.read_batch(paths, seeds, out)
     assert errors[0] is None and errors[5] is None
@@ -328,8 +333,8 @@ def test_reader_matches_transforms_and_reports_bad_files(bad_files: dict[str, st
 
 def test_make_reader_kinds() -> None:
     with pytest.raises(ValueError, match="unknown reader"):
-        make_reader("magic", train=True, size=8, resize_short=9, aug=AugConfig())
-    assert isinstance(make_reader("opencv", train=True, size=8, resize_short=9, aug=AugConfig()), OpenCVReader)
+        make_reader("magic", spec_for(size=8, resize_short=9), train=True)
+    assert isinstance(make_reader("opencv", spec_for(size=8, resize_short=9), train=True), OpenCVReader)
 
 
 # ---------------------------------------------------------------- loader
@@ -435,7 +440,7 @@ def test_loader_early_stop_and_errors(small_builtin: Path, monkeypatch: pytest.M
     def broken(*args, **kwargs):
         raise RuntimeError("reader exploded")
 
-    monkeypatch.setattr(loader.reader, "read_batch", broken)
+    monkeypatch.setattr(loader.reader, "read_batch_normalized", broken)
     with pytest.raises(RuntimeError, match="reader exploded"):
         collect(loader)
     loader.close()
@@ -445,7 +450,7 @@ def test_loader_early_stop_and_errors(small_builtin: Path, monkeypatch: pytest.M
 def test_train_steps_per_epoch_are_floor_of_images_over_batch() -> None:
     """The README's E: the train loader drops the last partial batch (floor), val keeps it (ceil)."""
     samples = [Sample(f"img{i}.jpg", 0) for i in range(70)]
-    common = dict(batch_size=16, size=8, resize_short=9, mean=MEAN, std=STD, aug=AugConfig(), random_seed=0)
+    common = dict(batch_size=16, preprocess=spec_for(size=8, resize_short=9), random_seed=0)
     train = Loader(samples, train=True, num_workers=0, prefetch=2, reader="opencv", **common)
     val = Loader(samples, train=False, num_workers=0, prefetch=2, reader="opencv", **common)
     assert (len(train), len(val)) == (70 // 16, -(-70 // 16))

@@ -64,7 +64,7 @@ def run_steps(data_dir: str, out_file: str) -> None:
 
     Writes (rank 0) the global mean loss of each step and the final weights.
     """
-    from imgcls.data import Loader, resolve_dataset
+    from imgcls.data import Loader, PreprocessSpec, resolve_dataset
     from imgcls.data.transforms import AugConfig
     from imgcls.losses import training_loss
     from imgcls.models import create_model
@@ -79,11 +79,7 @@ def run_steps(data_dir: str, out_file: str) -> None:
         spec.train,
         train=True,
         batch_size=dist.per_rank_batch(GLOBAL_BATCH, info.world_size),
-        size=32,
-        resize_short=37,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-        aug=AugConfig(flip=True, lower_scale=0.5),
+        preprocess=PreprocessSpec(32, 37, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), AugConfig(flip=True, lower_scale=0.5)),
         random_seed=7,
         num_workers=0,
         prefetch=1,

@@ -12,7 +12,8 @@ from .datasets import (
     resolve_dataset,
 )
 from .loader import Loader
-from .reader import OpenCVReader, make_reader
+from .preprocess import PreprocessSpec, normalize
+from .readers import BatchReader, OpenCVReader, make_reader
 from .transforms import AugConfig
 
 __all__ = [
@@ -20,15 +21,18 @@ __all__ = [
     "BUILTIN_NUM_CLASSES",
     "IMAGENET_LABELS_PATH",
     "AugConfig",
+    "BatchReader",
     "DataError",
     "DatasetSpec",
     "Loader",
     "OpenCVReader",
+    "PreprocessSpec",
     "Sample",
     "builtin_dataset_dir",
     "load_dataset",
     "load_labels",
     "make_reader",
+    "normalize",
     "parse_list_file",
     "resolve_dataset",
 ]

@@ -1,14 +1,16 @@
 """The batch loader: epoch order, per-sample seeds, a background reader thread and a bounded prefetch queue.
 
-Everything random is a function of (random_seed, epoch, sample index): the epoch's order is a permutation drawn
-from (random_seed, epoch), and each sample's augmentation seed is ``transforms.sample_seed(random_seed, epoch,
-index)`` with ``index`` its position in ``samples``. So batches are identical whatever ``num_workers`` is, and a
-distributed run (``rank`` / ``world_size``) sees the same augmentations as a single process.
+Everything random is a function of (random_seed, epoch, sample index) (``imgcls.randomness``): the epoch's order
+is ``epoch_permutation(n, random_seed, epoch)``, and each sample's augmentation seed is ``sample_seed(random_seed,
+epoch, index)`` with ``index`` its position in ``samples``. So batches are identical whatever ``num_workers`` is,
+and a distributed run (``rank`` / ``world_size``) sees the same augmentations as a single process.
 
 One producer thread asks the reader for whole batches (the reader spreads the images of a batch over
-``num_workers`` threads; OpenCV and the C++ reader release the GIL), normalizes them and keeps up to ``prefetch``
-batches ready. With a CUDA ``device`` the producer keeps pinned uint8 NHWC batches instead, and the consumer copies
-each to the GPU and normalizes it there (``normalize_on_device``): a quarter of the bytes over PCIe, no CPU pass.
+``num_workers`` threads; OpenCV and the C++ reader release the GIL) and keeps up to ``prefetch`` batches ready.
+Where the batch is normalized depends only on the device: on the CPU the reader normalizes each image in its own
+pass (``read_batch_normalized``); with a CUDA ``device`` it fills pinned uint8 NHWC batches (``read_batch``) and the
+consumer copies each to the GPU and normalizes it there (``preprocess.normalize``): a quarter of the bytes over
+PCIe, no CPU pass.
 A bad image is dropped from its batch and reported in ``loader.skipped``; any other exception in the producer is
 re-raised in the consumer. Leaving a loop early stops the thread (the iterator's ``close``).
 """
@@ -24,9 +26,11 @@ from functools import partial
 import numpy as np
 import torch
 
+from imgcls.randomness import epoch_permutation, sample_seed
+
 from .datasets import Sample
-from .reader import make_reader
-from .transforms import AugConfig, sample_seed
+from .preprocess import PreprocessSpec, normalize
+from .readers import make_reader
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 POLL_SECONDS = 0.1  # how often a blocked producer or consumer checks whether it should stop
@@ -56,23 +60,11 @@ def epoch_order(
     runs the same number of steps and no sample is read twice.
     """
     if shuffle:
-        order = np.random.default_rng([random_seed, epoch]).permutation(num_samples)
+        order = epoch_permutation(num_samples, random_seed, epoch)
     else:
         order = np.arange(num_samples)
     usable = num_samples - num_samples % world_size
     return order[:usable][rank::world_size]
-
-
-def normalize_on_device(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float32 NCHW ``x * scale + shift`` (per channel) on the device ``pixels`` is on.
-
-    Two float32 roundings, as the C++ reader's same-pass normalize (csrc normalize_to_chw), which is its CPU twin:
-    tests/test_reader.py checks that the two agree bit for bit.
-    """
-    n, h, w, _ = pixels.shape
-    images = torch.empty((n, 3, h, w), dtype=torch.float32, device=pixels.device)
-    images.copy_(pixels.permute(0, 3, 1, 2))
-    return images.mul_(scale.view(1, 3, 1, 1).to(images.device)).add_(shift.view(1, 3, 1, 1).to(images.device))
 
 
 def _produce(load: Callable, batches: list[np.ndarray], out: queue.Queue, stop: threading.Event) -> None:
@@ -156,22 +148,18 @@ class Loader:
     """Iterable of ``(images float32 [N, 3, size, size] normalized, labels int64 [N])`` batches for one epoch;
     shuffle and drop_last default to ``train``.
 
-    ``device``: where the batches are used. A CUDA device gets them already there, normalized on the GPU from
-    pinned uint8 NHWC batches; otherwise (None, CPU) they are normalized on the CPU in the reader's pass.
-    ``apply_exif`` rotates images by their EXIF orientation tag (raw pixels by default).
+    ``preprocess`` says how (its train transform when ``train``, else its eval transform). ``device``: where the
+    batches are used; a CUDA device gets them already there (see the module docstring). ``apply_exif`` rotates
+    images by their EXIF orientation tag (raw pixels by default).
     """
 
     def __init__(
         self,
         samples: Sequence[Sample],
         *,
+        preprocess: PreprocessSpec,
         train: bool,
         batch_size: int,
-        size: int,
-        resize_short: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        aug: AugConfig,
         random_seed: int,
         num_workers: int,
         prefetch: int,
@@ -180,7 +168,6 @@ class Loader:
         drop_last: bool | None = None,
         rank: int = 0,
         world_size: int = 1,
-        pin_memory: bool = False,
         device: torch.device | str | None = None,
         apply_exif: bool = False,
     ):
@@ -190,28 +177,18 @@ class Loader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.paths = [s.path for s in samples]
         self.labels = np.array([s.label for s in samples], dtype=np.int64)
-        self.train, self.batch_size, self.size = train, batch_size, size
+        self.preprocess, self.train, self.batch_size = preprocess, train, batch_size
+        self.size = preprocess.input_size
         self.random_seed, self.num_workers, self.prefetch = random_seed, num_workers, prefetch
         self.shuffle = train if shuffle is None else shuffle
         self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size = rank, world_size
-        self.device = torch.device(device) if device is not None else None
-        self.gpu_normalize = self.device is not None and self.device.type == "cuda"
-        self.pin_memory = (pin_memory or self.gpu_normalize) and torch.cuda.is_available()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.gpu_normalize = self.device.type == "cuda"
         self.reader = make_reader(
-            reader,
-            train=train,
-            size=size,
-            resize_short=resize_short,
-            aug=aug,
-            num_threads=max(1, num_workers),
-            apply_exif=apply_exif,
+            reader, preprocess, train=train, num_threads=max(1, num_workers), apply_exif=apply_exif
         )
-        # (x / 255 - mean) / std as one multiply-add per channel
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)
-        self._shift = -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t
-        self._buffer = np.empty((batch_size, size, size, 3), dtype=np.uint8)  # reused: only the producer writes it
+        self._scale, self._shift = preprocess.scale_shift()
         self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on self.device
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
@@ -235,7 +212,7 @@ class Loader:
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
     def load_batch(self, indices: np.ndarray, epoch: int) -> Batch | None:
-        """Read and normalize one batch; failed images are dropped and recorded.
+        """Read one batch; failed images are dropped and recorded.
 
         When every image failed: None on one process (the batch is skipped); with several ranks, a stand-in batch of
         one readable image, because DistributedDataParallel hangs if one rank takes a step fewer than the others.
@@ -254,50 +231,28 @@ class Loader:
         raise NoReadableImageError(f"rank {self.rank}: no image of the dataset could be read")
 
     def _read(self, indices: np.ndarray, epoch: int) -> Batch | None:
+        """One batch from the reader: pinned uint8 NHWC for a CUDA device, else normalized float32 NCHW."""
+        paths = [self.paths[i] for i in indices]
+        seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
+        n, size = len(paths), self.size
         if self.gpu_normalize:
-            return self.read_pixels(indices, epoch)
-        paths = [self.paths[i] for i in indices]
-        seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
-        if hasattr(self.reader, "read_batch_normalized"):
-            # The C++ reader normalizes each image as it finishes it, straight into the (pinned) batch tensor.
-            images = torch.empty((len(paths), 3, self.size, self.size), dtype=torch.float32, pin_memory=self.pin_memory)
-            errors = self.reader.read_batch_normalized(
-                paths, seeds, images.numpy(), self._scale.view(3).numpy(), self._shift.view(3).numpy()
-            )
-            keep = [i for i, err in enumerate(errors) if err is None]
-            images = images if len(keep) == len(paths) else images[keep]
+            # A fresh pinned tensor per batch: torch's pinned-memory cache reuses it only after its GPU copy is done.
+            images = torch.empty((n, size, size, 3), dtype=torch.uint8, pin_memory=True)
+            errors = self.reader.read_batch(paths, seeds, images.numpy())
         else:
-            out = self._buffer[: len(paths)]
-            errors = self.reader.read_batch(paths, seeds, out)
-            keep = [i for i, err in enumerate(errors) if err is None]
-            pixels = torch.from_numpy(out if len(keep) == len(paths) else out[keep])
-            images = normalize_on_device(pixels, self._scale, self._shift)
-        return self._finish_read(indices, paths, errors, keep, images)
-
-    def read_pixels(self, indices: np.ndarray, epoch: int) -> Batch | None:
-        """One batch as (uint8 [N, size, size, 3], labels), pinned when CUDA is there; failed images dropped.
-
-        The producer's step of the CUDA path: the consumer copies it to the GPU and calls ``normalize_on_device``.
-        """
-        paths = [self.paths[i] for i in indices]
-        seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
-        # A fresh pinned tensor per batch: torch's pinned-memory cache reuses it only after its GPU copy is done.
-        pixels = torch.empty((len(paths), self.size, self.size, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
-        errors = self.reader.read_batch(paths, seeds, pixels.numpy())
+            images = torch.empty((n, 3, size, size), dtype=torch.float32)
+            errors = self.reader.read_batch_normalized(
+                paths, seeds, images.numpy(), self._scale.numpy(), self._shift.numpy()
+            )
+        self.skipped.extend((path, err) for path, err in zip(paths, errors) if err is not None)
         keep = [i for i, err in enumerate(errors) if err is None]
-        return self._finish_read(indices, paths, errors, keep, pixels if len(keep) == len(paths) else pixels[keep])
-
-    def _finish_read(
-        self, indices: np.ndarray, paths: list[str], errors: list, keep: list[int], images: torch.Tensor
-    ) -> Batch | None:
-        """Record the failed images; (images, labels) of the kept ones, pinned when asked, or None if none."""
-        self.skipped.extend((paths[i], err) for i, err in enumerate(errors) if err is not None)
         if not keep:
             return None
         labels = torch.from_numpy(self.labels[indices[keep]])
-        if self.pin_memory:
-            images = images if images.is_pinned() else images.pin_memory()
-            labels = labels.pin_memory()
+        if len(keep) < n:
+            images = images[keep]
+        if self.gpu_normalize:
+            images, labels = (t if t.is_pinned() else t.pin_memory() for t in (images, labels))
         return images, labels
 
     def to_device(self, batch: Batch) -> Batch:
@@ -306,7 +261,7 @@ class Loader:
             self._device_affine = (self._scale.to(self.device), self._shift.to(self.device))
         pixels, labels = batch
         pixels = pixels.to(self.device, non_blocking=True)
-        return normalize_on_device(pixels, *self._device_affine), labels.to(self.device, non_blocking=True)
+        return normalize(pixels, *self._device_affine), labels.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[Batch]:
         self.close_iterator()
@@ -330,5 +285,4 @@ class Loader:
     def close(self) -> None:
         """Stop the background thread and the reader's pool."""
         self.close_iterator()
-        if hasattr(self.reader, "close"):
-            self.reader.close()
+        self.reader.close()

@@ -1,8 +1,8 @@
 """The reference (OpenCV) image transforms and the per-sample randomness that every reader shares.
 
-Random draws come from a counter-based generator (splitmix64 of the sample seed and a draw index), not from a
-stateful RNG: a sample's crop, flip, rotation and color jitter depend only on (random_seed, epoch, index), so any
-number of workers, and the C++ reader (csrc/), reproduce the same geometry. The crop box follows the seed's
+Random draws come from the counter-based per-sample streams of ``imgcls.randomness`` (draw number ``DRAW_*`` of
+the sample's seed): a sample's crop, flip, rotation and color jitter depend only on (random_seed, epoch, index), so
+any number of workers, and the C++ reader (csrc/), reproduce the same geometry. The crop box follows the seed's
 ``random_crop`` (Paddle reader.py): aspect ratio sqrt(U(lower_ratio, upper_ratio)), area U(lower_scale, 1) bounded
 so the box fits, then a uniform offset.
 
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-MASK64 = (1 << 64) - 1
+from imgcls.randomness import randint, uniform
+
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
     "linear": cv2.INTER_LINEAR,
@@ -30,30 +31,6 @@ INTERPOLATIONS = {
 # Draw indices within a sample's stream (the C++ reader uses the same numbers).
 DRAW_RATIO, DRAW_SCALE, DRAW_Y, DRAW_X, DRAW_FLIP, DRAW_ANGLE = range(6)
 DRAW_BRIGHTNESS, DRAW_CONTRAST, DRAW_SATURATION, DRAW_HUE = range(6, 10)
-
-
-def splitmix64(x: int) -> int:
-    """One splitmix64 step: a well-mixed 64-bit hash of ``x``."""
-    x = (x + 0x9E3779B97F4A7C15) & MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
-    return x ^ (x >> 31)
-
-
-def sample_seed(random_seed: int, epoch: int, index: int) -> int:
-    """The seed of one sample in one epoch (64-bit)."""
-    return splitmix64(splitmix64(splitmix64(random_seed & MASK64) ^ (epoch & MASK64)) ^ (index & MASK64))
-
-
-def uniform(seed: int, draw: int, low: float = 0.0, high: float = 1.0) -> float:
-    """Draw number ``draw`` of a sample's stream, uniform in [low, high) (53-bit resolution)."""
-    u = (splitmix64(seed ^ splitmix64(draw)) >> 11) * (1.0 / (1 << 53))
-    return low + (high - low) * u
-
-
-def randint(seed: int, draw: int, n: int) -> int:
-    """Uniform integer in [0, n)."""
-    return min(int(uniform(seed, draw) * n), n - 1)
 
 
 @dataclass(frozen=True)

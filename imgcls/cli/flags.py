@@ -1,8 +1,8 @@
-"""Flag helpers shared by the train / eval / infer CLIs: the seed's flag spellings and value forms.
+"""Flag helpers shared by the train / eval / infer CLIs: Paddle's flag spellings and value forms.
 
-Every flag takes ``--flag=value`` and ``--flag value``; list flags take ``--step_epochs 30 60 90``; booleans take the
-seed's ``--use_mixup=True`` as well as a bare ``--use_mixup``. Flags whose default depends on the data or the model
-default to None here and are filled in by ``cli_setup.prepare`` (explicit flag > built-in dataset > model cfg > seed).
+Every flag takes ``--flag=value`` and ``--flag value``; list flags take ``--step_epochs 30 60 90``; booleans take
+Paddle's ``--use_mixup=True`` as well as a bare ``--use_mixup``. Flags whose default depends on the data or the
+model default to None here; ``layering.build_run_config`` resolves them (see ``imgcls.config`` for the order).
 Also the CLIs' one-line messages (``fail``, ``warn``) and the device choice.
 """
 
@@ -19,12 +19,12 @@ from imgcls.data.transforms import INTERPOLATIONS
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
-# --reader_buf_size counts images, as the seed's (its default there: 2048 samples); cli_setup.prefetch_batches turns
-# it into whole batches, at least 2 (one read while one is consumed), at most 16 (a seed user's 2048 at batch 8 must
+# --reader_buf_size counts images, as Paddle's (its default there: 2048 samples); data.prefetch_batches turns
+# it into whole batches, at least 2 (one read while one is consumed), at most 16 (a Paddle user's 2048 at batch 8 must
 # not queue 256 batches). 512 images: 2 batches of 256 at 224 px (~1.2 GB of float32 in flight), 8 of the built-in 64.
 DEFAULT_READER_BUF_SIZE = 512
 MIN_PREFETCH_BATCHES, MAX_PREFETCH_BATCHES = 2, 16
-# cv2's interpolation codes, the seed's integer --interpolation form.
+# cv2's interpolation codes, Paddle's integer --interpolation form.
 INTERPOLATION_CODES = {0: "nearest", 1: "linear", 2: "cubic", 3: "area", 4: "lanczos"}
 
 
@@ -49,7 +49,7 @@ def positive_int(text: str) -> int:
 
 
 def image_shape(text: str) -> tuple[int, int, int]:
-    """The seed's '3,224,224' (channels, height, width); only square 3-channel shapes are trained."""
+    """Paddle's '3,224,224' (channels, height, width); only square 3-channel shapes are trained."""
     try:
         c, h, w = (int(v) for v in text.replace(" ", "").split(","))
     except ValueError:
@@ -60,7 +60,7 @@ def image_shape(text: str) -> tuple[int, int, int]:
 
 
 def interpolation(text: str) -> str:
-    """A resize method by name (``linear``) or by the seed's cv2 code (``1``); returns the name."""
+    """A resize method by name (``linear``) or by Paddle's cv2 code (``1``); returns the name."""
     word = text.strip().lower()
     if word.isdigit() and int(word) in INTERPOLATION_CODES:
         return INTERPOLATION_CODES[int(word)]

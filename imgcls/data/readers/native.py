@@ -1,4 +1,4 @@
-"""The C++ reader (``imgcls._reader``, csrc/): same constructor and ``read_batch`` as ``reader.OpenCVReader``.
+"""The C++ reader (``imgcls._reader``, csrc/): the reader contract of ``readers/__init__.py`` in C++ threads.
 
 JPEGs are decoded by libjpeg-turbo in a pool of C++ threads with the GIL released, decoding only the rows and
 columns the crop needs, at 1/2, 1/4 or 1/8 scale when the crop is shrunk that much. The geometry (crop box, flip,
@@ -6,7 +6,7 @@ angle, jitter factors) is bit-identical to the reference for the same seed; pixe
 full scale and by a measured amount when a DCT scale is used (bench/results/reader_cpu.md, tests/test_reader.py).
 Other formats (PNG, BMP, WebP, ...) and, when asked for, EXIF-rotated JPEGs go through the OpenCV reference.
 ``read_batch_normalized`` writes float32 NCHW ``x * scale + shift`` straight into a caller buffer (the loader's
-batch tensor, pinned when CUDA is present), bit-identical to the loader's torch normalization.
+batch tensor), bit-identical to ``imgcls.data.preprocess.normalize``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
-from .reader import NATIVE_NOT_BUILT, OpenCVReader
-from .transforms import MASK64, AugConfig
+from imgcls import _reader
+from imgcls.randomness import MASK64
 
-try:
-    from imgcls import _reader
-except ImportError:  # not built (or not loadable): make_reader falls back to OpenCV
-    _reader = None
+from ..preprocess import normalize
+from ..transforms import AugConfig
+from .opencv import OpenCVReader, check_batch
 
 NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
 STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE = range(4)
@@ -33,12 +33,6 @@ MAX_DIFF_FULL_SCALE = 1  # 1/1 decode: float vs cv2's fixed-point resize weights
 MAX_DIFF_ROTATE = 8  # plus rotation: cv2 rounds warp coordinates to 1/32 pixel and weights to 15 bits
 MEAN_DIFF_DCT = 3.0  # DCT-scaled decode (a box-like prefilter) vs cv2's bilinear decimation: mean over an image
 MAX_DIFF_DCT = 112  # the same, worst pixel (hard edges; measured up to 106 linear, 51 area)
-
-
-def normalize_chw(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """uint8 HWC -> float32 CHW ``x * scale + shift`` in two float32 roundings, as the loader normalizes."""
-    chw = image.transpose(2, 0, 1).astype(np.float32)
-    return chw * scale.reshape(3, 1, 1) + shift.reshape(3, 1, 1)
 
 
 class NativeReader:
@@ -58,8 +52,6 @@ class NativeReader:
         apply_exif: bool = False,
         max_pixels: int = 1 << 27,
     ):
-        if _reader is None:
-            raise RuntimeError(f"imgcls: {NATIVE_NOT_BUILT}")
         self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
         self.apply_exif = apply_exif
         self.num_threads = max(1, num_threads)
@@ -96,7 +88,7 @@ class NativeReader:
 
         Returns one error message (or None) per image; a bad image never raises.
         """
-        self._check(paths, seeds, out, (self.size, self.size, 3), np.uint8)
+        check_batch(paths, seeds, out, (self.size, self.size, 3), np.uint8)
         errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch(p, s, out))
         return self._reference_fill(paths, seeds, errors, out=out)
 
@@ -106,15 +98,17 @@ class NativeReader:
         """Fill ``out[i]`` (float32, 3 x size x size, C-contiguous) with ``image * scale[c] + shift[c]``.
 
         The C++ threads normalize each image right after its transform, into ``out`` (which may be pinned memory);
-        ``normalize_chw`` is the reference, used here for the images that go through the OpenCV path.
+        ``normalize`` is the reference, used here for the images that go through the OpenCV path.
         """
-        self._check(paths, seeds, out, (3, self.size, self.size), np.float32)
+        check_batch(paths, seeds, out, (3, self.size, self.size), np.float32)
         scale = np.ascontiguousarray(scale, dtype=np.float32).reshape(3)
         shift = np.ascontiguousarray(shift, dtype=np.float32).reshape(3)
         errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch_normalized(p, s, out, scale, shift))
 
+        scale_t, shift_t = torch.from_numpy(scale), torch.from_numpy(shift)
+
         def store(i: int, pixels: np.ndarray) -> None:
-            out[i] = normalize_chw(pixels, scale, shift)
+            out[i] = normalize(torch.from_numpy(pixels[None]), scale_t, shift_t)[0].numpy()
 
         return self._reference_fill(paths, seeds, errors, store=store)
 
@@ -161,13 +155,6 @@ class NativeReader:
             if error is None and store is not None:
                 store(i, target)
         return errors
-
-    def _check(self, paths: list[str], seeds: list[int], out: np.ndarray, shape: tuple, dtype: type) -> None:
-        if len(paths) != len(seeds) or out.shape[0] < len(paths):
-            raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
-        if out.shape[1:] != shape or out.dtype != dtype or not out.flags.c_contiguous:
-            want = f"C-contiguous {np.dtype(dtype)} [N, {', '.join(map(str, shape))}]"
-            raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
 
     def close(self) -> None:
         """Stop the C++ threads (they also stop when the reader is garbage collected); later reads raise."""

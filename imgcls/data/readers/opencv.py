@@ -1,26 +1,20 @@
-"""Batch readers: file paths + per-sample seeds -> transformed RGB uint8 images in a caller-owned array.
+"""The reference reader: OpenCV decode + the transforms of ``imgcls/data/transforms.py``.
 
-``OpenCVReader`` is the reference (and the fallback): it decodes with OpenCV and applies
-``transforms.train_transform`` / ``val_transform``. The C++ reader (``native_reader.NativeReader``, built by
-``python setup.py build_ext``) has the same constructor and ``read_batch`` and must produce the same geometry for
-the same seeds. Readers never raise for a bad image: ``read_batch`` returns one error message (or None) per image.
+It is the fallback when the C++ reader is not built, the path the C++ reader hands non-JPEG files to, and the oracle
+its tests compare against. The reader contract is in ``imgcls/data/readers/__init__.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 import numpy as np
+import torch
 
-from .transforms import AugConfig, decode_image, train_transform, val_transform
+from ..preprocess import normalize
+from ..transforms import AugConfig, decode_image, train_transform, val_transform
 
-READER_KINDS = ("auto", "opencv", "native")
-NATIVE_NOT_BUILT = "native reader not built: run `python setup.py build_ext` (or use --reader opencv)"
-_warned_native_missing = False
 # In entropy-coded data FF is stuffed as FF 00 and restart markers are FF D0..D7: anything else ends the scan.
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _NO_LENGTH = frozenset([0x00, 0x01, *range(0xD0, 0xD8)])  # markers without a length field
@@ -67,10 +61,6 @@ def jpeg_truncated(data: bytes) -> bool:
                 return True
             pos = end.start()
     return True
-
-
-class BatchReader(Protocol):
-    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]: ...
 
 
 class OpenCVReader:
@@ -121,12 +111,22 @@ class OpenCVReader:
 
     def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]:
         """Fill ``out[i]`` (uint8, size x size x 3) from ``paths[i]`` with ``seeds[i]``; per-image error or None."""
-        if len(paths) != len(seeds) or out.shape[0] < len(paths):
-            raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
-        if out.shape[1:] != (self.size, self.size, 3) or out.dtype != np.uint8:
-            want = f"uint8 [N, {self.size}, {self.size}, 3]"
-            raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
+        check_batch(paths, seeds, out, (self.size, self.size, 3), np.uint8)
         return self.fill_many(paths, seeds, [out[i] for i in range(len(paths))])
+
+    def read_batch_normalized(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, scale: np.ndarray, shift: np.ndarray
+    ) -> list[str | None]:
+        """Fill ``out[i]`` (float32, 3 x size x size) with the image of ``read_batch``, normalized (``normalize``)."""
+        check_batch(paths, seeds, out, (3, self.size, self.size), np.float32)
+        pixels = np.empty((len(paths), self.size, self.size, 3), np.uint8)
+        errors = self.fill_many(paths, seeds, list(pixels))
+        scale_t, shift_t = (
+            torch.from_numpy(np.asarray(scale, np.float32)),
+            torch.from_numpy(np.asarray(shift, np.float32)),
+        )
+        out[: len(paths)] = normalize(torch.from_numpy(pixels), scale_t, shift_t).numpy()
+        return errors
 
     def close(self) -> None:
         if self._pool is not None:
@@ -138,52 +138,10 @@ class OpenCVReader:
             self._pool.shutdown(wait=False)
 
 
-def native_unavailable() -> str | None:
-    """Why the C++ extension ``imgcls._reader`` cannot be used (not built, or built but not loadable), or None."""
-    try:
-        importlib.import_module("imgcls._reader")
-    except ImportError as e:  # a built module whose libjpeg .so is missing fails here, not in find_spec
-        if importlib.util.find_spec("imgcls._reader") is None:
-            return NATIVE_NOT_BUILT
-        return f"native reader built but not loadable ({e}); rebuild it or use --reader opencv"
-    return None
-
-
-def native_available() -> bool:
-    """Whether the C++ extension ``imgcls._reader`` is built and imports."""
-    return native_unavailable() is None
-
-
-def make_reader(
-    kind: str = "auto",
-    *,
-    train: bool,
-    size: int,
-    resize_short: int,
-    aug: AugConfig,
-    num_threads: int = 1,
-    apply_exif: bool = False,
-) -> BatchReader:
-    """``"opencv"``, ``"native"`` (the C++ reader; an error if unavailable) or ``"auto"`` (native when available).
-
-    ``apply_exif`` rotates images by their EXIF orientation tag (both readers); raw pixels by default.
-    """
-    global _warned_native_missing
-    if kind not in READER_KINDS:
-        raise ValueError(f"unknown reader {kind!r}; choose from {', '.join(READER_KINDS)}")
-    args = dict(
-        train=train, size=size, resize_short=resize_short, aug=aug, num_threads=num_threads, apply_exif=apply_exif
-    )
-    reason = native_unavailable() if kind != "opencv" else None
-    if kind == "auto":
-        kind = "native" if reason is None else "opencv"
-        if reason is not None and not _warned_native_missing:
-            _warned_native_missing = True
-            warnings.warn(f"imgcls: {reason}; using the OpenCV reader", stacklevel=2)
-    if kind == "opencv":
-        return OpenCVReader(**args)
-    if reason is not None:
-        raise RuntimeError(f"imgcls: {reason}")
-    from .native_reader import NativeReader
-
-    return NativeReader(**args)
+def check_batch(paths: list[str], seeds: list[int], out: np.ndarray, shape: tuple, dtype: type) -> None:
+    """ValueError unless ``out`` is a C-contiguous ``dtype`` array of at least len(paths) items of ``shape``."""
+    if len(paths) != len(seeds) or out.shape[0] < len(paths):
+        raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
+    if out.shape[1:] != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        want = f"C-contiguous {np.dtype(dtype)} [N, {', '.join(map(str, shape))}]"
+        raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
