@@ -1,6 +1,6 @@
 """Every kind of JPEG the native reader must handle, plus realistic synthetic photos.
 
-Shared by the fuzz seeds (``python csrc/fuzz/jpeg_zoo.py OUT_DIR``), tests/test_reader.py and bench/bench_reader.py.
+Shared by the fuzz seeds (``python csrc/fuzz/jpeg_zoo.py OUT_DIR``), tests/reader/ and bench/bench_reader.py.
 The photos are synthetic (no photo ships with the installed packages here): luminance and chroma fields with the
 1/f^beta spectrum of natural images, plus hard-edged shapes for the edges and flat areas real photos have.
 """

@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python csrc/fuzz/rss_check.py [COUNT]
 
 Prints RSS every 10% and exits 1 if it grew by more than 8 MiB after the first 10%.
-tests/test_reader.py::test_rss_flat_over_many_decodes runs the same loop at a small count.
+tests/reader/test_batch_reader.py::test_rss_flat_over_many_decodes runs the same loop at a small count.
 """
 
 from __future__ import annotations

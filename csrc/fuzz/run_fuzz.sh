@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the decode fuzz target with AddressSanitizer + UBSan and runs it for a bounded time.
-# Usage: csrc/fuzz/run_fuzz.sh [SECONDS=60] [BUILD_DIR=build/fuzz]. tests/test_reader.py::test_fuzz_decode_under_asan
+# Usage: csrc/fuzz/run_fuzz.sh [SECONDS=60] [BUILD_DIR=build/fuzz]. tests/reader/test_fuzz_asan.py
 # (marked slow) runs it for 20 s. Seeds come from jpeg_zoo.py
 # (every JPEG flavour the reader supports). libFuzzer when CXX is clang++, the mutation driver otherwise.
 set -euo pipefail

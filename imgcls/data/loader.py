@@ -67,7 +67,7 @@ def normalize_on_device(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.
     """uint8 NHWC -> float32 NCHW ``x * scale + shift`` (per channel) on the device ``pixels`` is on.
 
     Two float32 roundings, as the C++ reader's same-pass normalize (csrc normalize_to_chw), which is its CPU twin:
-    tests/test_reader.py checks that the two agree bit for bit.
+    tests/reader/test_loader_paths.py checks that the two agree bit for bit.
     """
     n, h, w, _ = pixels.shape
     images = torch.empty((n, 3, h, w), dtype=torch.float32, device=pixels.device)
