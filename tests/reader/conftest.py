@@ -6,21 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
+from .. import jpeg_corpus
 from .helpers import exif_orientation_jpeg
 
 
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
-    from csrc.fuzz import jpeg_zoo
-
-    return jpeg_zoo.synthetic_photo(183, 251, seed=3)  # odd sizes: partial iMCUs on both axes
+    return jpeg_corpus.synthetic_photo(183, 251, seed=3)  # odd sizes: partial iMCUs on both axes
 
 
 @pytest.fixture(scope="session")
 def variants(photo) -> dict[str, bytes]:
-    from csrc.fuzz import jpeg_zoo  # imports imgcls._reader (its encoder)
-
-    return jpeg_zoo.jpeg_variants(photo)
+    return jpeg_corpus.jpeg_variants(photo)
 
 
 @pytest.fixture()

@@ -11,11 +11,11 @@ import pytest
 
 from imgcls.data import transforms as T
 
+from .. import jpeg_corpus
 from .helpers import FULL_AUG, aug_kwargs, rss_kb, torch_equal
 
 _reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
 
-from csrc.fuzz import jpeg_zoo  # noqa: E402
 from imgcls.data.native_reader import MAX_DIFF_FULL_SCALE, NativeReader  # noqa: E402
 from imgcls.data.reader import OpenCVReader, make_reader  # noqa: E402
 
@@ -222,7 +222,7 @@ def test_rss_flat_over_many_batches(files):
 def test_bounded_fuzz_no_crash(variants):
     """A short in-process mutation run (the ASan/libFuzzer run is csrc/fuzz/run_fuzz.sh)."""
     rng = np.random.default_rng(2024)
-    seeds = list(jpeg_zoo.jpeg_variants(jpeg_zoo.synthetic_photo(24, 40, seed=9)).values())
+    seeds = list(jpeg_corpus.jpeg_variants(jpeg_corpus.synthetic_photo(24, 40, seed=9)).values())
     for i in range(400):
         data = bytearray(seeds[i % len(seeds)])
         for _ in range(int(rng.integers(1, 6))):

@@ -8,18 +8,17 @@ import pytest
 from imgcls.data import transforms as T
 from imgcls.data.reader import jpeg_truncated, make_reader
 
+from .. import jpeg_corpus
 from .helpers import with_exif_thumbnail
 
 _reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
-
-from csrc.fuzz import jpeg_zoo  # noqa: E402
 
 
 def test_trailer_after_end_marker_accepted_by_both_readers(tmp_path, variants):
     """MPF / Motion Photo files carry data after the image's FF D9: 8 KiB of it must not read as truncated."""
     rng = np.random.default_rng(8)
     noise = rng.integers(0, 256, 8192, dtype=np.uint8).tobytes()
-    second = _reader.encode(jpeg_zoo.synthetic_photo(64, 80, seed=2), 80, "420")  # MPF: a second JPEG
+    second = _reader.encode(jpeg_corpus.synthetic_photo(64, 80, seed=2), 80, "420")  # MPF: a second JPEG
     trailers = {"noise": noise, "mpf": second + noise[: 8192 - len(second)] if len(second) < 8192 else second}
     trailers["markers"] = b"\xff\xda\x00\x08" + noise[:4000] + b"\xff\xd8" + noise[4000:]  # SOS-, SOI-like bytes
     for name in ("baseline_420", "progressive_444", "restart_420", "arithmetic_420"):
@@ -43,7 +42,7 @@ def test_trailer_after_end_marker_accepted_by_both_readers(tmp_path, variants):
 
 def test_cut_files_rejected_by_both_readers_even_with_a_thumbnail(variants):
     """A cut anywhere is caught, though the EXIF thumbnail's own FF D9 sits in the file's first segment."""
-    thumb = _reader.encode(jpeg_zoo.synthetic_photo(16, 16, seed=4), 80, "420")
+    thumb = _reader.encode(jpeg_corpus.synthetic_photo(16, 16, seed=4), 80, "420")
     for name in ("baseline_420", "progressive_420", "restart_420"):
         data = with_exif_thumbnail(variants[name], thumb)
         assert not jpeg_truncated(data)

@@ -10,11 +10,11 @@ import pytest
 
 from imgcls.data import transforms as T
 
+from .. import jpeg_corpus
 from .helpers import FULL_AUG, aug_kwargs, pil_decode
 
 _reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
 
-from csrc.fuzz import jpeg_zoo  # noqa: E402
 from imgcls.data.native_reader import (  # noqa: E402
     MAX_DIFF_DCT,
     MAX_DIFF_FULL_SCALE,
@@ -89,7 +89,7 @@ def test_val_transform_matches_reference(variants, interpolation):
 @pytest.mark.parametrize("interpolation", ["linear", "area"])
 def test_dct_scaled_transform_within_bound(interpolation):
     """Decoding at 1/2..1/8 low-passes where cv2's bilinear decimation aliases: bounded mean and max difference."""
-    data = _reader.encode(jpeg_zoo.synthetic_photo(768, 1024, seed=5), 90, "420")
+    data = _reader.encode(jpeg_corpus.synthetic_photo(768, 1024, seed=5), 90, "420")
     ref_img = T.decode_image(data)
     cfg = T.AugConfig(interpolation=interpolation)
     means, worst, scaled = [], 0, 0
