@@ -9,6 +9,11 @@ import numpy as np
 
 from imgcls.data import transforms as T
 
+try:
+    from imgcls import _reader  # the native module; tests that use it ask for the needs_native fixture
+except ImportError:
+    _reader = None
+
 FULL_AUG = dict(rotate=10.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 
 

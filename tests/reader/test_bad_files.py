@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from .helpers import set_sof_field
+from .helpers import _reader, set_sof_field
 
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 def test_bad_files_raise_clear_errors(variants):

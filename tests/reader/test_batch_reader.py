@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from imgcls.data import transforms as T
+from imgcls.data.native_reader import MAX_DIFF_FULL_SCALE, NativeReader
+from imgcls.data.reader import OpenCVReader, make_reader
 
 from .. import jpeg_corpus
-from .helpers import FULL_AUG, aug_kwargs, rss_kb, torch_equal
+from .helpers import FULL_AUG, _reader, aug_kwargs, rss_kb, torch_equal
 
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
-
-from imgcls.data.native_reader import MAX_DIFF_FULL_SCALE, NativeReader  # noqa: E402
-from imgcls.data.reader import OpenCVReader, make_reader  # noqa: E402
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 def test_batch_reader_matches_single_image_and_thread_count(files):

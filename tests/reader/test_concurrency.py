@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from imgcls.data import transforms as T
+from imgcls.data.native_reader import NativeReader
 
 from ..conftest import REPO
-from .helpers import FULL_AUG, set_sof_field
+from .helpers import FULL_AUG, _reader, set_sof_field
 
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
-
-from imgcls.data.native_reader import NativeReader  # noqa: E402
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 def test_batch_reader_shared_by_two_python_threads(files):

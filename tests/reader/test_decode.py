@@ -8,9 +8,9 @@ import pytest
 
 from imgcls.data import transforms as T
 
-from .helpers import pil_decode
+from .helpers import _reader, pil_decode
 
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 def test_decode_bit_exact_with_opencv_and_pillow(variants):

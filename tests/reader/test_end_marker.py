@@ -9,9 +9,9 @@ from imgcls.data import transforms as T
 from imgcls.data.reader import jpeg_truncated, make_reader
 
 from .. import jpeg_corpus
-from .helpers import with_exif_thumbnail
+from .helpers import _reader, with_exif_thumbnail
 
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 def test_trailer_after_end_marker_accepted_by_both_readers(tmp_path, variants):

@@ -7,9 +7,9 @@ import pytest
 
 from imgcls.data import transforms as T
 
-from .helpers import FULL_AUG, aug_kwargs
+from .helpers import FULL_AUG, _reader, aug_kwargs
 
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 def test_train_params_identical_to_python():

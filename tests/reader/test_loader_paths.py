@@ -9,7 +9,7 @@ from imgcls.data import transforms as T
 
 from .helpers import FULL_AUG, torch_equal
 
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 def test_uint8_batch_normalized_on_device_equals_same_pass(files):

@@ -9,18 +9,17 @@ import numpy as np
 import pytest
 
 from imgcls.data import transforms as T
-
-from .. import jpeg_corpus
-from .helpers import FULL_AUG, aug_kwargs, pil_decode
-
-_reader = pytest.importorskip("imgcls._reader", reason="native reader not built (python setup.py build_ext)")
-
-from imgcls.data.native_reader import (  # noqa: E402
+from imgcls.data.native_reader import (
     MAX_DIFF_DCT,
     MAX_DIFF_FULL_SCALE,
     MAX_DIFF_ROTATE,
     MEAN_DIFF_DCT,
 )
+
+from .. import jpeg_corpus
+from .helpers import FULL_AUG, _reader, aug_kwargs, pil_decode
+
+pytestmark = pytest.mark.usefixtures("needs_native")
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "area"])
