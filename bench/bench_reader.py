@@ -1,12 +1,12 @@
 """Reader throughput, images/s on one core: native (C++) vs the OpenCV reference vs Pillow, train and val.
 
-The corpus is synthetic photos (csrc/fuzz/jpeg_zoo.py: no photo ships with the installed packages here) encoded
+The corpus is synthetic photos (tests/jpeg_corpus.py: no photo ships with the installed packages here) encoded
 at ~500x375, 1024x768 and 2048x1536, quality 75 and 90, 4:2:0 and 4:4:4, baseline and progressive, cached in
 ``$IMGCLS_CACHE`` (default ~/.cache/imgcls/reader_corpus; never committed). Every reader's output is checked
 against the reference before it is timed. Methods are timed in alternating rounds and the best round is kept,
 so that other load on the machine hurts all of them alike.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_reader.py    # the table in bench/results/reader_cpu.md
+    .venv/bin/python -m bench.bench_reader                 # the table in bench/results/reader_cpu.md
     .venv/bin/python -m pytest bench/bench_reader.py       # pytest-benchmark, per method
 """
 
@@ -32,8 +32,8 @@ OUT, SHORT = 224, 256
 
 def build_corpus(per_kind: int = 4) -> dict[tuple[str, int, str, bool], list[bytes]]:
     """{(size, quality, subsampling, progressive): [jpeg bytes]}, from the cache when already built."""
-    from csrc.fuzz import jpeg_zoo  # imports imgcls._reader: only once the benchmark knows it is built
-    from imgcls import _reader
+    from imgcls import _reader  # only once the benchmark knows it is built
+    from tests import jpeg_corpus
 
     cache = Path(os.environ.get("IMGCLS_CACHE", Path.home() / ".cache" / "imgcls")) / "reader_corpus"
     cache.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def build_corpus(per_kind: int = 4) -> dict[tuple[str, int, str, bool], list[byt
                     for i in range(per_kind):
                         path = cache / f"{size_name}_q{quality}_{sub}_{'prog' if progressive else 'base'}_{i}.jpg"
                         if not path.exists():
-                            rgb = jpeg_zoo.synthetic_photo(h, w, seed=1000 + i)
+                            rgb = jpeg_corpus.synthetic_photo(h, w, seed=1000 + i)
                             path.write_bytes(_reader.encode(rgb, quality, sub, progressive=progressive))
                         files.append(path.read_bytes())
                     corpus[key] = files

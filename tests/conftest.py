@@ -37,6 +37,26 @@ def require_shared(path: Path) -> Path:
     return path
 
 
+def require_native() -> None:
+    """The C++ reader (``imgcls._reader``) must be importable: a failure on CI, whose setup builds it, and a skip
+    with the reason (not built, or built but not loadable) in a clone that has not built it."""
+    from imgcls.data.readers import native_unavailable
+
+    reason = native_unavailable()
+    if reason is None:
+        return
+    if on_ci():
+        pytest.fail(f"{reason}; CI must run this check", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def needs_native() -> None:
+    """``require_native`` as a fixture: ``pytestmark = pytest.mark.usefixtures("needs_native")``. Session-scoped, so
+    that it runs before the session fixtures that use the module (pytest sets up wider scopes first)."""
+    require_native()
+
+
 @pytest.fixture
 def parity_dir() -> Path:
     return require_shared(PARITY)

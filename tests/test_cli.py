@@ -16,6 +16,8 @@ from imgcls.export import fold_bn
 from imgcls.models import create_model
 from imgcls.optim import LRSchedule
 
+from .conftest import require_native
+
 MODEL = "ShuffleNetV2_x0_25"
 
 
@@ -272,15 +274,14 @@ def test_reader_buf_size_counts_images(images, batch, want):
 def test_apply_exif_and_device_reach_the_loader(reader):
     from imgcls.cli.data import make_loader
     from imgcls.cli.layering import build_run_config
-    from imgcls.data.readers import native_unavailable
 
-    if reader == "native" and native_unavailable():
-        pytest.skip(native_unavailable())
+    if reader == "native":
+        require_native()
     for flag, want in (("--apply_exif=True", True), ("--apply_exif", True), ("--reader_thread=1", False)):
         config = build_run_config(parse(flag, f"--reader={reader}", "--image_shape=3,8,8"), train=True, num_classes=3)
         loader = make_loader(config, [], train=True, batch_size=4, device=torch.device("cpu"))
         assert loader.reader.apply_exif is want
-        assert not loader.gpu_normalize  # CPU batches are normalized in the reader's pass
+        assert not loader.normalize_on_device  # CPU batches are normalized in the reader's pass
 
 
 def test_interpolation_takes_names_and_cv2_codes():
@@ -318,16 +319,14 @@ def test_resume_applies_new_hyperparameters_and_says_when_done(shapes, tmp_path,
 
 
 def test_infer_uses_the_reader_and_fails_when_nothing_is_read(shapes, tmp_path, capsys):
-    from imgcls.data.readers import native_available
-
     weights = tmp_path / "w.pt"
     torch.save(create_model(MODEL, num_classes=10).state_dict(), weights)
     good = shapes / "val" / "star" / "00003.jpg"
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(good.read_bytes()[:-200])  # decodes with OpenCV, but lost its end-of-image marker
     for reader in ("opencv", "native"):
-        if reader == "native" and not native_available():
-            continue
+        if reader == "native":
+            require_native()
         base = [f"--model={MODEL}", f"--pretrained_model={weights}", f"--reader={reader}", "--image_shape=3,32,32"]
         results = infer_cli.main(infer_cli.get_args_parser().parse_args([*base, "--image", str(good), str(truncated)]))
         assert [p for p, _ in results] == [str(good)]

@@ -1,17 +1,17 @@
 """RSS over many native decodes (good and bad files): it must stay flat. Default 100k decodes.
 
-    PYTHONPATH=. .venv/bin/python csrc/fuzz/rss_check.py [COUNT]
+    .venv/bin/python -m csrc.fuzz.rss_check [COUNT]    # from the repo root
 
 Prints RSS every 10% and exits 1 if it grew by more than 8 MiB after the first 10%.
-tests/test_reader.py::test_rss_flat_over_many_decodes runs the same loop at a small count.
+tests/reader/test_batch_reader.py::test_rss_flat_over_many_decodes runs the same loop at a small count.
 """
 
 from __future__ import annotations
 
 import sys
 
-from csrc.fuzz import jpeg_zoo
 from imgcls import _reader
+from tests import jpeg_corpus
 
 
 def rss_kib() -> int:
@@ -20,7 +20,7 @@ def rss_kib() -> int:
 
 
 def main(count: int) -> int:
-    variants = jpeg_zoo.jpeg_variants(jpeg_zoo.synthetic_photo(120, 160, seed=4))
+    variants = jpeg_corpus.jpeg_variants(jpeg_corpus.synthetic_photo(120, 160, seed=4))
     inputs = list(variants.values()) + [variants["baseline_420"][:2000], b"\xff\xd8\xff\xe0garbage"]
     baseline, errors = 0, 0
     for i in range(count):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the decode fuzz target with AddressSanitizer + UBSan and runs it for a bounded time.
-# Usage: csrc/fuzz/run_fuzz.sh [SECONDS=60] [BUILD_DIR=build/fuzz]. tests/test_reader.py::test_fuzz_decode_under_asan
-# (marked slow) runs it for 20 s. Seeds come from jpeg_zoo.py
+# Usage: csrc/fuzz/run_fuzz.sh [SECONDS=60] [BUILD_DIR=build/fuzz]. tests/reader/test_fuzz_asan.py
+# (marked slow) runs it for 20 s. Seeds come from tests/jpeg_corpus.py
 # (every JPEG flavour the reader supports). libFuzzer when CXX is clang++, the mutation driver otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,7 +12,7 @@ seeds="$build/seeds"
 cmake -S . -B "$build" -DIMGCLS_ASAN=ON -DIMGCLS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DIMGCLS_OUTPUT_DIR="$build/module" -DPython_EXECUTABLE="$python" >/dev/null
 cmake --build "$build" --target fuzz_decode --parallel "$(nproc)" >/dev/null
-PYTHONPATH=. "$python" csrc/fuzz/jpeg_zoo.py "$seeds"
+"$python" -m tests.jpeg_corpus "$seeds"
 mkdir -p "$build/corpus"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if "$build/fuzz_decode" -help=1 >/dev/null 2>&1; then

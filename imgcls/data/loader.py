@@ -149,8 +149,9 @@ class Loader:
     shuffle and drop_last default to ``train``.
 
     ``preprocess`` says how (its train transform when ``train``, else its eval transform). ``device``: where the
-    batches are used; a CUDA device gets them already there (see the module docstring). ``apply_exif`` rotates
-    images by their EXIF orientation tag (raw pixels by default).
+    batches are used; a CUDA device gets them already there, normalized there from pinned uint8 batches
+    (``normalize_on_device`` defaults to that; True on a CPU device takes the same path without pinning, which is
+    how the CUDA path is tested without a GPU). ``apply_exif`` rotates images by their EXIF orientation tag.
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class Loader:
         world_size: int = 1,
         device: torch.device | str | None = None,
         apply_exif: bool = False,
+        normalize_on_device: bool | None = None,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -184,7 +186,8 @@ class Loader:
         self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.gpu_normalize = self.device.type == "cuda"
+        self.pin_memory = self.device.type == "cuda"
+        self.normalize_on_device = self.pin_memory if normalize_on_device is None else normalize_on_device
         self.reader = make_reader(
             reader, preprocess, train=train, num_threads=max(1, num_workers), apply_exif=apply_exif
         )
@@ -231,13 +234,14 @@ class Loader:
         raise NoReadableImageError(f"rank {self.rank}: no image of the dataset could be read")
 
     def _read(self, indices: np.ndarray, epoch: int) -> Batch | None:
-        """One batch from the reader: pinned uint8 NHWC for a CUDA device, else normalized float32 NCHW."""
+        """One batch from the reader: uint8 NHWC (pinned for CUDA) to be normalized on the device, else normalized
+        float32 NCHW."""
         paths = [self.paths[i] for i in indices]
         seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
         n, size = len(paths), self.size
-        if self.gpu_normalize:
+        if self.normalize_on_device:
             # A fresh pinned tensor per batch: torch's pinned-memory cache reuses it only after its GPU copy is done.
-            images = torch.empty((n, size, size, 3), dtype=torch.uint8, pin_memory=True)
+            images = torch.empty((n, size, size, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
             errors = self.reader.read_batch(paths, seeds, images.numpy())
         else:
             images = torch.empty((n, 3, size, size), dtype=torch.float32)
@@ -251,12 +255,12 @@ class Loader:
         labels = torch.from_numpy(self.labels[indices[keep]])
         if len(keep) < n:
             images = images[keep]
-        if self.gpu_normalize:
+        if self.pin_memory:
             images, labels = (t if t.is_pinned() else t.pin_memory() for t in (images, labels))
         return images, labels
 
     def to_device(self, batch: Batch) -> Batch:
-        """The consumer's step of the CUDA path: pinned uint8 batch -> normalized float32 NCHW on ``device``."""
+        """The consumer's step of the device path: uint8 batch -> normalized float32 NCHW on ``device``."""
         if self._device_affine is None:
             self._device_affine = (self._scale.to(self.device), self._shift.to(self.device))
         pixels, labels = batch
@@ -268,7 +272,7 @@ class Loader:
         self.skipped = []
         batches = self.batches()
         load = partial(self.load_batch, epoch=self.epoch)  # a set_epoch() during the pass changes nothing
-        finish = self.to_device if self.gpu_normalize else None
+        finish = self.to_device if self.normalize_on_device else None
         if self.num_workers == 0:  # synchronous: handy for debugging, same batches
             return (b if finish is None else finish(b) for b in map(load, batches) if b is not None)
         it = EpochIterator(load, batches, self.prefetch, finish)

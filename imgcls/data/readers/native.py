@@ -3,7 +3,7 @@
 JPEGs are decoded by libjpeg-turbo in a pool of C++ threads with the GIL released, decoding only the rows and
 columns the crop needs, at 1/2, 1/4 or 1/8 scale when the crop is shrunk that much. The geometry (crop box, flip,
 angle, jitter factors) is bit-identical to the reference for the same seed; pixels differ by at most one level at
-full scale and by a measured amount when a DCT scale is used (bench/results/reader_cpu.md, tests/test_reader.py).
+full scale and by a measured amount when a DCT scale is used (bench/results/reader_cpu.md, tests/reader/).
 Other formats (PNG, BMP, WebP, ...) and, when asked for, EXIF-rotated JPEGs go through the OpenCV reference.
 ``read_batch_normalized`` writes float32 NCHW ``x * scale + shift`` straight into a caller buffer (the loader's
 batch tensor), bit-identical to ``imgcls.data.preprocess.normalize``.
@@ -28,7 +28,7 @@ NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
 STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE = range(4)
 _USE_REFERENCE = object()  # per-image marker between the C++ batch and the OpenCV pass
 # Bounds of |native - OpenCV reference| per uint8 value for the same seed, measured on photo-like images
-# (bench/results/reader_cpu.md); tests/test_reader.py and bench/bench_reader.py's pre-timing check hold to them.
+# (bench/results/reader_cpu.md); tests/reader/test_transform.py and bench_reader.py's pre-timing check hold to them.
 MAX_DIFF_FULL_SCALE = 1  # 1/1 decode: float vs cv2's fixed-point resize weights
 MAX_DIFF_ROTATE = 8  # plus rotation: cv2 rounds warp coordinates to 1/32 pixel and weights to 15 bits
 MEAN_DIFF_DCT = 3.0  # DCT-scaled decode (a box-like prefilter) vs cv2's bilinear decimation: mean over an image

@@ -1,6 +1,7 @@
 """Every kind of JPEG the native reader must handle, plus realistic synthetic photos.
 
-Shared by the fuzz seeds (``python csrc/fuzz/jpeg_zoo.py OUT_DIR``), tests/test_reader.py and bench/bench_reader.py.
+Shared by the fuzz seeds (``python -m tests.jpeg_corpus OUT_DIR``, run from the repo root), tests/reader/ and
+bench/bench_reader.py.
 The photos are synthetic (no photo ships with the installed packages here): luminance and chroma fields with the
 1/f^beta spectrum of natural images, plus hard-edged shapes for the edges and flat areas real photos have.
 """
@@ -12,8 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from imgcls import _reader
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -46,7 +45,12 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def jpeg_variants(rgb: np.ndarray) -> dict[str, bytes]:
-    """One JPEG per flavour: subsamplings, progressive, arithmetic, restart markers, gray, CMYK, YCCK, junk."""
+    """One JPEG per flavour: subsamplings, progressive, arithmetic, restart markers, gray, CMYK, YCCK, junk.
+
+    Encoded by the native module (libjpeg-turbo's encoder, which has every option OpenCV lacks).
+    """
+    from imgcls import _reader
+
     enc = _reader.encode
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     cmyk = 255 - np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 40, np.uint8)], axis=-1)  # Adobe-style
@@ -78,4 +82,4 @@ def write_seeds(directory: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    print(f"jpeg_zoo: {len(write_seeds(Path(sys.argv[1])))} seeds in {sys.argv[1]}")
+    print(f"jpeg_corpus: {len(write_seeds(Path(sys.argv[1])))} seeds in {sys.argv[1]}")
