@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from imgcls.layers import count_fused, set_fused
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -190,28 +192,21 @@ def convert_cpu_sync_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def unfuse_synced_blocks(model: nn.Module) -> int:
-    """Fused blocks that own a synchronized BN take the reference path (their kernel normalizes per rank)."""
-    count = 0
-    for m in model.modules():
-        bn = getattr(m, "bn", None)
-        if getattr(m, "fused", False) and isinstance(bn, (nn.SyncBatchNorm, CpuSyncBatchNorm)):
-            m.fused = False
-            count += 1
-    return count
-
-
 def convert_sync_bn(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Synchronized BN for the current backend (NCCL: torch's SyncBatchNorm; gloo: CpuSyncBatchNorm)."""
+    """Synchronized BN for the current backend (NCCL: torch's SyncBatchNorm; gloo: CpuSyncBatchNorm). A fused model
+    goes through the fused switch again, which keeps the blocks whose BN is now synchronized on their reference path
+    (their kernel would normalize with this rank's statistics alone)."""
     if not info.enabled:
         return model
+    fused_before = count_fused(model)
     if info.backend == "nccl":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     else:
         model = convert_cpu_sync_bn(model)
-    unfused = unfuse_synced_blocks(model)
-    if unfused:
-        print0(f"sync_bn: {unfused} fused blocks run their reference path (the fused kernel keeps per-rank stats)")
+    if fused_before:
+        held = fused_before - count_fused(set_fused(model, True))
+        if held:
+            print0(f"sync_bn: {held} fused blocks run their reference path (the fused kernel keeps per-rank stats)")
     return model
 
 

@@ -30,7 +30,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgcls.layers import ChannelShuffle, DWConvBNAct, SqueezeExcite
+from imgcls.layers import ChannelShuffle, DWConvBNAct, FusableBlock, SqueezeExcite
 from imgcls.models import canonical_name, create_model, get_model_cfg, list_models
 from imgcls.models.testing import randomize_bn
 
@@ -120,13 +120,13 @@ def paddle_rows(name: str) -> list[tuple[str, tuple[int, ...], bool]]:
 
 
 def fused_ops(model: nn.Module) -> set[str]:
-    """Kernel modules the model's fused-capable blocks would call; an unknown fused block raises."""
+    """Kernel modules the model's fusable blocks would call; an unknown fusable block raises."""
     ops = set()
     for m in model.modules():
-        if hasattr(m, "fused"):
+        if isinstance(m, FusableBlock):
             op = next((op for cls, op in KERNEL_OF.items() if isinstance(m, cls)), None)
             if op is None:
-                raise AssertionError(f"{type(m).__name__} has a fused flag; add its kernels module to KERNEL_OF")
+                raise AssertionError(f"{type(m).__name__} is a FusableBlock; add its kernels module to KERNEL_OF")
             ops.add(op)
     return ops
 
@@ -257,7 +257,7 @@ def test_state_dict_round_trip(built) -> None:
 
 FUSED_SCRIPT = """
 import sys, torch
-from imgcls.layers import set_fused
+from imgcls.layers import FusableBlock, set_fused
 from imgcls.models import create_model
 name, weights, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = create_model(name)
@@ -269,6 +269,7 @@ model.eval()
 with torch.no_grad():
     ref = set_fused(model, False)(x)
     out = set_fused(model, True)(x)
+assert all(m.fused for m in model.modules() if isinstance(m, FusableBlock)), "a block stayed on its reference path"
 err = (out - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
 print(f"relative max error {err:.3g}")
 assert err < 1e-5, err

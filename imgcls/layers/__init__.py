@@ -1,10 +1,10 @@
-"""Building blocks shared by the zoo; the fused-capable ones switch to Triton kernels with ``fused=True``."""
+"""Building blocks shared by the zoo; the ``FusableBlock`` ones switch to Triton kernels through ``set_fused``."""
 
 from .activations import make_activation
 from .channel_shuffle import ChannelShuffle, channel_shuffle_reference
 from .conv_bn_act import BN_EPS, BN_MOMENTUM, ConvBNAct
 from .dwconv_bn_act import DWConvBNAct
-from .fused import fused_supported, set_fused
+from .fused import FusableBlock, count_fused, fused_supported, set_fused
 from .squeeze_excite import SqueezeExcite, squeeze_excite_reference
 
 __all__ = [
@@ -13,8 +13,10 @@ __all__ = [
     "ChannelShuffle",
     "ConvBNAct",
     "DWConvBNAct",
+    "FusableBlock",
     "SqueezeExcite",
     "channel_shuffle_reference",
+    "count_fused",
     "fused_supported",
     "make_activation",
     "set_fused",

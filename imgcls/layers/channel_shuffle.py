@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from imgcls.kernels.references import channel_shuffle as channel_shuffle_reference
 
-from .fused import use_fused
+from .fused import FusableBlock, use_fused
 
 
-class ChannelShuffle(nn.Module):
+class ChannelShuffle(FusableBlock):
     """``forward(x)`` shuffles ``x``; ``forward(a, b)`` shuffles ``cat([a, b], 1)`` (one kernel when fused)."""
 
-    def __init__(self, groups: int = 2, fused: bool = False) -> None:
+    def __init__(self, groups: int = 2) -> None:
         super().__init__()
         self.groups = groups
-        self.fused = fused
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         if use_fused(self, xs[0]):

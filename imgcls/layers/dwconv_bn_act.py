@@ -7,31 +7,35 @@ interchange between fused and reference modes.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from imgcls.kernels.references import dwconv_unsupported
 
 from .activations import activation_name
 from .conv_bn_act import ConvBNAct
-from .fused import use_fused
+from .fused import FusableBlock, use_fused
 
 
-class DWConvBNAct(ConvBNAct):
+class DWConvBNAct(FusableBlock, ConvBNAct):
     """Depthwise ``kernel_size`` conv ("same" padding) + BN + activation.
 
-    With ``fused=True`` the kernel runs where it supports the block (3x3/5x5, stride 1/2, its activations, a float
-    BN momentum); any other block keeps its reference path, as ``kernel_unsupported`` (None when supported) says."""
+    Switched to its kernel (``set_fused``) where the kernel supports the block: 3x3/5x5, stride 1/2, its activations,
+    a plain ``BatchNorm2d`` with a float momentum; any other block keeps its reference path, as
+    ``kernel_unsupported`` (None when supported) says."""
 
-    def __init__(
-        self, channels: int, kernel_size: int = 3, stride: int = 1, act: str | None = "relu", fused: bool = False
-    ) -> None:
+    def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, act: str | None = "relu") -> None:
         super().__init__(channels, channels, kernel_size, stride, groups=channels, act=act)
-        self.fused = fused
-        # Decided once: the geometry and the activation are fixed here (momentum is checked per call, it is public).
-        self.kernel_unsupported = dwconv_unsupported(kernel_size, stride, activation_name(self.act), self.bn.momentum)
+
+    @property
+    def kernel_unsupported(self) -> str | None:
+        """Read per call: the BN can change after construction (its momentum is public; DDP swaps in a synced BN)."""
+        if type(self.bn) is not nn.BatchNorm2d:  # a synchronized BN needs every rank's statistics; a folded BN is gone
+            return f"fused dwconv normalizes with this process's batch statistics; bn is a {type(self.bn).__name__}"
+        k, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        return dwconv_unsupported(k, stride, activation_name(self.act), self.bn.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # use_fused first: a BN-folded copy (export.fold_bn, fused off) has an Identity where bn was.
-        if use_fused(self, x) and self.kernel_unsupported is None and self.bn.momentum is not None:
+        if use_fused(self, x):
             return self._fused_forward(x)
         return self._reference_forward(x)
 

@@ -1,7 +1,10 @@
-"""The fused switch: decides, per call, whether a block may run its Triton kernel.
+"""The fused switch: ``set_fused(model, flag)`` is the one place that turns blocks' Triton kernels on or off.
 
-Triton kernels run on a CUDA GPU, or on the CPU through Triton's interpreter (``TRITON_INTERPRET=1``, slow: tests
-only). Anywhere else a fused block runs its reference PyTorch path, after one warning line.
+Blocks with a kernel path subclass ``FusableBlock``: their constructors know nothing of fusing, ``fused`` starts
+False and only the switch sets it, and only where the block's ``kernel_unsupported`` is None (so a block the kernel
+cannot serve, e.g. one whose BN was made synchronized, stays on its reference path; flip the switch again after such a
+change). Triton kernels run on a CUDA GPU, or on the CPU through Triton's interpreter (``TRITON_INTERPRET=1``, slow:
+tests only). Anywhere else a fused block runs its reference PyTorch path, after one warning line.
 """
 
 from __future__ import annotations
@@ -49,9 +52,20 @@ def warn_fallback(x: torch.Tensor) -> None:
     print(f"imgcls: warning: fused kernels requested but {why}; running the reference PyTorch path", file=sys.stderr)
 
 
-def use_fused(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``module`` (which has a ``fused`` flag) should run its kernel on ``x`` now."""
-    if not getattr(module, "fused", False):
+class FusableBlock(nn.Module):
+    """A block with a Triton kernel path beside its reference path; ``fused`` is set by ``set_fused`` alone."""
+
+    fused: bool = False
+
+    @property
+    def kernel_unsupported(self) -> str | None:
+        """Why the kernel cannot serve this block as it stands, or None when it can."""
+        return None
+
+
+def use_fused(module: FusableBlock, x: torch.Tensor) -> bool:
+    """Whether ``module`` should run its kernel on ``x`` now (its BN may have changed since the switch set it)."""
+    if not module.fused or module.kernel_unsupported is not None:
         return False
     if fused_supported(x):
         return True
@@ -60,8 +74,14 @@ def use_fused(module: nn.Module, x: torch.Tensor) -> bool:
 
 
 def set_fused(model: nn.Module, flag: bool) -> nn.Module:
-    """Flip every fused-capable block of a built model; parameters and buffers are untouched."""
+    """Route every ``FusableBlock`` of ``model`` through its kernel (``flag`` True) where ``kernel_unsupported`` is
+    None, through its reference path otherwise; parameters and buffers are untouched. Returns ``model``."""
     for m in model.modules():
-        if hasattr(m, "fused"):
-            m.fused = bool(flag)
+        if isinstance(m, FusableBlock):
+            m.fused = bool(flag) and m.kernel_unsupported is None
     return model
+
+
+def count_fused(model: nn.Module) -> int:
+    """How many blocks of ``model`` the switch has routed through their kernels."""
+    return sum(1 for m in model.modules() if isinstance(m, FusableBlock) and m.fused)

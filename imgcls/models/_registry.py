@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..layers import set_fused
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -42,7 +44,8 @@ _ALIASES: dict[str, str] = {}  # other spellings (Paddle code / fixture names) -
 
 
 def register_model(cfg: ModelCfg) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``builder(num_classes=..., fused=..., **kw)`` under ``cfg.name``; a duplicate name raises."""
+    """Register ``builder(num_classes=..., **family_options)`` under ``cfg.name``; a duplicate name raises. Builders
+    know nothing of the fused kernels: ``create_model`` flips them on the built model (``layers.set_fused``)."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if cfg.name in _BUILDERS:
@@ -76,9 +79,10 @@ def _unknown(name: str) -> KeyError:
 
 
 def create_model(name: str, num_classes: int = 1000, fused: bool = False, **kwargs) -> nn.Module:
-    """Build a registered model. ``fused=True`` routes its blocks through the Triton kernels where available."""
+    """Build a registered model (``kwargs``: its family's options), then ``set_fused(model, fused)``: with
+    ``fused=True`` its fusable blocks run the Triton kernels where available."""
     name = canonical_name(name)
-    model = _BUILDERS[name](num_classes=num_classes, fused=fused, **kwargs)
+    model = set_fused(_BUILDERS[name](num_classes=num_classes, **kwargs), fused)
     model.default_cfg = _CFGS[name]
     return model
 

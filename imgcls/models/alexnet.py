@@ -71,6 +71,6 @@ def paddle_names(model: AlexNet) -> dict[str, str]:
         paddle_names=paddle_names,
     )
 )
-def alexnet(num_classes: int = 1000, fused: bool = False, **kw) -> AlexNet:
-    """AlexNet (no fused blocks: plain convs without BN)."""
+def alexnet(num_classes: int = 1000, **kw) -> AlexNet:
+    """AlexNet."""
     return AlexNet(num_classes, **kw)

@@ -87,6 +87,6 @@ def paddle_names(model: DarkNet53) -> dict[str, str]:
         paddle_names=paddle_names,
     )
 )
-def darknet53(num_classes: int = 1000, fused: bool = False) -> DarkNet53:
-    """DarkNet53 (no fused blocks; released as ``DarkNet53_ImageNet1k_pretrained.tar``)."""
+def darknet53(num_classes: int = 1000) -> DarkNet53:
+    """DarkNet53 (released as ``DarkNet53_ImageNet1k_pretrained.tar``)."""
     return DarkNet53(num_classes)

@@ -122,30 +122,30 @@ def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
 
 
 @register_model(_cfg("DenseNet121", 75.66, 92.58))
-def densenet121(num_classes: int = 1000, fused: bool = False) -> DenseNet:
-    """DenseNet121 (no fused blocks)."""
+def densenet121(num_classes: int = 1000) -> DenseNet:
+    """DenseNet121."""
     return DenseNet(121, num_classes)
 
 
 @register_model(_cfg("DenseNet161", 78.57, 94.14))
-def densenet161(num_classes: int = 1000, fused: bool = False) -> DenseNet:
-    """DenseNet161: 96-channel stem, growth 48 (no fused blocks)."""
+def densenet161(num_classes: int = 1000) -> DenseNet:
+    """DenseNet161: 96-channel stem, growth 48."""
     return DenseNet(161, num_classes)
 
 
 @register_model(_cfg("DenseNet169", 76.81, 93.31))
-def densenet169(num_classes: int = 1000, fused: bool = False) -> DenseNet:
-    """DenseNet169 (no fused blocks)."""
+def densenet169(num_classes: int = 1000) -> DenseNet:
+    """DenseNet169."""
     return DenseNet(169, num_classes)
 
 
 @register_model(_cfg("DenseNet201", 77.63, 93.66))
-def densenet201(num_classes: int = 1000, fused: bool = False) -> DenseNet:
-    """DenseNet201 (no fused blocks)."""
+def densenet201(num_classes: int = 1000) -> DenseNet:
+    """DenseNet201."""
     return DenseNet(201, num_classes)
 
 
 @register_model(_cfg("DenseNet264", 77.96, 93.85))
-def densenet264(num_classes: int = 1000, fused: bool = False) -> DenseNet:
-    """DenseNet264 (no fused blocks)."""
+def densenet264(num_classes: int = 1000) -> DenseNet:
+    """DenseNet264."""
     return DenseNet(264, num_classes)

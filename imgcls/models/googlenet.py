@@ -166,6 +166,6 @@ def paddle_names(model: GoogLeNet) -> dict[str, str]:
         paddle_names=paddle_names,
     )
 )
-def googlenet(num_classes: int = 1000, fused: bool = False, **kw) -> GoogLeNet:
-    """GoogLeNet with aux heads (no fused blocks: plain convs without BN)."""
+def googlenet(num_classes: int = 1000, **kw) -> GoogLeNet:
+    """GoogLeNet with aux heads."""
     return GoogLeNet(num_classes, **kw)

@@ -211,6 +211,6 @@ def paddle_names(model: InceptionV4) -> dict[str, str]:
         paddle_names=paddle_names,
     )
 )
-def inception_v4(num_classes: int = 1000, fused: bool = False, **kw) -> InceptionV4:
-    """InceptionV4 (no depthwise convs, so nothing to fuse)."""
+def inception_v4(num_classes: int = 1000, **kw) -> InceptionV4:
+    """InceptionV4."""
     return InceptionV4(num_classes, **kw)

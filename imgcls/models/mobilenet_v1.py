@@ -17,9 +17,9 @@ from ._registry import ModelCfg, register_model
 class DepthwiseSeparable(nn.Module):
     """3x3 depthwise conv + BN + ReLU (Paddle's ``<name>_dw``), then 1x1 conv + BN + ReLU (``<name>_sep``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, fused: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
-        self.dw = DWConvBNAct(in_channels, 3, stride, act="relu", fused=fused)
+        self.dw = DWConvBNAct(in_channels, 3, stride, act="relu")
         self.sep = ConvBNAct(in_channels, out_channels, 1, act="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,13 +43,13 @@ BLOCKS = (
 class MobileNetV1(nn.Module):
     """Stem conv, the depthwise-separable blocks of ``BLOCKS``, global average pool, FC."""
 
-    def __init__(self, scale: float = 1.0, num_classes: int = 1000, fused: bool = False) -> None:
+    def __init__(self, scale: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
         in_ch = int(32 * scale)
         self.stem = ConvBNAct(3, in_ch, 3, stride=2, act="relu")
         blocks = []
         for _, channels, stride in BLOCKS:
-            blocks.append(DepthwiseSeparable(in_ch, int(channels * scale), stride, fused=fused))
+            blocks.append(DepthwiseSeparable(in_ch, int(channels * scale), stride))
             in_ch = int(channels * scale)
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -71,6 +71,6 @@ def paddle_names(model: MobileNetV1) -> dict[str, str]:
 
 
 @register_model(ModelCfg("MobileNetV1", "mobilenet_v1", top1=70.99, top5=89.68, paddle_names=paddle_names))
-def mobilenet_v1(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV1:
+def mobilenet_v1(num_classes: int = 1000) -> MobileNetV1:
     """MobileNetV1 1.0x."""
-    return MobileNetV1(1.0, num_classes, fused=fused, **kw)
+    return MobileNetV1(1.0, num_classes)

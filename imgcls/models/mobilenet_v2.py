@@ -18,14 +18,12 @@ from ._registry import ModelCfg, register_alias, register_model
 class InvertedResidual(nn.Module):
     """1x1 expand (ReLU6) -> 3x3 depthwise (ReLU6) -> 1x1 linear; plus the input when ``residual``."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, stride: int, expansion: int, residual: bool, fused: bool = False
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, residual: bool) -> None:
         super().__init__()
         hidden = int(round(in_channels * expansion))
         self.residual = residual
         self.expand = ConvBNAct(in_channels, hidden, 1, act="relu6")
-        self.dwise = DWConvBNAct(hidden, 3, stride, act="relu6", fused=fused)
+        self.dwise = DWConvBNAct(hidden, 3, stride, act="relu6")
         self.linear = ConvBNAct(hidden, out_channels, 1, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +34,7 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """Stem conv, seven groups of inverted residuals (``SETTINGS``), 1x1 conv, global average pool, FC."""
 
-    def __init__(self, scale: float = 1.0, num_classes: int = 1000, fused: bool = False) -> None:
+    def __init__(self, scale: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
         in_ch = int(32 * scale)
         self.stem = ConvBNAct(3, in_ch, 3, stride=2, act="relu6")
@@ -44,10 +42,8 @@ class MobileNetV2(nn.Module):
         for expansion, channels, repeats, stride in SETTINGS:
             out_ch = int(channels * scale)
             # Paddle's first block of a group never adds the shortcut, even where shapes would allow it.
-            blocks = [InvertedResidual(in_ch, out_ch, stride, expansion, residual=False, fused=fused)]
-            blocks += [
-                InvertedResidual(out_ch, out_ch, 1, expansion, residual=True, fused=fused) for _ in range(1, repeats)
-            ]
+            blocks = [InvertedResidual(in_ch, out_ch, stride, expansion, residual=False)]
+            blocks += [InvertedResidual(out_ch, out_ch, 1, expansion, residual=True) for _ in range(1, repeats)]
             groups.append(nn.Sequential(*blocks))
             in_ch = out_ch
         self.blocks = nn.Sequential(*groups)
@@ -90,33 +86,33 @@ def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
 
 
 @register_model(_cfg("MobileNetV2", 72.15, 90.65))
-def mobilenet_v2_x1_0(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV2:
+def mobilenet_v2_x1_0(num_classes: int = 1000) -> MobileNetV2:
     """MobileNetV2 1.0x (Paddle's ``MobileNetV2_x1_0``; released as ``MobileNetV2_pretrained.tar``)."""
-    return MobileNetV2(1.0, num_classes, fused=fused, **kw)
+    return MobileNetV2(1.0, num_classes)
 
 
 @register_model(_cfg("MobileNetV2_x0_25", 53.21, 76.52))
-def mobilenet_v2_x0_25(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV2:
+def mobilenet_v2_x0_25(num_classes: int = 1000) -> MobileNetV2:
     """MobileNetV2 0.25x."""
-    return MobileNetV2(0.25, num_classes, fused=fused, **kw)
+    return MobileNetV2(0.25, num_classes)
 
 
 @register_model(_cfg("MobileNetV2_x0_5", 65.03, 85.72))
-def mobilenet_v2_x0_5(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV2:
+def mobilenet_v2_x0_5(num_classes: int = 1000) -> MobileNetV2:
     """MobileNetV2 0.5x."""
-    return MobileNetV2(0.5, num_classes, fused=fused, **kw)
+    return MobileNetV2(0.5, num_classes)
 
 
 @register_model(_cfg("MobileNetV2_x1_5", 74.12, 91.67))
-def mobilenet_v2_x1_5(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV2:
+def mobilenet_v2_x1_5(num_classes: int = 1000) -> MobileNetV2:
     """MobileNetV2 1.5x."""
-    return MobileNetV2(1.5, num_classes, fused=fused, **kw)
+    return MobileNetV2(1.5, num_classes)
 
 
 @register_model(_cfg("MobileNetV2_x2_0", 75.23, 92.58))
-def mobilenet_v2_x2_0(num_classes: int = 1000, fused: bool = False, **kw) -> MobileNetV2:
+def mobilenet_v2_x2_0(num_classes: int = 1000) -> MobileNetV2:
     """MobileNetV2 2.0x."""
-    return MobileNetV2(2.0, num_classes, fused=fused, **kw)
+    return MobileNetV2(2.0, num_classes)
 
 
 register_alias("MobileNetV2_x1_0", "MobileNetV2")

@@ -50,7 +50,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 (stride, ``groups``) -> 1x1 conv-BNs; ``relu(out + shortcut)``, or with ``se_reduction`` the
-    squeeze-excitation of ``out`` followed by that same add + ReLU (one fused op in ``SqueezeExcite``)."""
+    squeeze-excitation of ``out`` followed by that same add + ReLU (one ``SqueezeExcite`` op)."""
 
     def __init__(
         self,
@@ -61,13 +61,12 @@ class Bottleneck(nn.Module):
         shortcut: nn.Module | None,
         groups: int = 1,
         se_reduction: int | None = None,
-        fused: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = ConvBNAct(in_channels, width, 1)
         self.conv2 = ConvBNAct(width, width, 3, stride, groups=groups)
         self.conv3 = ConvBNAct(width, out_channels, 1, act=None)
-        self.se = SqueezeExcite(out_channels, out_channels // se_reduction, fused=fused) if se_reduction else None
+        self.se = SqueezeExcite(out_channels, out_channels // se_reduction) if se_reduction else None
         self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +103,7 @@ def make_stem(channels: tuple[int, ...]) -> nn.Sequential:
     )
 
 
-def make_stage(spec: ResNetSpec, stage: int, in_channels: int, fused: bool) -> nn.Sequential:
+def make_stage(spec: ResNetSpec, stage: int, in_channels: int) -> nn.Sequential:
     """The blocks of one stage; the first block downsamples (except in stage 0) and may project its shortcut."""
     block_cls = Bottleneck if spec.bottleneck else BasicBlock
     width, out_channels = spec.widths[stage], spec.out_channels[stage]
@@ -115,7 +114,7 @@ def make_stage(spec: ResNetSpec, stage: int, in_channels: int, fused: bool) -> n
         shortcut = Shortcut(in_channels, out_channels, stride, spec.avg_down and stage > 0) if project else None
         blocks.append(
             block_cls(in_channels, width, out_channels, stride, shortcut, groups=spec.groups,
-                      se_reduction=spec.se_reduction, fused=fused)
+                      se_reduction=spec.se_reduction)
         )  # fmt: skip
         in_channels = out_channels
     return nn.Sequential(*blocks)
@@ -124,14 +123,14 @@ def make_stage(spec: ResNetSpec, stage: int, in_channels: int, fused: bool) -> n
 class ResNet(nn.Module):
     """Stem, 3x3/2 max pool, residual stages, global average pool, (dropout), FC."""
 
-    def __init__(self, spec: ResNetSpec, num_classes: int = 1000, fused: bool = False) -> None:
+    def __init__(self, spec: ResNetSpec, num_classes: int = 1000) -> None:
         super().__init__()
         self.spec = spec
         self.stem = make_stem(spec.stem)
         self.pool = nn.MaxPool2d(3, 2, padding=1)
         stages, in_channels = [], spec.stem[-1]
         for s in range(len(spec.depths)):
-            stages.append(make_stage(spec, s, in_channels, fused))
+            stages.append(make_stage(spec, s, in_channels))
             in_channels = spec.out_channels[s]
         self.stages = nn.Sequential(*stages)
         self.head_pool = nn.AdaptiveAvgPool2d(1)
@@ -220,71 +219,67 @@ def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
     return ModelCfg(name, "resnet", top1=top1, top5=top5, paddle_names=resnet_paddle_names)
 
 
-def _build(layers: int, variant: str, num_classes: int, fused: bool) -> ResNet:
-    return ResNet(resnet_spec(layers, variant), num_classes, fused)
-
-
 @register_model(_cfg("ResNet18", 70.98, 89.92))
-def resnet18(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet18(num_classes: int = 1000) -> ResNet:
     """ResNet18 (basic blocks)."""
-    return _build(18, "", num_classes, fused)
+    return ResNet(resnet_spec(18), num_classes)
 
 
 @register_model(_cfg("ResNet34", 74.57, 92.14))
-def resnet34(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet34(num_classes: int = 1000) -> ResNet:
     """ResNet34 (basic blocks)."""
-    return _build(34, "", num_classes, fused)
+    return ResNet(resnet_spec(34), num_classes)
 
 
 @register_model(_cfg("ResNet50", 76.50, 93.00))
-def resnet50(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet50(num_classes: int = 1000) -> ResNet:
     """ResNet50."""
-    return _build(50, "", num_classes, fused)
+    return ResNet(resnet_spec(50), num_classes)
 
 
 @register_model(_cfg("ResNet50_vc", 78.35, 94.03))
-def resnet50_vc(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet50_vc(num_classes: int = 1000) -> ResNet:
     """ResNet50 with the deep 3x3 stem."""
-    return _build(50, "vc", num_classes, fused)
+    return ResNet(resnet_spec(50, "vc"), num_classes)
 
 
 @register_model(_cfg("ResNet50_vd", 79.12, 94.44))
-def resnet50_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet50_vd(num_classes: int = 1000) -> ResNet:
     """ResNet50 with the deep stem and the avg-pool shortcut."""
-    return _build(50, "vd", num_classes, fused)
+    return ResNet(resnet_spec(50, "vd"), num_classes)
 
 
 @register_model(_cfg("ResNet50_vd_v2", 79.84, 94.93))
-def resnet50_vd_v2(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet50_vd_v2(num_classes: int = 1000) -> ResNet:
     """ResNet50_vd's network (Paddle's v2 weights came from a longer training recipe, not a new architecture)."""
-    return _build(50, "vd", num_classes, fused)
+    return ResNet(resnet_spec(50, "vd"), num_classes)
 
 
 @register_model(_cfg("ResNet101", 77.56, 93.64))
-def resnet101(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet101(num_classes: int = 1000) -> ResNet:
     """ResNet101."""
-    return _build(101, "", num_classes, fused)
+    return ResNet(resnet_spec(101), num_classes)
 
 
 @register_model(_cfg("ResNet101_vd", 80.17, 94.97))
-def resnet101_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet101_vd(num_classes: int = 1000) -> ResNet:
     """ResNet101_vd."""
-    return _build(101, "vd", num_classes, fused)
+    return ResNet(resnet_spec(101, "vd"), num_classes)
 
 
 @register_model(_cfg("ResNet152", 78.26, 93.96))
-def resnet152(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet152(num_classes: int = 1000) -> ResNet:
     """ResNet152."""
-    return _build(152, "", num_classes, fused)
+    return ResNet(resnet_spec(152), num_classes)
 
 
 @register_model(_cfg("ResNet152_vd", 80.59, 95.30))
-def resnet152_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet152_vd(num_classes: int = 1000) -> ResNet:
     """ResNet152_vd."""
-    return _build(152, "vd", num_classes, fused)
+    return ResNet(resnet_spec(152, "vd"), num_classes)
 
 
 @register_model(_cfg("ResNet200_vd", 80.93, 95.33))
-def resnet200_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnet200_vd(num_classes: int = 1000) -> ResNet:
     """ResNet200_vd (3, 12, 48, 3 bottlenecks)."""
-    return _build(200, "vd", num_classes, fused)
+    return ResNet(resnet_spec(200, "vd"), num_classes)

@@ -30,60 +30,56 @@ def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
     return ModelCfg(name, "resnext", top1=top1, top5=top5, paddle_names=resnext_paddle_names)
 
 
-def _build(layers: int, cardinality: int, vd: bool, num_classes: int, fused: bool) -> ResNet:
-    return ResNet(resnext_spec(layers, cardinality, vd), num_classes, fused)
-
-
 @register_model(_cfg("ResNeXt50_32x4d", 77.75, 93.82))
-def resnext50_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext50_32x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt50, 32 groups."""
-    return _build(50, 32, False, num_classes, fused)
+    return ResNet(resnext_spec(50, 32), num_classes)
 
 
 @register_model(_cfg("ResNeXt50_vd_32x4d", 79.56, 94.62))
-def resnext50_vd_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext50_vd_32x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt50_vd, 32 groups."""
-    return _build(50, 32, True, num_classes, fused)
+    return ResNet(resnext_spec(50, 32, vd=True), num_classes)
 
 
 @register_model(_cfg("ResNeXt50_64x4d", 78.43, 94.13))
-def resnext50_64x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext50_64x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt50, 64 groups."""
-    return _build(50, 64, False, num_classes, fused)
+    return ResNet(resnext_spec(50, 64), num_classes)
 
 
 @register_model(_cfg("ResNeXt50_vd_64x4d", 80.12, 94.86))
-def resnext50_vd_64x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext50_vd_64x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt50_vd, 64 groups."""
-    return _build(50, 64, True, num_classes, fused)
+    return ResNet(resnext_spec(50, 64, vd=True), num_classes)
 
 
 @register_model(_cfg("ResNeXt101_32x4d", 78.65, 94.19))
-def resnext101_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext101_32x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt101, 32 groups."""
-    return _build(101, 32, False, num_classes, fused)
+    return ResNet(resnext_spec(101, 32), num_classes)
 
 
 # The seed README lists ResNeXt50_64x4d's accuracy (and tar link) for this row too; recorded as published.
 @register_model(_cfg("ResNeXt101_64x4d", 78.43, 94.13))
-def resnext101_64x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext101_64x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt101, 64 groups."""
-    return _build(101, 64, False, num_classes, fused)
+    return ResNet(resnext_spec(101, 64), num_classes)
 
 
 @register_model(_cfg("ResNeXt101_vd_64x4d", 80.78, 95.20))
-def resnext101_vd_64x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext101_vd_64x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt101_vd, 64 groups."""
-    return _build(101, 64, True, num_classes, fused)
+    return ResNet(resnext_spec(101, 64, vd=True), num_classes)
 
 
 @register_model(_cfg("ResNeXt152_32x4d", 78.98, 94.33))
-def resnext152_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext152_32x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt152, 32 groups."""
-    return _build(152, 32, False, num_classes, fused)
+    return ResNet(resnext_spec(152, 32), num_classes)
 
 
 @register_model(_cfg("ResNeXt152_64x4d", 79.51, 94.71))
-def resnext152_64x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext152_64x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt152, 64 groups."""
-    return _build(152, 64, False, num_classes, fused)
+    return ResNet(resnext_spec(152, 64), num_classes)

@@ -48,30 +48,30 @@ def _cfg(name: str, top1: float, top5: float, size: int = 224, resize_short: int
 
 
 @register_model(_cfg("ResNeXt101_32x8d_wsl", 82.55, 96.74))
-def resnext101_32x8d_wsl(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext101_32x8d_wsl(num_classes: int = 1000) -> ResNet:
     """ResNeXt101 32x8d WSL (88.8M parameters)."""
-    return ResNet(wsl_spec(8), num_classes, fused)
+    return ResNet(wsl_spec(8), num_classes)
 
 
 @register_model(_cfg("ResNeXt101_32x16d_wsl", 84.24, 97.26))
-def resnext101_32x16d_wsl(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext101_32x16d_wsl(num_classes: int = 1000) -> ResNet:
     """ResNeXt101 32x16d WSL (194M parameters)."""
-    return ResNet(wsl_spec(16), num_classes, fused)
+    return ResNet(wsl_spec(16), num_classes)
 
 
 @register_model(_cfg("ResNeXt101_32x32d_wsl", 84.97, 97.59))
-def resnext101_32x32d_wsl(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext101_32x32d_wsl(num_classes: int = 1000) -> ResNet:
     """ResNeXt101 32x32d WSL (469M parameters)."""
-    return ResNet(wsl_spec(32), num_classes, fused)
+    return ResNet(wsl_spec(32), num_classes)
 
 
 @register_model(_cfg("ResNeXt101_32x48d_wsl", 85.37, 97.69))
-def resnext101_32x48d_wsl(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def resnext101_32x48d_wsl(num_classes: int = 1000) -> ResNet:
     """ResNeXt101 32x48d WSL (829M parameters)."""
-    return ResNet(wsl_spec(48), num_classes, fused)
+    return ResNet(wsl_spec(48), num_classes)
 
 
 @register_model(_cfg("Fix_ResNeXt101_32x48d_wsl", 86.26, 97.97, size=320, resize_short=320))
-def fix_resnext101_32x48d_wsl(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def fix_resnext101_32x48d_wsl(num_classes: int = 1000) -> ResNet:
     """ResNeXt101 32x48d WSL fine-tuned at 320 px (FixRes); the same network."""
-    return ResNet(wsl_spec(48), num_classes, fused)
+    return ResNet(wsl_spec(48), num_classes)

@@ -62,21 +62,21 @@ def _cfg(name: str, top1: float, top5: float, dropout: float) -> ModelCfg:
 
 
 @register_model(_cfg("SE_ResNeXt50_32x4d", 78.44, 93.96, 0.5))
-def se_resnext50_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
-    """SE-ResNeXt50 32x4d (``fused`` routes the SE + residual tail through the Triton kernel)."""
-    return ResNet(se_resnext_spec(50), num_classes, fused)
+def se_resnext50_32x4d(num_classes: int = 1000) -> ResNet:
+    """SE-ResNeXt50 32x4d (its SE + residual tail is a fusable block)."""
+    return ResNet(se_resnext_spec(50), num_classes)
 
 
 @register_model(_cfg("SE_ResNeXt101_32x4d", 79.12, 94.20, 0.5))
-def se_resnext101_32x4d(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def se_resnext101_32x4d(num_classes: int = 1000) -> ResNet:
     """SE-ResNeXt101 32x4d."""
-    return ResNet(se_resnext_spec(101), num_classes, fused)
+    return ResNet(se_resnext_spec(101), num_classes)
 
 
 @register_model(_cfg("SENet154_vd", 81.40, 95.48, 0.2))
-def senet154_vd(num_classes: int = 1000, fused: bool = False) -> ResNet:
+def senet154_vd(num_classes: int = 1000) -> ResNet:
     """Paddle's SENet154_vd (``SE154_vd()`` in its code; released as ``SENet_154_vd_pretrained.tar``)."""
-    return ResNet(senet154_vd_spec(), num_classes, fused)
+    return ResNet(senet154_vd_spec(), num_classes)
 
 
 register_alias("SENet_154_vd", "SENet154_vd")

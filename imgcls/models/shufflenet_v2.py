@@ -19,19 +19,19 @@ from ._registry import ModelCfg, register_alias, register_model
 class ShuffleUnit(nn.Module):
     """One ShuffleNetV2 unit. Stride 1: ``shuffle(x1, main(x2))``; stride 2: ``shuffle(down(x), main(x))``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, act: str, fused: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, act: str) -> None:
         super().__init__()
         branch = out_channels // 2
         self.stride = stride
         main_in = in_channels // 2 if stride == 1 else in_channels
         if stride == 2:  # Paddle's conv4 (depthwise, no act) and conv5
-            self.down_dw = DWConvBNAct(in_channels, 3, stride, act=None, fused=fused)
+            self.down_dw = DWConvBNAct(in_channels, 3, stride, act=None)
             self.down_pw = ConvBNAct(in_channels, branch, 1, act=act)
         # Paddle's conv1, conv2 (depthwise, no act), conv3
         self.main_pw = ConvBNAct(main_in, branch, 1, act=act)
-        self.main_dw = DWConvBNAct(branch, 3, stride, act=None, fused=fused)
+        self.main_dw = DWConvBNAct(branch, 3, stride, act=None)
         self.main_linear = ConvBNAct(branch, branch, 1, act=act)
-        self.shuffle = ChannelShuffle(2, fused=fused)
+        self.shuffle = ChannelShuffle(2)
 
     def main(self, x: torch.Tensor) -> torch.Tensor:
         return self.main_linear(self.main_dw(self.main_pw(x)))
@@ -46,18 +46,14 @@ class ShuffleUnit(nn.Module):
 class ShuffleNetV2(nn.Module):
     """Stem conv + max pool, three stages of shuffle units (4, 8, 4), 1x1 conv, global average pool, FC."""
 
-    def __init__(
-        self, channels: tuple[int, ...], num_classes: int = 1000, act: str = "relu", fused: bool = False
-    ) -> None:
+    def __init__(self, channels: tuple[int, ...], num_classes: int = 1000, act: str = "relu") -> None:
         super().__init__()
         stem, *stage_channels, last = channels
         self.stem = ConvBNAct(3, stem, 3, stride=2, act=act)
         self.stem_pool = nn.MaxPool2d(3, stride=2, padding=1)
         stages, in_ch = [], stem
         for repeats, out_ch in zip(STAGE_REPEATS, stage_channels):
-            units = [
-                ShuffleUnit(in_ch if i == 0 else out_ch, out_ch, 2 if i == 0 else 1, act, fused) for i in range(repeats)
-            ]
+            units = [ShuffleUnit(in_ch if i == 0 else out_ch, out_ch, 2 if i == 0 else 1, act) for i in range(repeats)]
             stages.append(nn.Sequential(*units))
             in_ch = out_ch
         self.stages = nn.Sequential(*stages)
@@ -101,45 +97,45 @@ def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
 
 
 @register_model(_cfg("ShuffleNetV2", 68.80, 88.45))
-def shufflenet_v2_x1_0(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
+def shufflenet_v2_x1_0(num_classes: int = 1000, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 1.0x (Paddle's ``ShuffleNetV2_x1_0``; released as ``ShuffleNetV2_pretrained.tar``)."""
-    return ShuffleNetV2(CHANNELS["x1_0"], num_classes, fused=fused, **kw)
+    return ShuffleNetV2(CHANNELS["x1_0"], num_classes, **kw)
 
 
 @register_model(_cfg("ShuffleNetV2_x0_25", 49.90, 73.79))
-def shufflenet_v2_x0_25(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
+def shufflenet_v2_x0_25(num_classes: int = 1000, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 0.25x."""
-    return ShuffleNetV2(CHANNELS["x0_25"], num_classes, fused=fused, **kw)
+    return ShuffleNetV2(CHANNELS["x0_25"], num_classes, **kw)
 
 
 @register_model(_cfg("ShuffleNetV2_x0_33", 53.73, 77.05))
-def shufflenet_v2_x0_33(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
+def shufflenet_v2_x0_33(num_classes: int = 1000, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 0.33x."""
-    return ShuffleNetV2(CHANNELS["x0_33"], num_classes, fused=fused, **kw)
+    return ShuffleNetV2(CHANNELS["x0_33"], num_classes, **kw)
 
 
 @register_model(_cfg("ShuffleNetV2_x0_5", 60.32, 82.26))
-def shufflenet_v2_x0_5(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
+def shufflenet_v2_x0_5(num_classes: int = 1000, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 0.5x."""
-    return ShuffleNetV2(CHANNELS["x0_5"], num_classes, fused=fused, **kw)
+    return ShuffleNetV2(CHANNELS["x0_5"], num_classes, **kw)
 
 
 @register_model(_cfg("ShuffleNetV2_x1_5", 71.63, 90.15))
-def shufflenet_v2_x1_5(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
+def shufflenet_v2_x1_5(num_classes: int = 1000, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 1.5x."""
-    return ShuffleNetV2(CHANNELS["x1_5"], num_classes, fused=fused, **kw)
+    return ShuffleNetV2(CHANNELS["x1_5"], num_classes, **kw)
 
 
 @register_model(_cfg("ShuffleNetV2_x2_0", 73.15, 91.20))
-def shufflenet_v2_x2_0(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
+def shufflenet_v2_x2_0(num_classes: int = 1000, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 2.0x."""
-    return ShuffleNetV2(CHANNELS["x2_0"], num_classes, fused=fused, **kw)
+    return ShuffleNetV2(CHANNELS["x2_0"], num_classes, **kw)
 
 
 @register_model(_cfg("ShuffleNetV2_swish", 70.03, 89.17))
-def shufflenet_v2_swish(num_classes: int = 1000, fused: bool = False, **kw) -> ShuffleNetV2:
+def shufflenet_v2_swish(num_classes: int = 1000, **kw) -> ShuffleNetV2:
     """ShuffleNetV2 1.0x with swish in place of every ReLU (Paddle's ``ShuffleNetV2_x1_0_swish``)."""
-    return ShuffleNetV2(CHANNELS["x1_0"], num_classes, act="swish", fused=fused, **kw)
+    return ShuffleNetV2(CHANNELS["x1_0"], num_classes, act="swish", **kw)
 
 
 register_alias("ShuffleNetV2_x1_0", "ShuffleNetV2")

@@ -89,12 +89,12 @@ def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
 
 
 @register_model(_cfg("SqueezeNet1_0", 59.60, 81.66))
-def squeezenet1_0(num_classes: int = 1000, fused: bool = False, **kw) -> SqueezeNet:
-    """SqueezeNet 1.0 (no fused blocks: plain convs without BN)."""
+def squeezenet1_0(num_classes: int = 1000, **kw) -> SqueezeNet:
+    """SqueezeNet 1.0."""
     return SqueezeNet("1_0", num_classes, **kw)
 
 
 @register_model(_cfg("SqueezeNet1_1", 60.08, 81.85))
-def squeezenet1_1(num_classes: int = 1000, fused: bool = False, **kw) -> SqueezeNet:
-    """SqueezeNet 1.1 (no fused blocks: plain convs without BN)."""
+def squeezenet1_1(num_classes: int = 1000, **kw) -> SqueezeNet:
+    """SqueezeNet 1.1."""
     return SqueezeNet("1_1", num_classes, **kw)

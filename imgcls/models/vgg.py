@@ -72,24 +72,24 @@ def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
 
 
 @register_model(_cfg("VGG11", 69.28, 89.09))
-def vgg11(num_classes: int = 1000, fused: bool = False, **kw) -> VGG:
-    """VGG11 (no fused blocks: plain convs without BN)."""
+def vgg11(num_classes: int = 1000, **kw) -> VGG:
+    """VGG11."""
     return VGG(11, num_classes, **kw)
 
 
 @register_model(_cfg("VGG13", 70.02, 89.42))
-def vgg13(num_classes: int = 1000, fused: bool = False, **kw) -> VGG:
-    """VGG13 (no fused blocks: plain convs without BN)."""
+def vgg13(num_classes: int = 1000, **kw) -> VGG:
+    """VGG13."""
     return VGG(13, num_classes, **kw)
 
 
 @register_model(_cfg("VGG16", 72.00, 90.69))
-def vgg16(num_classes: int = 1000, fused: bool = False, **kw) -> VGG:
-    """VGG16 (no fused blocks: plain convs without BN)."""
+def vgg16(num_classes: int = 1000, **kw) -> VGG:
+    """VGG16."""
     return VGG(16, num_classes, **kw)
 
 
 @register_model(_cfg("VGG19", 72.56, 90.93))
-def vgg19(num_classes: int = 1000, fused: bool = False, **kw) -> VGG:
-    """VGG19 (no fused blocks: plain convs without BN)."""
+def vgg19(num_classes: int = 1000, **kw) -> VGG:
+    """VGG19."""
     return VGG(19, num_classes, **kw)

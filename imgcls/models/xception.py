@@ -26,10 +26,10 @@ def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
 class SeparableConv(nn.Module):
     """1x1 conv + BN, then 3x3 depthwise conv + BN (Paddle's order; no activation)."""
 
-    def __init__(self, in_channels: int, out_channels: int, fused: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.pw = ConvBNAct(in_channels, out_channels, 1, act=None)
-        self.dw = DWConvBNAct(out_channels, 3, 1, act=None, fused=fused)
+        self.dw = DWConvBNAct(out_channels, 3, 1, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dw(self.pw(x))
@@ -39,17 +39,12 @@ class XceptionBlock(nn.Module):
     """ReLU-separable convs, then either (pool_stride given) max pool + 1x1 conv shortcut or the identity."""
 
     def __init__(
-        self,
-        in_channels: int,
-        widths: tuple[int, ...],
-        pool_stride: int | None,
-        relu_first: bool = True,
-        fused: bool = False,
+        self, in_channels: int, widths: tuple[int, ...], pool_stride: int | None, relu_first: bool = True
     ) -> None:
         super().__init__()
         self.relu_first = relu_first
         ins = (in_channels, *widths[:-1])
-        self.seps = nn.ModuleList(SeparableConv(i, o, fused) for i, o in zip(ins, widths))
+        self.seps = nn.ModuleList(SeparableConv(i, o) for i, o in zip(ins, widths))
         self.pool = nn.MaxPool2d(3, pool_stride, padding=1) if pool_stride else None
         self.shortcut = nn.Conv2d(in_channels, widths[-1], 1, pool_stride, bias=False) if pool_stride else None
 
@@ -78,21 +73,21 @@ MIDDLE_WIDTH = 728
 class Xception(nn.Module):
     """Stem, entry flow, middle flow, exit flow (``VARIANTS``), global average pool, fc."""
 
-    def __init__(self, variant: str = "Xception41", num_classes: int = 1000, fused: bool = False) -> None:
+    def __init__(self, variant: str = "Xception41", num_classes: int = 1000) -> None:
         super().__init__()
         spec = VARIANTS[variant]
         self.stem = nn.Sequential(ConvBNAct(3, 32, 3, stride=2), ConvBNAct(32, 64, 3))
         entry, in_ch = [], 64
         for width, stride, relu_first in spec["entry"]:
-            entry.append(XceptionBlock(in_ch, (width, width), stride, relu_first, fused))
+            entry.append(XceptionBlock(in_ch, (width, width), stride, relu_first))
             in_ch = width
         self.entry = nn.Sequential(*entry)
         widths = (MIDDLE_WIDTH,) * 3
-        self.middle = nn.Sequential(*(XceptionBlock(in_ch, widths, None, fused=fused) for _ in range(spec["middle"])))
+        self.middle = nn.Sequential(*(XceptionBlock(in_ch, widths, None) for _ in range(spec["middle"])))
         block_widths, tail_widths = spec["exit"]
-        self.exit_block = XceptionBlock(in_ch, block_widths, 2, fused=fused)
+        self.exit_block = XceptionBlock(in_ch, block_widths, 2)
         ins = (block_widths[-1], *tail_widths[:-1])
-        self.exit_seps = nn.ModuleList(SeparableConv(i, o, fused) for i, o in zip(ins, tail_widths))
+        self.exit_seps = nn.ModuleList(SeparableConv(i, o) for i, o in zip(ins, tail_widths))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(tail_widths[-1], num_classes)
 
@@ -141,9 +136,9 @@ def paddle_names(model: Xception) -> dict[str, str]:
         paddle_names=paddle_names,
     )
 )
-def xception41(num_classes: int = 1000, fused: bool = False, **kw) -> Xception:
+def xception41(num_classes: int = 1000) -> Xception:
     """Xception41 (Paddle's ``Xception_41``): 3 entry, 8 middle, 1 exit block."""
-    return Xception("Xception41", num_classes, fused=fused, **kw)
+    return Xception("Xception41", num_classes)
 
 
 register_alias("Xception_41", "Xception41")

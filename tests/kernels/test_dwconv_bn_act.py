@@ -185,14 +185,14 @@ def test_layer_fused_matches_reference():
 
 @pytest.mark.parametrize("kernel_size,act,momentum", [(7, "relu", 0.1), (3, "leaky_relu", 0.1), (3, "sigmoid", 0.1)])
 def test_layer_unsupported_config_takes_the_reference_path(kernel_size, act, momentum):
-    """A fused block the kernel cannot run (k=7, an activation it lacks) is marked at construction and runs the
-    reference path instead of raising; so does one whose BN momentum is set to None afterwards."""
-    from imgcls.layers import DWConvBNAct
+    """A block the kernel cannot run (k=7, an activation it lacks) says why, and the switch leaves it on the reference
+    path instead of raising; so does one whose BN momentum is set to None after the switch."""
+    from imgcls.layers import DWConvBNAct, set_fused
 
     torch.manual_seed(0)
     ref = DWConvBNAct(4, kernel_size, act=act).to(DEVICE)
-    fused = DWConvBNAct(4, kernel_size, act=act, fused=True).to(DEVICE)
-    assert fused.kernel_unsupported is not None
+    fused = set_fused(DWConvBNAct(4, kernel_size, act=act).to(DEVICE), True)
+    assert fused.kernel_unsupported is not None and not fused.fused
     fused.load_state_dict(ref.state_dict())
     x = torch.randn(2, 4, 6, 6, device=DEVICE)
     assert_close(fused(x), ref(x), 1e-6)
@@ -200,12 +200,13 @@ def test_layer_unsupported_config_takes_the_reference_path(kernel_size, act, mom
 
 
 def test_layer_momentum_none_takes_the_reference_path():
-    from imgcls.layers import DWConvBNAct
+    from imgcls.layers import DWConvBNAct, set_fused
 
     torch.manual_seed(0)
-    ref, fused = DWConvBNAct(4, 3).to(DEVICE), DWConvBNAct(4, 3, fused=True).to(DEVICE)
+    ref, fused = DWConvBNAct(4, 3).to(DEVICE), set_fused(DWConvBNAct(4, 3).to(DEVICE), True)
     fused.load_state_dict(ref.state_dict())
     ref.bn.momentum = fused.bn.momentum = None  # cumulative moving average: the kernel takes a float momentum
+    assert fused.fused and "momentum" in fused.kernel_unsupported  # read per call, after the switch
     x = torch.randn(2, 4, 6, 6, device=DEVICE)
     for _ in range(2):
         assert_close(fused(x), ref(x), 1e-6)

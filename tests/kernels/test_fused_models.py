@@ -13,44 +13,16 @@ import pytest
 import torch
 from torch import nn
 
-from imgcls.layers import ChannelShuffle, DWConvBNAct, SqueezeExcite, set_fused
+from imgcls.layers import set_fused
+from imgcls.models import create_model
 
 from .conftest import DEVICE, assert_close, reference_forbidden
-
-FUSED_BLOCKS = (DWConvBNAct, ChannelShuffle, SqueezeExcite)
-# Models whose depthwise convs / shuffles / SE blocks take the fused kernels (issue 5, item 5).
-FUSED_MODELS = [
-    "ShuffleNetV2_x0_25", "ShuffleNetV2_x0_33", "ShuffleNetV2_x0_5", "ShuffleNetV2", "ShuffleNetV2_x1_5",
-    "ShuffleNetV2_x2_0", "ShuffleNetV2_swish", "MobileNetV1", "MobileNetV2", "SE_ResNeXt50_32x4d",
-    "SE_ResNeXt101_32x4d", "SENet154_vd", "Xception41",
-]  # fmt: skip
-
-
-def build(name: str, **kw) -> nn.Module:
-    from imgcls.models import list_models
-
-    if name not in list_models():
-        pytest.skip(f"{name} is not registered yet (imgcls.models)")
-    from imgcls.models import create_model
-
-    return create_model(name, **kw)
 
 
 def pair(name: str, num_classes: int = 10) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
-    ref = build(name, num_classes=num_classes).to(DEVICE)
+    ref = create_model(name, num_classes=num_classes).to(DEVICE)
     return ref, set_fused(copy.deepcopy(ref), True)
-
-
-@pytest.mark.parametrize("name", FUSED_MODELS)
-def test_create_model_fused_wires_the_kernels(name):
-    with torch.device("meta"):
-        model = build(name, fused=True)
-    blocks = [m for m in model.modules() if isinstance(m, FUSED_BLOCKS)]
-    assert blocks, f"{name} has no fused-capable block"
-    assert all(m.fused for m in blocks)
-    set_fused(model, False)
-    assert not any(m.fused for m in blocks)
 
 
 def test_shufflenet_v2_swish_train_steps():

@@ -103,11 +103,11 @@ def test_compile_fullgraph():
 
 
 def test_layer_fused_matches_reference():
-    from imgcls.layers import SqueezeExcite
+    from imgcls.layers import SqueezeExcite, set_fused
 
     torch.manual_seed(0)
     ref = SqueezeExcite(12, 3).to(DEVICE)
-    fused = SqueezeExcite(12, 3, fused=True).to(DEVICE)
+    fused = set_fused(SqueezeExcite(12, 3).to(DEVICE), True)
     fused.load_state_dict(ref.state_dict())
     x, res = torch.randn(2, 12, 5, 5, device=DEVICE), torch.randn(2, 12, 5, 5, device=DEVICE)
     with reference_forbidden():
