@@ -23,7 +23,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("imgcls.eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
-    p.add_argument("--batch_size", "--test_batch_size", dest="batch_size", type=positive_int, default=32)
+    p.add_argument(
+        "--batch_size", "--test_batch_size", dest="batch_size", type=positive_int, default=32, help="images per step"
+    )
     return p
 
 

@@ -32,12 +32,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--image", nargs="+", default=None, help="image files to classify (default: the val list)")
     p.add_argument("--topk", type=positive_int, default=1, help="classes shown per image")
-    p.add_argument("--label_path", default=None, help="readable class names, one per line in index order")
-    p.add_argument("--batch_size", type=positive_int, default=16)
+    p.add_argument(
+        "--label_path",
+        default=None,
+        help="readable class names, one per line in index order "
+        "(default: ImageNet's for 1000 classes, else the data's or the checkpoint's)",
+    )
+    p.add_argument("--batch_size", type=positive_int, default=16, help="images per forward pass")
     add_bool(p, "save_inference", False, "export the model (TorchScript + ONNX, BN folded)")
     p.add_argument("--inference_dir", default=None, help=f"export folder (default {DEFAULT_EXPORT_DIR}/<model>)")
     p.add_argument("--inference_model", default=None, help="predict with an exported folder instead")
-    p.add_argument("--inference_backend", default="torchscript", choices=["torchscript", "onnx"])
+    p.add_argument(
+        "--inference_backend",
+        default="torchscript",
+        choices=["torchscript", "onnx"],
+        help="runtime for --inference_model",
+    )
     return p
 
 

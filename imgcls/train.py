@@ -34,35 +34,87 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
-    add_bool(p, "sync_bn", False, "synchronize BN statistics across processes (torchrun runs)")
-    p.add_argument("--batch_size", type=positive_int, default=None, help="images per iteration, all devices (8)")
-    p.add_argument("--test_batch_size", type=positive_int, default=None, help="eval batch (default: batch_size)")
+    add_bool(
+        p,
+        "sync_bn",
+        False,
+        "BN statistics over the global batch (torchrun runs: SyncBatchNorm on GPUs, gloo all-reduces on CPU)",
+    )
+    p.add_argument(
+        "--batch_size", type=positive_int, default=None, help="images per iteration, all processes together (Paddle: 8)"
+    )
+    p.add_argument(
+        "--test_batch_size", type=positive_int, default=None, help="val batch after each epoch (default: --batch_size)"
+    )
     p.add_argument("--num_epochs", type=positive_int, default=None, help="epochs (Paddle: 120)")
-    p.add_argument("--lr_strategy", default=None, choices=LR_STRATEGIES, help="LR schedule (piecewise_decay)")
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate (0.1)")
-    p.add_argument("--l2_decay", type=float, default=1e-4, help="L2 weight decay on all parameters")
+    p.add_argument(
+        "--lr_strategy",
+        default=None,
+        choices=LR_STRATEGIES,
+        help="LR schedule, stepped every iteration (Paddle: piecewise_decay)",
+    )
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (Paddle: 0.1)")
+    p.add_argument("--l2_decay", type=float, default=1e-4, help="L2 decay on every parameter (Paddle's L2Decay)")
     p.add_argument("--momentum_rate", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--step_epochs", type=float, nargs="+", default=[30, 60, 90], help="piecewise_decay boundaries")
-    p.add_argument("--warm_up_epochs", type=float, default=None, help="warmup epochs of the *_warmup strategies (5)")
-    p.add_argument("--decay_epochs", type=float, default=2.4, help="exponential_decay_warmup decay period")
-    p.add_argument("--decay_rate", type=float, default=0.97, help="exponential_decay_warmup decay factor")
-    p.add_argument("--total_images", type=positive_int, default=None, help="train images (checked against data)")
-    p.add_argument("--model_save_dir", default="output/", help="checkpoints go to <dir>/<model>/<epoch>/")
-    p.add_argument("--checkpoint", default=None, help="resume from a checkpoint dir (output/<model>/<epoch>/)")
-    p.add_argument("--crop_size", type=positive_int, default=None, help="train crop size (default: image_shape)")
-    p.add_argument("--lower_scale", type=float, default=None, help="random crop min area fraction (0.08)")
-    p.add_argument("--lower_ratio", type=float, default=3.0 / 4.0, help="random crop min aspect ratio")
-    p.add_argument("--upper_ratio", type=float, default=4.0 / 3.0, help="random crop max aspect ratio")
-    p.add_argument("--rotate", type=float, default=0.0, help="random rotation, max degrees (0 = off)")
+    p.add_argument(
+        "--step_epochs",
+        type=float,
+        nargs="+",
+        default=[30, 60, 90],
+        help="piecewise_decay boundaries, in epochs (x0.1 at each)",
+    )
+    p.add_argument(
+        "--warm_up_epochs", type=float, default=None, help="linear warmup from 0 of the *_warmup strategies (Paddle: 5)"
+    )
+    p.add_argument(
+        "--decay_epochs",
+        type=float,
+        default=2.4,
+        help="exponential_decay_warmup: decay every this many epochs after warmup",
+    )
+    p.add_argument("--decay_rate", type=float, default=0.97, help="exponential_decay_warmup: the factor of each decay")
+    p.add_argument(
+        "--total_images",
+        type=positive_int,
+        default=None,
+        help="train image count (default: from the data; a value that disagrees is an error)",
+    )
+    p.add_argument(
+        "--model_save_dir",
+        default="output/",
+        help="run folder <dir>/<model>/: checkpoints <epoch>/, metrics.csv, tb/, curves.png",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="resume exactly from a checkpoint folder <dir>/<model>/<epoch>/ (flags given now win)",
+    )
+    p.add_argument(
+        "--crop_size",
+        type=positive_int,
+        default=None,
+        help="train crop size (default: --image_shape; both given must agree)",
+    )
+    p.add_argument(
+        "--lower_scale", type=float, default=None, help="random resized crop: min area fraction (Paddle: 0.08)"
+    )
+    p.add_argument("--lower_ratio", type=float, default=3.0 / 4.0, help="random resized crop: min aspect ratio")
+    p.add_argument("--upper_ratio", type=float, default=4.0 / 3.0, help="random resized crop: max aspect ratio")
+    p.add_argument("--rotate", type=float, default=0.0, help="random rotation, max degrees (0: off)")
     for name in ("brightness", "contrast", "saturation", "hue"):
-        p.add_argument(f"--{name}", type=float, default=0.0, help=f"{name} jitter strength (0 = off)")
-    add_bool(p, "use_mixup", False, "mixup training")
-    p.add_argument("--mixup_alpha", type=float, default=0.2, help="mixup Beta(alpha, alpha)")
+        p.add_argument(f"--{name}", type=float, default=0.0, help=f"{name} jitter strength (0: off)")
+    add_bool(p, "use_mixup", False, "mixup: lam ~ Beta(alpha, alpha) per batch")
+    p.add_argument("--mixup_alpha", type=float, default=0.2, help="mixup's alpha")
     add_bool(p, "use_label_smoothing", False, "label smoothing")
     p.add_argument("--label_smoothing_epsilon", type=float, default=0.2, help="label smoothing epsilon")
-    p.add_argument("--random_seed", type=int, default=1000, help="seed of shuffling, crops, mixup, init")
-    add_bool(p, "deterministic", True, "deterministic algorithms (exact resume; slower on GPU)")
-    add_bool(p, "tensorboard", True, "write TensorBoard events to <model_save_dir>/<model>/tb/")
+    p.add_argument(
+        "--random_seed",
+        type=int,
+        default=1000,
+        help="random seed of initialization, shuffling, augmentation, mixup and dropout",
+    )
+    add_bool(p, "deterministic", True, "deterministic algorithms: repeatable runs and exact resume (slower on GPU)")
+    add_bool(p, "tensorboard", True, "TensorBoard events in <model_save_dir>/<model>/tb/")
     return p
 
 

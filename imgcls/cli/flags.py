@@ -77,34 +77,93 @@ def add_bool(parser: argparse.ArgumentParser, name: str, default: bool | None, h
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Flags every CLI shares: the model, the data, the preprocessing and the device."""
-    parser.add_argument("--model", default="ShuffleNetV2_swish", help="registered model name (imgcls.models)")
-    parser.add_argument("--data_dir", default=None, help="data folder (default ./data/ILSVRC2012/, else built-in)")
-    parser.add_argument("--pretrained_model", default=None, help="weights: checkpoint dir, .pt/.pth, Paddle tar")
-    parser.add_argument("--class_dim", type=positive_int, default=None, help="class count (default: from the data)")
-    parser.add_argument("--image_shape", type=image_shape, default=None, help="C,H,W (default: the model's)")
-    parser.add_argument("--resize_short_size", type=positive_int, default=None, help="eval resize (default: model's)")
+    parser.add_argument(
+        "--model", default="ShuffleNetV2_swish", help="registered model name (imgcls.models.list_models())"
+    )
+    parser.add_argument(
+        "--data_dir",
+        default=None,
+        help="train_list.txt + val_list.txt, or train/<class>/ + val/<class>/ "
+        "(default: ./data/ILSVRC2012/ if it exists, else the built-in set)",
+    )
+    parser.add_argument(
+        "--pretrained_model",
+        default=None,
+        help="weights: a checkpoint folder, model.pt, a .pt/.pth state_dict, or a Paddle _pretrained.tar / folder",
+    )
+    parser.add_argument(
+        "--class_dim",
+        type=positive_int,
+        default=None,
+        help="class count (default: from the data; a value that disagrees with it is an error)",
+    )
+    parser.add_argument(
+        "--image_shape",
+        type=image_shape,
+        default=None,
+        help="C,H,W of the network input (default: the model's, 3,224,224 for most)",
+    )
+    parser.add_argument(
+        "--resize_short_size",
+        type=positive_int,
+        default=None,
+        help="eval: resize the short side to this, then center crop (default: the model's ratio, 256 for 224)",
+    )
     parser.add_argument(
         "--interpolation", type=interpolation, default=None, help="resize method: name or cv2 code 0-4 (linear)"
     )
-    parser.add_argument("--image_mean", type=float, nargs=3, default=None, help="per-channel mean (RGB, 0..1)")
-    parser.add_argument("--image_std", type=float, nargs=3, default=None, help="per-channel std (RGB, 0..1)")
-    parser.add_argument("--reader", default="auto", choices=["auto", "native", "opencv"], help="image reader")
-    parser.add_argument("--reader_thread", type=positive_int, default=None, help="loader workers (default: cores)")
+    parser.add_argument(
+        "--image_mean",
+        type=float,
+        nargs=3,
+        default=None,
+        help="per-channel mean, RGB in 0..1 (default: the model's, ImageNet's)",
+    )
+    parser.add_argument(
+        "--image_std",
+        type=float,
+        nargs=3,
+        default=None,
+        help="per-channel std, RGB in 0..1 (default: the model's, ImageNet's)",
+    )
+    parser.add_argument(
+        "--reader",
+        default="auto",
+        choices=["auto", "native", "opencv"],
+        help="native (C++ reader), opencv (reference), auto (native when built)",
+    )
+    parser.add_argument(
+        "--reader_thread", type=positive_int, default=None, help="decode threads (default: the CPU count)"
+    )
     parser.add_argument(
         "--reader_buf_size",
         type=positive_int,
         default=DEFAULT_READER_BUF_SIZE,
-        help=f"images read ahead, as whole batches ({MIN_PREFETCH_BATCHES}-{MAX_PREFETCH_BATCHES})",
+        help=f"images read ahead (Paddle's unit; its default 2048), kept as whole batches, {MIN_PREFETCH_BATCHES} to "
+        f"{MAX_PREFETCH_BATCHES}",
     )
     add_bool(parser, "apply_exif", False, "rotate images by their EXIF orientation tag (default: raw pixels)")
-    add_bool(parser, "use_gpu", None, "run on CUDA (default: when a GPU exists)")
-    add_bool(parser, "fused", False, "route blocks through the Triton kernels (GPU or TRITON_INTERPRET=1)")
+    add_bool(
+        parser, "use_gpu", None, "run on CUDA (default: when a GPU exists; True without one warns once and runs on CPU)"
+    )
+    add_bool(
+        parser,
+        "fused",
+        False,
+        "Triton kernels in the blocks (a GPU, or the CPU with TRITON_INTERPRET=1; "
+        "else one warning and the reference path)",
+    )
 
 
 def add_precision_args(parser: argparse.ArgumentParser) -> None:
     """Mixed precision and memory layout (train and eval)."""
-    add_bool(parser, "amp", False, "autocast: fp16 + GradScaler on CUDA, bf16 on CPU (see --amp_dtype)")
-    parser.add_argument("--amp_dtype", default=None, choices=["fp16", "bf16"], help="autocast dtype with --amp")
+    add_bool(parser, "amp", False, "mixed precision: fp16 with a GradScaler on CUDA, bf16 on CPU (see --amp_dtype)")
+    parser.add_argument(
+        "--amp_dtype",
+        default=None,
+        choices=["fp16", "bf16"],
+        help="autocast dtype with --amp (default: fp16 on CUDA, bf16 on CPU)",
+    )
     add_bool(parser, "channels_last", False, "NHWC memory layout for the model and its inputs")
 
 

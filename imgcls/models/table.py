@@ -1,20 +1,10 @@
-"""The README's model table, generated from the registry: ``python -m imgcls.models.table``.
-
-``--write README.md`` replaces the block between the ``model-table`` markers; the test suite checks that the
-README's table is up to date.
-"""
+"""The model table of docs/models.md, generated from the registry (``python -m imgcls.cli.doc_tables --write``)."""
 
 from __future__ import annotations
-
-import argparse
-import re
-from pathlib import Path
 
 import torch
 
 from . import create_model, get_model_cfg, list_models
-
-START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
 
 
 def count_parameters(name: str) -> int:
@@ -29,9 +19,9 @@ def _pct(value: float | None) -> str:
 
 
 def model_table() -> str:
-    """Markdown table: name, params, input / resize-short size, the seed's published top-1 / top-5."""
+    """Markdown table: name, params, input / resize-short size, Paddle's published top-1 / top-5."""
     rows = [
-        "| Model | Params (M) | Input | Resize short | Top-1 (seed) | Top-5 (seed) |",
+        "| Model | Params (M) | Input | Resize short | Top-1 (Paddle) | Top-5 (Paddle) |",
         "|---|--:|--:|--:|--:|--:|",
     ]
     for name in list_models():
@@ -41,28 +31,3 @@ def model_table() -> str:
             f"| {name} | {params:.2f} | {cfg.input_size} | {cfg.resize_short} | {_pct(cfg.top1)} | {_pct(cfg.top5)} |"
         )
     return "\n".join(rows)
-
-
-def replace_table(text: str, table: str) -> str:
-    """``text`` with the block between the markers replaced by ``table``."""
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"no {START} ... {END} block found")
-    return pattern.sub(lambda _: f"{START}\n{table}\n{END}", text)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", metavar="README", help="update the table inside this markdown file")
-    args = parser.parse_args()
-    table = model_table()
-    if args.write:
-        path = Path(args.write)
-        path.write_text(replace_table(path.read_text(), table))
-        print(f"updated the model table in {path}")
-    else:
-        print(table)
-
-
-if __name__ == "__main__":
-    main()
