@@ -190,14 +190,22 @@ py::bytes encode(u8array pixels, int quality, const std::string& subsampling, bo
   return result;
 }
 
+// A message that may hold a file name: bytes that are not UTF-8 come back as surrogate escapes (os.fsdecode).
+py::str fs_text(const std::string& text) {
+  PyObject* s = PyUnicode_DecodeFSDefaultAndSize(text.data(), static_cast<Py_ssize_t>(text.size()));
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
 class PyBatchReader {
  public:
-  using Results = std::vector<std::pair<int, std::string>>;
+  using Results = py::list;
   using Seeds = py::array_t<uint64_t, py::array::c_style>;
 
   PyBatchReader(const TransformSpec& spec, int num_threads) : spec_(spec), reader_(spec, num_threads) {}
 
   // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path.
+  // Paths may be bytes (a file name that is not UTF-8) or str.
   Results read_batch(const std::vector<std::string>& paths, Seeds seeds, u8array out) {
     if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != spec_.size ||
         out.shape(2) != spec_.size || out.shape(3) != 3)
@@ -238,8 +246,8 @@ class PyBatchReader {
       py::gil_scoped_release release;
       call(s, &status, &messages);
     }
-    Results result(paths.size());
-    for (size_t i = 0; i < paths.size(); i++) result[i] = {status[i], std::move(messages[i])};
+    Results result;
+    for (size_t i = 0; i < paths.size(); i++) result.append(py::make_tuple(status[i], fs_text(messages[i])));
     return result;
   }
 

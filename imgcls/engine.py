@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgcls.data.read_report import printable
 from imgcls.data.transforms import sample_seed
 from imgcls.distributed import is_main, reduce_sums
 from imgcls.losses import mixup_batch, training_loss
@@ -270,4 +271,4 @@ def report_skipped(skipped: list[tuple[str, str]]) -> None:
     if skipped and is_main():
         print(f"skipped {len(skipped)} unreadable images this epoch:")
         for path, reason in skipped:
-            print(f"  {path}: {reason}")
+            print(f"  {printable(path)}: {printable(reason)}")

@@ -19,6 +19,7 @@ import torch
 from imgcls.cli_args import add_bool, add_model_args, fail, positive_int
 from imgcls.cli_setup import prepare, resolve_data, saved_run_args
 from imgcls.data import DatasetSpec, make_reader
+from imgcls.data.read_report import printable
 from imgcls.data.reader import BatchReader
 from imgcls.data.transforms import AugConfig
 from imgcls.eval import load_for_inference
@@ -130,7 +131,7 @@ def load_batch(paths: list[str], pre: Preprocess, reader: BatchReader) -> tuple[
     keep = [i for i, err in enumerate(errors) if err is None]
     for path, err in zip(paths, errors):
         if err is not None:
-            print(f"skipped {path}: {err}")
+            print(f"skipped {printable(path)}: {printable(err)}")
     x = torch.from_numpy(pixels[keep]).permute(0, 3, 1, 2).float() / 255.0
     mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(), [paths[i] for i in keep]
@@ -152,7 +153,7 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
         for path, row_ids, row_scores in zip(kept, ids.tolist(), scores.tolist()):
             top = [(i, s, names[i] if names else str(i)) for i, s in zip(row_ids, row_scores)]
             results.append((path, top))
-            print(f"{path}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
+            print(f"{printable(path)}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
     if hasattr(reader, "close"):
         reader.close()
     if not results:

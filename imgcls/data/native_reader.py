@@ -11,6 +11,7 @@ batch tensor, pinned when CUDA is present), bit-identical to the loader's torch 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -125,7 +126,8 @@ class NativeReader:
         if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
             return [_USE_REFERENCE] * len(paths)
         seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
-        results = call(self._impl, [str(p) for p in paths], seed_array)
+        # Bytes, as Python's own file functions pass them: a name that is not UTF-8 reaches the C++ fopen as is.
+        results = call(self._impl, [os.fsencode(p) for p in paths], seed_array)
         errors: list = []
         for status, message in results:
             if status == STATUS_OK:
