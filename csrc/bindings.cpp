@@ -260,18 +260,19 @@ class PyBatchReader {
 PYBIND11_MODULE(_reader, m) {
   m.doc() = "Native JPEG reader: libjpeg-turbo decode of only the needed region + the train/val transforms.";
   m.attr("libjpeg_turbo_version") = LIBJPEG_TURBO_VERSION_NUMBER;
+  m.attr("default_max_pixels") = kDefaultMaxPixels;
 
 
   m.def("decode", &decode, "JPEG bytes -> uint8 HxWx3 RGB (raw pixels, no EXIF rotation). scale_denom decodes at "
         "1/2, 1/4 or 1/8; region=(x, y, w, h) in scaled coordinates decodes only that part.",
         py::arg("data"), py::arg("scale_denom") = 1, py::arg("region") = py::none(),
-        py::arg("max_pixels") = uint64_t(1) << 27);
+        py::arg("max_pixels") = kDefaultMaxPixels);
   m.def("transform", &transform, "JPEG bytes -> uint8 size x size x 3 RGB: the train (seeded) or val transform.",
         py::arg("data"), py::arg("seed"), py::arg("train"), py::arg("size") = 224, py::arg("resize_short") = 256,
         py::arg("lower_scale") = 0.08, py::arg("lower_ratio") = 3.0 / 4.0, py::arg("upper_ratio") = 4.0 / 3.0,
         py::arg("flip") = true, py::arg("rotate") = 0.0, py::arg("brightness") = 0.0, py::arg("contrast") = 0.0,
         py::arg("saturation") = 0.0, py::arg("hue") = 0.0, py::arg("interpolation") = "linear",
-        py::arg("dct_scaling") = true, py::arg("max_pixels") = uint64_t(1) << 27);
+        py::arg("dct_scaling") = true, py::arg("max_pixels") = kDefaultMaxPixels);
   m.def("train_params", &train_params,
         "(x, y, w, h, flip, angle, brightness, contrast, saturation, hue) as the C++ reader draws them.",
         py::arg("height"), py::arg("width"), py::arg("seed"), py::arg("lower_scale") = 0.08,
@@ -303,7 +304,7 @@ PYBIND11_MODULE(_reader, m) {
            py::arg("train"), py::arg("size"), py::arg("resize_short"), py::arg("lower_scale"), py::arg("lower_ratio"),
            py::arg("upper_ratio"), py::arg("flip"), py::arg("rotate"), py::arg("brightness"), py::arg("contrast"),
            py::arg("saturation"), py::arg("hue"), py::arg("interpolation"), py::arg("apply_exif"),
-           py::arg("num_threads") = 1, py::arg("max_pixels") = uint64_t(1) << 27)
+           py::arg("num_threads") = 1, py::arg("max_pixels") = kDefaultMaxPixels)
       // noconvert: a converted copy of `out` would be filled and thrown away
       .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out").noconvert())
       .def("read_batch_normalized", &PyBatchReader::read_batch_normalized, py::arg("paths"), py::arg("seeds"),

@@ -106,8 +106,10 @@ int jpeg_read_info(Decoder* d, const uint8_t* data, size_t size, uint64_t max_pi
   jpeg_read_header(cinfo, TRUE);
   const uint64_t pixels = uint64_t(cinfo->image_width) * uint64_t(cinfo->image_height);
   if (pixels > max_pixels) {
-    std::snprintf(d->err.message, kMessageLength, "image of %ux%u pixels is over the cap of %llu pixels",
-                  cinfo->image_width, cinfo->image_height, static_cast<unsigned long long>(max_pixels));
+    // The same words as image_header.check_pixels, which checks every other format for the OpenCV path.
+    std::snprintf(d->err.message, kMessageLength, "%ux%u JPEG (%llu pixels) is over max_pixels %llu",
+                  cinfo->image_width, cinfo->image_height, static_cast<unsigned long long>(pixels),
+                  static_cast<unsigned long long>(max_pixels));
     jpeg_abort_decompress(cinfo);
     return -1;
   }

@@ -16,6 +16,9 @@
 namespace imgcls {
 
 constexpr int kMessageLength = 200;
+// Images whose header claims more pixels are errors, not decodes (a few KB can claim 30000 x 30000). The Python
+// readers' default (image_header.DEFAULT_MAX_PIXELS) is the same number; a test holds them equal.
+constexpr uint64_t kDefaultMaxPixels = uint64_t(1) << 27;
 
 struct JpegErrorManager {
   jpeg_error_mgr pub;

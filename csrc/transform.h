@@ -20,7 +20,7 @@ struct TransformSpec {
   Interp interp = Interp::kLinear;
   bool apply_exif = false;
   bool allow_dct_scaling = true;  // off: always decode at 1/1 (tests)
-  uint64_t max_pixels = uint64_t(1) << 27;
+  uint64_t max_pixels = kDefaultMaxPixels;
 };
 
 // Per-thread buffers, reused across images so that steady-state decoding does not allocate.

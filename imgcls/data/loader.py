@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .datasets import Sample
+from .image_header import DEFAULT_MAX_PIXELS
 from .reader import make_reader
 from .transforms import AugConfig, sample_seed
 
@@ -158,7 +159,8 @@ class Loader:
 
     ``device``: where the batches are used. A CUDA device gets them already there, normalized on the GPU from
     pinned uint8 NHWC batches; otherwise (None, CPU) they are normalized on the CPU in the reader's pass.
-    ``apply_exif`` rotates images by their EXIF orientation tag (raw pixels by default).
+    ``apply_exif`` rotates images by their EXIF orientation tag (raw pixels by default). ``max_pixels``: images
+    whose header claims more pixels are skipped, never decoded (image_header.py).
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class Loader:
         pin_memory: bool = False,
         device: torch.device | str | None = None,
         apply_exif: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -206,6 +209,7 @@ class Loader:
             aug=aug,
             num_threads=max(1, num_workers),
             apply_exif=apply_exif,
+            max_pixels=max_pixels,
         )
         # (x / 255 - mean) / std as one multiply-add per channel
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)

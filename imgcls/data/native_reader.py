@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .image_header import DEFAULT_MAX_PIXELS
 from .reader import NATIVE_NOT_BUILT, OpenCVReader
 from .transforms import MASK64, AugConfig
 
@@ -57,14 +58,15 @@ class NativeReader:
         aug: AugConfig,
         num_threads: int = 1,
         apply_exif: bool = False,
-        max_pixels: int = 1 << 27,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         if _reader is None:
             raise RuntimeError(f"imgcls: {NATIVE_NOT_BUILT}")
         self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
         self.apply_exif = apply_exif
         self.num_threads = max(1, num_threads)
-        self._reference = OpenCVReader(train, size, resize_short, aug, self.num_threads, apply_exif=apply_exif)
+        self._reference = OpenCVReader(train, size, resize_short, aug, self.num_threads, apply_exif, max_pixels)
+        self.max_pixels = max_pixels
         self._impl = None
         self._closed = False
         if aug.interpolation not in NATIVE_INTERPOLATIONS:

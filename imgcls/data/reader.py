@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .image_header import DEFAULT_MAX_PIXELS, check_pixels
 from .transforms import AugConfig, decode_image, train_transform, val_transform
 
 READER_KINDS = ("auto", "opencv", "native")
@@ -77,7 +78,8 @@ class OpenCVReader:
     """Reference reader: OpenCV decode + the transforms in ``transforms.py``, ``num_threads`` images at a time.
 
     cv2 releases the GIL while decoding and resizing, so a thread pool gives real parallelism. Raw pixels by
-    default; ``apply_exif`` rotates by the EXIF orientation tag first (OpenCV's IMREAD_COLOR does it).
+    default; ``apply_exif`` rotates by the EXIF orientation tag first (OpenCV's IMREAD_COLOR does it). An image
+    whose header claims more than ``max_pixels`` pixels is an error, never decoded (image_header.py).
     """
 
     def __init__(
@@ -88,9 +90,12 @@ class OpenCVReader:
         aug: AugConfig,
         num_threads: int = 1,
         apply_exif: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
-        self.apply_exif = apply_exif
+        self.apply_exif, self.max_pixels = apply_exif, max_pixels
         self.num_threads = max(1, num_threads)
         self._pool = ThreadPoolExecutor(self.num_threads, "imgcls-reader") if self.num_threads > 1 else None
 
@@ -98,6 +103,7 @@ class OpenCVReader:
         """Decode and transform one image (raises on a bad file)."""
         with open(path, "rb") as f:
             data = f.read()
+        check_pixels(data, self.max_pixels)  # from the header: a decompression bomb is never decoded
         if jpeg_truncated(data):
             raise ValueError("truncated JPEG (no end-of-image marker)")
         img = decode_image(data, apply_exif=self.apply_exif)
@@ -134,7 +140,7 @@ class OpenCVReader:
             self._pool = None
 
     def __del__(self) -> None:
-        if self._pool is not None:
+        if getattr(self, "_pool", None) is not None:  # None too when __init__ refused its arguments
             self._pool.shutdown(wait=False)
 
 
@@ -163,16 +169,24 @@ def make_reader(
     aug: AugConfig,
     num_threads: int = 1,
     apply_exif: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> BatchReader:
     """``"opencv"``, ``"native"`` (the C++ reader; an error if unavailable) or ``"auto"`` (native when available).
 
     ``apply_exif`` rotates images by their EXIF orientation tag (both readers); raw pixels by default.
+    ``max_pixels``: images whose header claims more pixels are per-image errors, never decoded (image_header.py).
     """
     global _warned_native_missing
     if kind not in READER_KINDS:
         raise ValueError(f"unknown reader {kind!r}; choose from {', '.join(READER_KINDS)}")
     args = dict(
-        train=train, size=size, resize_short=resize_short, aug=aug, num_threads=num_threads, apply_exif=apply_exif
+        train=train,
+        size=size,
+        resize_short=resize_short,
+        aug=aug,
+        num_threads=num_threads,
+        apply_exif=apply_exif,
+        max_pixels=max_pixels,
     )
     reason = native_unavailable() if kind != "opencv" else None
     if kind == "auto":
