@@ -76,6 +76,8 @@ py::array decode(py::bytes data, int scale_denom, py::object region, uint64_t ma
   std::string bytes = data;
   auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   if (!is_jpeg(p, bytes.size())) throw py::value_error("not a JPEG (no SOI marker)");
+  // As transform_jpeg: libjpeg would decode a cut file with a warning and gray rows.
+  if (!has_end_marker(p, bytes.size())) throw py::value_error("truncated JPEG (no end-of-image marker)");
   std::vector<int64_t> r;
   if (!region.is_none()) {
     r = region.cast<std::vector<int64_t>>();
@@ -137,7 +139,7 @@ py::array transform(py::bytes data, uint64_t seed, bool train, int size, int res
                         &state.scratch, dst, &message);
   }
   if (st == kNotJpeg) throw py::value_error("not a JPEG (no SOI marker)");
-  if (st != kOk) throw py::value_error("JPEG transform failed: " + message);
+  if (!decoded(st)) throw py::value_error("JPEG transform failed: " + message);
   return std::move(out);
 }
 
@@ -204,7 +206,8 @@ class PyBatchReader {
 
   PyBatchReader(const TransformSpec& spec, int num_threads) : spec_(spec), reader_(spec, num_threads) {}
 
-  // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path.
+  // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path, 4 ok but
+  // libjpeg warned (the message is the first warning, with the count when there were more).
   // Paths may be bytes (a file name that is not UTF-8) or str.
   Results read_batch(const std::vector<std::string>& paths, Seeds seeds, u8array out) {
     if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != spec_.size ||

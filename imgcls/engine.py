@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgcls.data.read_report import printable
+from imgcls.data.read_report import printable, warned_summary
 from imgcls.data.transforms import sample_seed
 from imgcls.distributed import is_main, reduce_sums
 from imgcls.losses import mixup_batch, training_loss
@@ -266,8 +266,11 @@ def setup_determinism(enabled: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def report_skipped(skipped: list[tuple[str, str]]) -> None:
-    """One line per unreadable image the loaders skipped this epoch (bad data never stops a run); rank 0 only."""
+def report_skipped(skipped: list[tuple[str, str]], warned: list[tuple[str, str]] | None = None) -> None:
+    """One line per unreadable image the loaders skipped this epoch (bad data never stops a run), one for the images
+    decoded in spite of damage; rank 0 only."""
+    if warned and is_main():
+        print(warned_summary(warned))
     if skipped and is_main():
         print(f"skipped {len(skipped)} unreadable images this epoch:")
         for path, reason in skipped:

@@ -13,7 +13,7 @@ import torch
 from imgcls import checkpoint as ckpt
 from imgcls.cli_args import add_model_args, add_precision_args, fail, positive_int
 from imgcls.cli_setup import loader_for, prepare
-from imgcls.data.read_report import printable
+from imgcls.data.read_report import printable, warned_summary
 from imgcls.data.transforms import AugConfig
 from imgcls.engine import evaluate, make_precision
 
@@ -64,6 +64,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     stats = evaluate(model, loader, device, desc="eval", precision=precision)
     for path, reason in loader.skipped:
         print(f"skipped {printable(path)}: {printable(reason)}")
+    if loader.warned:
+        print(warned_summary(loader.warned))
     print(
         f"{cfg.name} on {spec.root} ({stats.images} images, {args.crop_size}px crop of short side "
         f"{args.resize_short_size}): top-1 {stats.top1:.2f}% top-5 {stats.top5:.2f}% loss {stats.loss:.4f}"

@@ -127,7 +127,10 @@ def load_batch(paths: list[str], pre: Preprocess, reader: BatchReader) -> tuple[
     """Read (the reader's checks: missing, corrupt, truncated) + normalize; unreadable files are reported and
     left out."""
     pixels = np.empty((len(paths), pre.input_size, pre.input_size, 3), dtype=np.uint8)
-    errors = reader.read_batch(paths, [0] * len(paths), pixels)  # eval transform: the seeds are unused
+    warned: list[tuple[str, str]] = []
+    errors = reader.read_batch(paths, [0] * len(paths), pixels, warned)  # eval transform: the seeds are unused
+    for path, warning in warned:
+        print(f"warning {printable(path)}: decoded in spite of damage ({printable(warning)})")
     keep = [i for i, err in enumerate(errors) if err is None]
     for path, err in zip(paths, errors):
         if err is not None:

@@ -9,8 +9,9 @@ One producer thread asks the reader for whole batches (the reader spreads the im
 ``num_workers`` threads; OpenCV and the C++ reader release the GIL), normalizes them and keeps up to ``prefetch``
 batches ready. With a CUDA ``device`` the producer keeps pinned uint8 NHWC batches instead, and the consumer copies
 each to the GPU and normalizes it there (``normalize_on_device``): a quarter of the bytes over PCIe, no CPU pass.
-A bad image is dropped from its batch and reported in ``loader.skipped``; any other exception in the producer is
-re-raised in the consumer. Leaving a loop early stops the thread (the iterator's ``close``).
+A bad image is dropped from its batch and reported in ``loader.skipped``; one decoded in spite of damage (libjpeg
+warnings) is kept and listed in ``loader.warned``; any other exception in the producer is re-raised in the
+consumer. Leaving a loop early stops the thread (the iterator's ``close``).
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ class Loader:
         self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on self.device
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
+        self.warned: list[tuple[str, str]] = []  # this epoch's (path, warning): decoded in spite of damage
         self._current: weakref.ref | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -266,13 +268,13 @@ class Loader:
             # The C++ reader normalizes each image as it finishes it, straight into the (pinned) batch tensor.
             images = torch.empty((len(paths), 3, self.size, self.size), dtype=torch.float32, pin_memory=self.pin_memory)
             errors = self.reader.read_batch_normalized(
-                paths, seeds, images.numpy(), self._scale.view(3).numpy(), self._shift.view(3).numpy()
+                paths, seeds, images.numpy(), self._scale.view(3).numpy(), self._shift.view(3).numpy(), self.warned
             )
             keep = [i for i, err in enumerate(errors) if err is None]
             images = images if len(keep) == len(paths) else images[keep]
         else:
             out = self._buffer[: len(paths)]
-            errors = self.reader.read_batch(paths, seeds, out)
+            errors = self.reader.read_batch(paths, seeds, out, self.warned)
             keep = [i for i, err in enumerate(errors) if err is None]
             pixels = torch.from_numpy(out if len(keep) == len(paths) else out[keep])
             images = normalize_on_device(pixels, self._scale, self._shift)
@@ -287,7 +289,7 @@ class Loader:
         seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
         # A fresh pinned tensor per batch: torch's pinned-memory cache reuses it only after its GPU copy is done.
         pixels = torch.empty((len(paths), self.size, self.size, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
-        errors = self.reader.read_batch(paths, seeds, pixels.numpy())
+        errors = self.reader.read_batch(paths, seeds, pixels.numpy(), self.warned)
         keep = [i for i, err in enumerate(errors) if err is None]
         return self._finish_read(indices, paths, errors, keep, pixels if len(keep) == len(paths) else pixels[keep])
 
@@ -314,7 +316,7 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.close_iterator()
-        self.skipped = []
+        self.skipped, self.warned = [], []
         batches = self.batches()
         load = partial(self.load_batch, epoch=self.epoch)  # a set_epoch() during the pass changes nothing
         finish = self.to_device if self.gpu_normalize else None

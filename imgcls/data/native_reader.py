@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .image_header import DEFAULT_MAX_PIXELS
-from .reader import NATIVE_NOT_BUILT, OpenCVReader
+from .reader import NATIVE_NOT_BUILT, OpenCVReader, Warned
 from .transforms import MASK64, AugConfig
 
 try:
@@ -27,7 +27,7 @@ except ImportError:  # not built (or not loadable): make_reader falls back to Op
     _reader = None
 
 NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
-STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE = range(4)
+STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE, STATUS_WARNED = range(5)
 _USE_REFERENCE = object()  # per-image marker between the C++ batch and the OpenCV pass
 # Bounds of |native - OpenCV reference| per uint8 value for the same seed, measured on photo-like images
 # (bench/results/reader_cpu.md); tests/reader/test_transform.py and bench_reader.py's pre-timing check hold to them.
@@ -94,17 +94,26 @@ class NativeReader:
             max_pixels=max_pixels,
         )
 
-    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]:
+    def read_batch(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+    ) -> list[str | None]:
         """Fill ``out[i]`` (uint8, size x size x 3, C-contiguous) from ``paths[i]`` with ``seeds[i]``.
 
-        Returns one error message (or None) per image; a bad image never raises.
+        Returns one error message (or None) per image; a bad image never raises. ``warned``: a list that gets
+        (path, libjpeg's first warning) for each image decoded in spite of damage.
         """
         self._check(paths, seeds, out, (self.size, self.size, 3), np.uint8)
-        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch(p, s, out))
-        return self._reference_fill(paths, seeds, errors, out=out)
+        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch(p, s, out), warned)
+        return self._reference_fill(paths, seeds, errors, warned, out=out)
 
     def read_batch_normalized(
-        self, paths: list[str], seeds: list[int], out: np.ndarray, scale: np.ndarray, shift: np.ndarray
+        self,
+        paths: list[str],
+        seeds: list[int],
+        out: np.ndarray,
+        scale: np.ndarray,
+        shift: np.ndarray,
+        warned: Warned | None = None,
     ) -> list[str | None]:
         """Fill ``out[i]`` (float32, 3 x size x size, C-contiguous) with ``image * scale[c] + shift[c]``.
 
@@ -114,14 +123,14 @@ class NativeReader:
         self._check(paths, seeds, out, (3, self.size, self.size), np.float32)
         scale = np.ascontiguousarray(scale, dtype=np.float32).reshape(3)
         shift = np.ascontiguousarray(shift, dtype=np.float32).reshape(3)
-        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch_normalized(p, s, out, scale, shift))
+        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch_normalized(p, s, out, scale, shift), warned)
 
         def store(i: int, pixels: np.ndarray) -> None:
             out[i] = normalize_chw(pixels, scale, shift)
 
-        return self._reference_fill(paths, seeds, errors, store=store)
+        return self._reference_fill(paths, seeds, errors, warned, store=store)
 
-    def _run(self, paths: list[str], seeds: list[int], call: Callable) -> list:
+    def _run(self, paths: list[str], seeds: list[int], call: Callable, warned: Warned | None) -> list:
         """The C++ batch: per image None (done), an error message, or _USE_REFERENCE (OpenCV's turn)."""
         if self._closed:
             raise RuntimeError("imgcls: this NativeReader was closed")
@@ -131,9 +140,11 @@ class NativeReader:
         # Bytes, as Python's own file functions pass them: a name that is not UTF-8 reaches the C++ fopen as is.
         results = call(self._impl, [os.fsencode(p) for p in paths], seed_array)
         errors: list = []
-        for status, message in results:
-            if status == STATUS_OK:
+        for path, (status, message) in zip(paths, results):
+            if status in (STATUS_OK, STATUS_WARNED):
                 errors.append(None)
+                if status == STATUS_WARNED and warned is not None:
+                    warned.append((path, message))
             elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
                 errors.append(_USE_REFERENCE)
             else:
@@ -145,6 +156,7 @@ class NativeReader:
         paths: list[str],
         seeds: list[int],
         errors: list,
+        warned: Warned | None,
         out: np.ndarray | None = None,
         store: Callable[[int, np.ndarray], None] | None = None,
     ) -> list[str | None]:
@@ -159,7 +171,7 @@ class NativeReader:
             targets = [out[i] for i in todo]
         else:
             targets = list(np.empty((len(todo), self.size, self.size, 3), np.uint8))
-        results = self._reference.fill_many([paths[i] for i in todo], [seeds[i] for i in todo], targets)
+        results = self._reference.fill_many([paths[i] for i in todo], [seeds[i] for i in todo], targets, warned)
         for i, target, error in zip(todo, targets, results):
             errors[i] = error
             if error is None and store is not None:

@@ -3,7 +3,8 @@
 ``OpenCVReader`` is the reference (and the fallback): it decodes with OpenCV and applies
 ``transforms.train_transform`` / ``val_transform``. The C++ reader (``native_reader.NativeReader``, built by
 ``python setup.py build_ext``) has the same constructor and ``read_batch`` and must produce the same geometry for
-the same seeds. Readers never raise for a bad image: ``read_batch`` returns one error message (or None) per image.
+the same seeds. Readers never raise for a bad image: ``read_batch`` returns one error message (or None) per image,
+and appends ``(path, warning)`` to its ``warned`` list for each image decoded in spite of damage (libjpeg warnings).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .image_header import DEFAULT_MAX_PIXELS, check_pixels
+from .image_header import DEFAULT_MAX_PIXELS, check_pixels, jpeg_header_warning
 from .transforms import AugConfig, decode_image, train_transform, val_transform
 
 READER_KINDS = ("auto", "opencv", "native")
@@ -70,8 +71,13 @@ def jpeg_truncated(data: bytes) -> bool:
     return True
 
 
+Warned = list[tuple[str, str]]  # (path, warning) of each image decoded in spite of damage
+
+
 class BatchReader(Protocol):
-    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]: ...
+    def read_batch(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+    ) -> list[str | None]: ...
 
 
 class OpenCVReader:
@@ -99,8 +105,9 @@ class OpenCVReader:
         self.num_threads = max(1, num_threads)
         self._pool = ThreadPoolExecutor(self.num_threads, "imgcls-reader") if self.num_threads > 1 else None
 
-    def read_one(self, path: str, seed: int) -> np.ndarray:
-        """Decode and transform one image (raises on a bad file)."""
+    def read_one(self, path: str, seed: int, warned: Warned | None = None) -> np.ndarray:
+        """Decode and transform one image (raises on a bad file). OpenCV prints libjpeg's warnings itself and does not
+        count them: what is counted into ``warned`` is the junk between JPEG header segments (image_header.py)."""
         with open(path, "rb") as f:
             data = f.read()
         check_pixels(data, self.max_pixels)  # from the header: a decompression bomb is never decoded
@@ -108,31 +115,45 @@ class OpenCVReader:
             raise ValueError("truncated JPEG (no end-of-image marker)")
         img = decode_image(data, apply_exif=self.apply_exif)
         if self.train:
-            return train_transform(img, seed, self.size, self.aug)
-        return val_transform(img, self.size, self.resize_short, self.aug.interpolation)
+            result = train_transform(img, seed, self.size, self.aug)
+        else:
+            result = val_transform(img, self.size, self.resize_short, self.aug.interpolation)
+        if warned is not None and (warning := jpeg_header_warning(data)) is not None:
+            warned.append((path, warning))
+        return result
 
-    def fill(self, path: str, seed: int, out: np.ndarray) -> str | None:
+    def fill(self, path: str, seed: int, out: np.ndarray, warned: Warned | None = None) -> str | None:
         """Write one image into ``out``; an error message instead of an exception."""
         try:
-            out[...] = self.read_one(path, seed)
+            out[...] = self.read_one(path, seed, warned)
         except Exception as e:  # missing, unreadable, undecodable (cv2.error too): skip the image, not the run
             return f"{type(e).__name__}: {str(e).strip()}"
         return None
 
-    def fill_many(self, paths: list[str], seeds: list[int], outs: list[np.ndarray]) -> list[str | None]:
+    def fill_many(
+        self, paths: list[str], seeds: list[int], outs: list[np.ndarray], warned: Warned | None = None
+    ) -> list[str | None]:
         """``fill`` for each (path, seed, out) on the reader's threads; one error message (or None) each."""
+        notes: list = [[] if warned is not None else None for _ in paths]  # per image: warnings in batch order
         if self._pool is None or len(paths) <= 1:
-            return [self.fill(p, s, o) for p, s, o in zip(paths, seeds, outs)]
-        return list(self._pool.map(self.fill, paths, seeds, outs))
+            errors = [self.fill(*args) for args in zip(paths, seeds, outs, notes)]
+        else:
+            errors = list(self._pool.map(self.fill, paths, seeds, outs, notes))
+        if warned is not None:
+            warned.extend(note for image_notes in notes for note in image_notes)
+        return errors
 
-    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]:
-        """Fill ``out[i]`` (uint8, size x size x 3) from ``paths[i]`` with ``seeds[i]``; per-image error or None."""
+    def read_batch(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+    ) -> list[str | None]:
+        """Fill ``out[i]`` (uint8, size x size x 3) from ``paths[i]`` with ``seeds[i]``; per-image error or None.
+        ``warned``: a list that gets (path, warning) for each image decoded with a (detectable) libjpeg warning."""
         if len(paths) != len(seeds) or out.shape[0] < len(paths):
             raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
         if out.shape[1:] != (self.size, self.size, 3) or out.dtype != np.uint8:
             want = f"uint8 [N, {self.size}, {self.size}, 3]"
             raise ValueError(f"read_batch: out must be {want}, got {out.dtype} {list(out.shape)}")
-        return self.fill_many(paths, seeds, [out[i] for i in range(len(paths))])
+        return self.fill_many(paths, seeds, [out[i] for i in range(len(paths))], warned)
 
     def close(self) -> None:
         if self._pool is not None:
