@@ -48,9 +48,9 @@ def jpeg_markers(data: bytes) -> Iterator[tuple[int, int, int]]:
     while pos < size:
         discarded = 0
         while True:
-            start = pos
-            while pos < size and data[pos] != 0xFF:
-                pos += 1
+            start, pos = pos, data.find(b"\xff", pos)
+            if pos < 0:
+                return
             discarded += pos - start
             while pos < size and data[pos] == 0xFF:
                 pos += 1

@@ -154,7 +154,8 @@ def test_loader_skips_and_names_a_bomb(tmp_path):
     assert "over max_pixels" in loader.skipped[0][1]
     small = Loader(samples, train=False, **args, random_seed=0, num_workers=1, prefetch=1, max_pixels=1000)
     assert list(small) == [] and len(small.skipped) == 2  # the parameter reaches the reader
-    loader.close(), small.close()
+    loader.close()
+    small.close()
 
 
 def test_max_pixels_must_be_positive():
