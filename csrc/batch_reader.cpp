@@ -112,7 +112,7 @@ void BatchReader::worker() {
         } else if (read_file((*paths_)[i], &file, &message)) {
           st = transform_jpeg(decoder.get(), file.data(), file.size(), seeds_[i], spec_, &scratch, dst, &message);
         }
-        if (st == kOk && out_f32_ != nullptr) normalize_to_chw(dst, pixels, scale_, shift_, out_f32_ + i * 3 * pixels);
+        if (decoded(st) && out_f32_ != nullptr) normalize_to_chw(dst, pixels, scale_, shift_, out_f32_ + i * 3 * pixels);
       } catch (const std::bad_alloc&) {
         st = kError;
         message = "out of memory";  // short enough for the small-string buffer: assigning it cannot throw

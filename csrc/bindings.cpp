@@ -76,6 +76,8 @@ py::array decode(py::bytes data, int scale_denom, py::object region, uint64_t ma
   std::string bytes = data;
   auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   if (!is_jpeg(p, bytes.size())) throw py::value_error("not a JPEG (no SOI marker)");
+  // As transform_jpeg: libjpeg would decode a cut file with a warning and gray rows.
+  if (!has_end_marker(p, bytes.size())) throw py::value_error("truncated JPEG (no end-of-image marker)");
   std::vector<int64_t> r;
   if (!region.is_none()) {
     r = region.cast<std::vector<int64_t>>();
@@ -137,7 +139,7 @@ py::array transform(py::bytes data, uint64_t seed, bool train, int size, int res
                         &state.scratch, dst, &message);
   }
   if (st == kNotJpeg) throw py::value_error("not a JPEG (no SOI marker)");
-  if (st != kOk) throw py::value_error("JPEG transform failed: " + message);
+  if (!decoded(st)) throw py::value_error("JPEG transform failed: " + message);
   return std::move(out);
 }
 
@@ -190,14 +192,23 @@ py::bytes encode(u8array pixels, int quality, const std::string& subsampling, bo
   return result;
 }
 
+// A message that may hold a file name: bytes that are not UTF-8 come back as surrogate escapes (os.fsdecode).
+py::str fs_text(const std::string& text) {
+  PyObject* s = PyUnicode_DecodeFSDefaultAndSize(text.data(), static_cast<Py_ssize_t>(text.size()));
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
 class PyBatchReader {
  public:
-  using Results = std::vector<std::pair<int, std::string>>;
+  using Results = py::list;
   using Seeds = py::array_t<uint64_t, py::array::c_style>;
 
   PyBatchReader(const TransformSpec& spec, int num_threads) : spec_(spec), reader_(spec, num_threads) {}
 
-  // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path.
+  // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path, 4 ok but
+  // libjpeg warned (the message is the first warning, with the count when there were more).
+  // Paths may be bytes (a file name that is not UTF-8) or str.
   Results read_batch(const std::vector<std::string>& paths, Seeds seeds, u8array out) {
     if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != spec_.size ||
         out.shape(2) != spec_.size || out.shape(3) != 3)
@@ -238,8 +249,8 @@ class PyBatchReader {
       py::gil_scoped_release release;
       call(s, &status, &messages);
     }
-    Results result(paths.size());
-    for (size_t i = 0; i < paths.size(); i++) result[i] = {status[i], std::move(messages[i])};
+    Results result;
+    for (size_t i = 0; i < paths.size(); i++) result.append(py::make_tuple(status[i], fs_text(messages[i])));
     return result;
   }
 
@@ -252,18 +263,19 @@ class PyBatchReader {
 PYBIND11_MODULE(_reader, m) {
   m.doc() = "Native JPEG reader: libjpeg-turbo decode of only the needed region + the train/val transforms.";
   m.attr("libjpeg_turbo_version") = LIBJPEG_TURBO_VERSION_NUMBER;
+  m.attr("default_max_pixels") = kDefaultMaxPixels;
 
 
   m.def("decode", &decode, "JPEG bytes -> uint8 HxWx3 RGB (raw pixels, no EXIF rotation). scale_denom decodes at "
         "1/2, 1/4 or 1/8; region=(x, y, w, h) in scaled coordinates decodes only that part.",
         py::arg("data"), py::arg("scale_denom") = 1, py::arg("region") = py::none(),
-        py::arg("max_pixels") = uint64_t(1) << 27);
+        py::arg("max_pixels") = kDefaultMaxPixels);
   m.def("transform", &transform, "JPEG bytes -> uint8 size x size x 3 RGB: the train (seeded) or val transform.",
         py::arg("data"), py::arg("seed"), py::arg("train"), py::arg("size") = 224, py::arg("resize_short") = 256,
         py::arg("lower_scale") = 0.08, py::arg("lower_ratio") = 3.0 / 4.0, py::arg("upper_ratio") = 4.0 / 3.0,
         py::arg("flip") = true, py::arg("rotate") = 0.0, py::arg("brightness") = 0.0, py::arg("contrast") = 0.0,
         py::arg("saturation") = 0.0, py::arg("hue") = 0.0, py::arg("interpolation") = "linear",
-        py::arg("dct_scaling") = true, py::arg("max_pixels") = uint64_t(1) << 27);
+        py::arg("dct_scaling") = true, py::arg("max_pixels") = kDefaultMaxPixels);
   m.def("train_params", &train_params,
         "(x, y, w, h, flip, angle, brightness, contrast, saturation, hue) as the C++ reader draws them.",
         py::arg("height"), py::arg("width"), py::arg("seed"), py::arg("lower_scale") = 0.08,
@@ -295,7 +307,7 @@ PYBIND11_MODULE(_reader, m) {
            py::arg("train"), py::arg("size"), py::arg("resize_short"), py::arg("lower_scale"), py::arg("lower_ratio"),
            py::arg("upper_ratio"), py::arg("flip"), py::arg("rotate"), py::arg("brightness"), py::arg("contrast"),
            py::arg("saturation"), py::arg("hue"), py::arg("interpolation"), py::arg("apply_exif"),
-           py::arg("num_threads") = 1, py::arg("max_pixels") = uint64_t(1) << 27)
+           py::arg("num_threads") = 1, py::arg("max_pixels") = kDefaultMaxPixels)
       // noconvert: a converted copy of `out` would be filled and thrown away
       .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out").noconvert())
       .def("read_batch_normalized", &PyBatchReader::read_batch_normalized, py::arg("paths"), py::arg("seeds"),

@@ -17,18 +17,17 @@ void error_exit(j_common_ptr cinfo) {
   std::longjmp(err->jump, 1);
 }
 
-// Warnings that mean the pixels are garbage (truncated or corrupt entropy data) stop the decode; the rest
-// (extraneous bytes, unknown markers, odd JFIF/Adobe fields) are counted and ignored, as other decoders do.
-bool warning_is_fatal(int code) {
-  return code == JWRN_JPEG_EOF || code == JWRN_HUFF_BAD_CODE || code == JWRN_ARITH_BAD_CODE ||
-         code == JWRN_HIT_MARKER || code == JWRN_MUST_RESYNC;
-}
-
+// Every warning is counted, none stops the decode: libjpeg decodes around junk bytes and corrupt entropy data
+// (the rest of a damaged segment comes out gray), as OpenCV and Pillow do. A file cut short is caught before
+// decoding by has_end_marker (transform.cpp), so what is left are files with damage inside.
 void emit_message(j_common_ptr cinfo, int level) {
   if (level >= 0) return;  // trace messages
   auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
-  if (warning_is_fatal(cinfo->err->msg_code)) error_exit(cinfo);
-  err->warnings++;
+  if (err->warnings++ == 0) {
+    char text[JMSG_LENGTH_MAX];
+    (*cinfo->err->format_message)(cinfo, text);
+    std::snprintf(err->warning, sizeof(err->warning), "%s", text);
+  }
 }
 
 void output_message(j_common_ptr) {}  // never print from a library
@@ -97,6 +96,7 @@ int jpeg_read_info(Decoder* d, const uint8_t* data, size_t size, uint64_t max_pi
   jpeg_abort_decompress(cinfo);
   d->err.warnings = 0;
   d->err.message[0] = '\0';
+  d->err.warning[0] = '\0';
   if (setjmp(d->err.jump)) {
     jpeg_abort_decompress(cinfo);
     return -1;
@@ -106,8 +106,10 @@ int jpeg_read_info(Decoder* d, const uint8_t* data, size_t size, uint64_t max_pi
   jpeg_read_header(cinfo, TRUE);
   const uint64_t pixels = uint64_t(cinfo->image_width) * uint64_t(cinfo->image_height);
   if (pixels > max_pixels) {
-    std::snprintf(d->err.message, kMessageLength, "image of %ux%u pixels is over the cap of %llu pixels",
-                  cinfo->image_width, cinfo->image_height, static_cast<unsigned long long>(max_pixels));
+    // The same words as image_header.check_pixels, which checks every other format for the OpenCV path.
+    std::snprintf(d->err.message, kMessageLength, "%ux%u JPEG (%llu pixels) is over max_pixels %llu",
+                  cinfo->image_width, cinfo->image_height, static_cast<unsigned long long>(pixels),
+                  static_cast<unsigned long long>(max_pixels));
     jpeg_abort_decompress(cinfo);
     return -1;
   }

@@ -16,12 +16,18 @@
 namespace imgcls {
 
 constexpr int kMessageLength = 200;
+// Images whose header claims more pixels are errors, not decodes (a few KB can claim 30000 x 30000). The Python
+// readers' default (image_header.DEFAULT_MAX_PIXELS) is the same number; a test holds them equal.
+constexpr uint64_t kDefaultMaxPixels = uint64_t(1) << 27;
 
 struct JpegErrorManager {
   jpeg_error_mgr pub;
   jmp_buf jump;
   char message[kMessageLength];
-  int warnings;  // harmless warnings seen in this image (junk bytes, odd markers); counted, not errors
+  // libjpeg's warnings for this image (junk bytes, corrupt entropy data it decodes around): counted, not errors,
+  // as OpenCV and Pillow decode such files. `warning` holds the first one's text.
+  int warnings;
+  char warning[kMessageLength];
 };
 
 // One decompressor; create one per thread and reuse it for every image.
@@ -48,7 +54,8 @@ bool decoder_init(Decoder* d);
 void decoder_destroy(Decoder* d);
 
 // Reads the header. Returns 0, or -1 with d->err.message set (not a JPEG header, 12-bit, too many pixels, ...).
-// Any state the previous image left (an exception between this and jpeg_decode_region) is reset first.
+// Any state the previous image left (an exception between this and jpeg_decode_region) is reset first, and the
+// warning count restarts (jpeg_decode_region adds to it).
 // `want_exif` saves APP1 so that info->orientation is filled.
 int jpeg_read_info(Decoder* d, const uint8_t* data, size_t size, uint64_t max_pixels, bool want_exif,
                    JpegInfo* info);

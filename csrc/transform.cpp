@@ -156,7 +156,12 @@ Status transform_jpeg(Decoder* d, const uint8_t* data, size_t size, uint64_t see
     jpeg_abort_decompress(&d->cinfo);
     return kNeedsReference;
   }
-  return spec.train ? train_jpeg(d, info, seed, spec, s, out, message) : val_jpeg(d, info, spec, s, out, message);
+  const Status st =
+      spec.train ? train_jpeg(d, info, seed, spec, s, out, message) : val_jpeg(d, info, spec, s, out, message);
+  if (st != kOk || d->err.warnings == 0) return st;
+  *message = d->err.warning;
+  if (d->err.warnings > 1) *message += " (" + std::to_string(d->err.warnings) + " warnings)";
+  return kWarned;
 }
 
 }  // namespace imgcls

@@ -20,7 +20,7 @@ struct TransformSpec {
   Interp interp = Interp::kLinear;
   bool apply_exif = false;
   bool allow_dct_scaling = true;  // off: always decode at 1/1 (tests)
-  uint64_t max_pixels = uint64_t(1) << 27;
+  uint64_t max_pixels = kDefaultMaxPixels;
 };
 
 // Per-thread buffers, reused across images so that steady-state decoding does not allocate.
@@ -30,10 +30,14 @@ struct Scratch {
   Taps xt, yt;
 };
 
-enum Status { kOk = 0, kNotJpeg = 1, kError = 2, kNeedsReference = 3 };
+enum Status { kOk = 0, kNotJpeg = 1, kError = 2, kNeedsReference = 3, kWarned = 4 };
 
-// Writes the transformed image to `out` (size * size * 3 bytes). Returns kOk, kNotJpeg (let OpenCV read it),
-// kNeedsReference (EXIF rotation asked for: the reference path applies it) or kError with `message` set.
+// Whether `out` holds the image (with or without libjpeg warnings).
+inline bool decoded(int status) { return status == kOk || status == kWarned; }
+
+// Writes the transformed image to `out` (size * size * 3 bytes). Returns kOk, kWarned (done, but libjpeg warned:
+// `message` holds the first warning and the count), kNotJpeg (let OpenCV read it), kNeedsReference (EXIF rotation
+// asked for: the reference path applies it) or kError with `message` set.
 Status transform_jpeg(Decoder* d, const uint8_t* data, size_t size, uint64_t seed, const TransformSpec& spec,
                       Scratch* s, uint8_t* out, std::string* message);
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from imgcls.config import LossConfig, PrecisionConfig
+from imgcls.data.read_report import printable, warned_summary
 from imgcls.distributed import is_main, reduce_sums
 from imgcls.losses import mixup_batch, training_loss
 from imgcls.metrics import ProgressBar, topk_hits
@@ -289,9 +290,12 @@ def setup_determinism(enabled: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def report_skipped(skipped: list[tuple[str, str]]) -> None:
-    """One line per unreadable image the loaders skipped this epoch (bad data never stops a run); rank 0 only."""
+def report_skipped(skipped: list[tuple[str, str]], warned: list[tuple[str, str]] | None = None) -> None:
+    """One line per unreadable image the loaders skipped this epoch (bad data never stops a run), one for the images
+    decoded in spite of damage; rank 0 only."""
+    if warned and is_main():
+        print(warned_summary(warned))
     if skipped and is_main():
         print(f"skipped {len(skipped)} unreadable images this epoch:")
         for path, reason in skipped:
-            print(f"  {path}: {reason}")
+            print(f"  {printable(path)}: {printable(reason)}")

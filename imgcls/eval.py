@@ -15,6 +15,7 @@ from imgcls.cli.data import make_loader, resolve_data
 from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, warn
 from imgcls.cli.layering import build_run_config, model_cfg
 from imgcls.config import RunConfig
+from imgcls.data.read_report import printable, warned_summary
 from imgcls.engine import evaluate, make_precision
 
 
@@ -79,7 +80,9 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     loader = make_loader(config, dataset.val, train=False, batch_size=config.batch_size, device=device)
     stats = evaluate(model, loader, device, desc="eval", precision=precision)
     for path, reason in loader.skipped:
-        print(f"skipped {path}: {reason}")
+        print(f"skipped {printable(path)}: {printable(reason)}")
+    if loader.warned:
+        print(warned_summary(loader.warned))
     pre = config.preprocess
     print(
         f"{config.model} on {dataset.root} ({stats.images} images, {pre.input_size}px crop of short side "

@@ -20,6 +20,7 @@ from imgcls.cli.flags import add_bool, add_model_args, fail, pick_device, positi
 from imgcls.cli.layering import build_run_config, model_cfg, read_config
 from imgcls.config import ReadConfig
 from imgcls.data import BatchReader, DatasetSpec, make_reader
+from imgcls.data.read_report import printable
 from imgcls.eval import load_for_inference, saved_run_of
 from imgcls.export import InferenceInfo, export_inference, load_inference
 
@@ -128,12 +129,15 @@ def load_batch(paths: list[str], info: InferenceInfo, reader: BatchReader) -> tu
     size = info.preprocess.input_size
     images = np.empty((len(paths), 3, size, size), dtype=np.float32)
     scale, shift = info.preprocess.scale_shift()
+    warned: list[tuple[str, str]] = []
     # The eval transform draws nothing: the seeds are unused.
-    errors = reader.read_batch_normalized(paths, [0] * len(paths), images, scale.numpy(), shift.numpy())
+    errors = reader.read_batch_normalized(paths, [0] * len(paths), images, scale.numpy(), shift.numpy(), warned)
+    for path, warning in warned:
+        print(f"warning {printable(path)}: decoded in spite of damage ({printable(warning)})")
     keep = [i for i, err in enumerate(errors) if err is None]
     for path, err in zip(paths, errors):
         if err is not None:
-            print(f"skipped {path}: {err}")
+            print(f"skipped {printable(path)}: {printable(err)}")
     return torch.from_numpy(images[keep]), [paths[i] for i in keep]
 
 
@@ -153,7 +157,7 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
         for path, row_ids, row_scores in zip(kept, ids.tolist(), scores.tolist()):
             top = [(i, s, names[i] if names else str(i)) for i, s in zip(row_ids, row_scores)]
             results.append((path, top))
-            print(f"{path}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
+            print(f"{printable(path)}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
     reader.close()
     if not results:
         fail(f"none of the {len(paths)} images could be read (see the 'skipped' lines); nothing was predicted")

@@ -215,7 +215,8 @@ def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
         val = engine.evaluate(model, val_loader, device, desc="  val", precision=precision)
         row = engine.epoch_row(epoch, stats, val)
         dist.print0(f"{desc}: {engine.summary_text(row)}", flush=True)
-        engine.report_skipped(dist.gather_lists(train_loader.skipped + val_loader.skipped))
+        warned = dist.gather_lists(train_loader.warned + val_loader.warned)
+        engine.report_skipped(dist.gather_lists(train_loader.skipped + val_loader.skipped), warned)
         if info.is_main:
             log.append(row)
             state = ckpt.training_state(config, optimizer, epoch, step, dataset.label_names, scaler)

@@ -6,6 +6,8 @@ List format (the seed's ``train_list.txt`` / ``val_list.txt`` under the data dir
     val/ILSVRC2012_val_00000001.jpeg 65
 
 paths relative to the data dir, a space, an integer label in 0..K-1; blank lines and ``#`` comments are skipped.
+List files are UTF-8 (a BOM is dropped); a byte that is not UTF-8 stays that byte of the file name (surrogate
+escape, as ``os.fsdecode``), so a list can name any file the disk holds. A NUL byte (a UTF-16 file) is an error.
 Folder tree: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, classes sorted by name, label = position.
 """
 
@@ -22,6 +24,7 @@ LIST_FILES = {"train": "train_list.txt", "val": "val_list.txt"}
 LABELS_FILE = "labels.txt"
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 IMAGENET_NUM_CLASSES = 1000
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class DataError(ValueError):
@@ -49,8 +52,15 @@ class DatasetSpec:
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:
-    """Readable class names, one per line in class-index order (blank lines are an error, not skipped)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    """Readable class names, one per line in class-index order (blank lines are an error, not skipped); UTF-8."""
+    lines = []
+    for number, raw in enumerate(Path(path).read_bytes().removeprefix(UTF8_BOM).splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path}:{number}: not UTF-8 text (byte {e.start + 1} of the line); save it as UTF-8"
+            ) from None
     while lines and not lines[-1].strip():
         lines.pop()
     for number, line in enumerate(lines, 1):
@@ -64,6 +74,8 @@ def parse_list_line(line: str, where: str) -> tuple[str, int] | None:
     text = line.strip()
     if not text or text.startswith("#"):
         return None
+    if "\x00" in text:
+        raise ValueError(f"{where}: NUL byte in the line (a UTF-16 file?); list files are UTF-8 text")
     # rsplit: the label is the last field, so a path may contain spaces.
     parts = text.rsplit(None, 1)
     if len(parts) != 2:
@@ -83,7 +95,8 @@ def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike | None
     list_path = Path(list_path)
     base = Path(root) if root is not None else list_path.parent
     samples = []
-    with open(list_path, encoding="utf-8") as f:
+    # utf-8-sig drops a BOM; surrogateescape keeps a non-UTF-8 byte as that byte of the path (as os.fsdecode).
+    with open(list_path, encoding="utf-8-sig", errors="surrogateescape") as f:
         for number, line in enumerate(f, 1):
             parsed = parse_list_line(line, f"{list_path}:{number}")
             if parsed is not None:

@@ -11,8 +11,9 @@ Where the batch is normalized depends only on the device: on the CPU the reader 
 pass (``read_batch_normalized``); with a CUDA ``device`` it fills pinned uint8 NHWC batches (``read_batch``) and the
 consumer copies each to the GPU and normalizes it there (``preprocess.normalize``): a quarter of the bytes over
 PCIe, no CPU pass.
-A bad image is dropped from its batch and reported in ``loader.skipped``; any other exception in the producer is
-re-raised in the consumer. Leaving a loop early stops the thread (the iterator's ``close``).
+A bad image is dropped from its batch and reported in ``loader.skipped``; one decoded in spite of damage (libjpeg
+warnings) is kept and listed in ``loader.warned``; any other exception in the producer is re-raised in the
+consumer. Leaving a loop early stops the thread (the iterator's ``close``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from imgcls.randomness import epoch_permutation, sample_seed
 
 from .datasets import Sample
+from .image_header import DEFAULT_MAX_PIXELS
 from .preprocess import PreprocessSpec, normalize
 from .readers import make_reader
 
@@ -152,6 +154,7 @@ class Loader:
     batches are used; a CUDA device gets them already there, normalized there from pinned uint8 batches
     (``normalize_on_device`` defaults to that; True on a CPU device takes the same path without pinning, which is
     how the CUDA path is tested without a GPU). ``apply_exif`` rotates images by their EXIF orientation tag.
+    ``max_pixels``: images whose header claims more pixels are skipped, never decoded (image_header.py).
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class Loader:
         device: torch.device | str | None = None,
         apply_exif: bool = False,
         normalize_on_device: bool | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -189,12 +193,18 @@ class Loader:
         self.pin_memory = self.device.type == "cuda"
         self.normalize_on_device = self.pin_memory if normalize_on_device is None else normalize_on_device
         self.reader = make_reader(
-            reader, preprocess, train=train, num_threads=max(1, num_workers), apply_exif=apply_exif
+            reader,
+            preprocess,
+            train=train,
+            num_threads=max(1, num_workers),
+            apply_exif=apply_exif,
+            max_pixels=max_pixels,
         )
         self._scale, self._shift = preprocess.scale_shift()
         self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on self.device
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
+        self.warned: list[tuple[str, str]] = []  # this epoch's (path, warning): decoded in spite of damage
         self._current: weakref.ref | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -242,11 +252,11 @@ class Loader:
         if self.normalize_on_device:
             # A fresh pinned tensor per batch: torch's pinned-memory cache reuses it only after its GPU copy is done.
             images = torch.empty((n, size, size, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
-            errors = self.reader.read_batch(paths, seeds, images.numpy())
+            errors = self.reader.read_batch(paths, seeds, images.numpy(), self.warned)
         else:
             images = torch.empty((n, 3, size, size), dtype=torch.float32)
             errors = self.reader.read_batch_normalized(
-                paths, seeds, images.numpy(), self._scale.numpy(), self._shift.numpy()
+                paths, seeds, images.numpy(), self._scale.numpy(), self._shift.numpy(), self.warned
             )
         self.skipped.extend((path, err) for path, err in zip(paths, errors) if err is not None)
         keep = [i for i, err in enumerate(errors) if err is None]
@@ -269,7 +279,7 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.close_iterator()
-        self.skipped = []
+        self.skipped, self.warned = [], []
         batches = self.batches()
         load = partial(self.load_batch, epoch=self.epoch)  # a set_epoch() during the pass changes nothing
         finish = self.to_device if self.normalize_on_device else None

@@ -2,11 +2,13 @@
 
 The contract every reader keeps (``BatchReader``):
 
-- ``read_batch(paths, seeds, out)`` fills ``out[i]`` (uint8 ``[N, size, size, 3]``, RGB) from ``paths[i]`` with
-  the augmentation of ``seeds[i]`` (train) or the eval transform (val);
-- ``read_batch_normalized(paths, seeds, out, scale, shift)`` fills float32 ``[N, 3, size, size]`` with the same
-  images normalized as ``imgcls.data.preprocess.normalize`` does;
-- both return one error message (or None) per image: a missing, corrupt or truncated image never raises;
+- ``read_batch(paths, seeds, out, warned=None)`` fills ``out[i]`` (uint8 ``[N, size, size, 3]``, RGB) from
+  ``paths[i]`` with the augmentation of ``seeds[i]`` (train) or the eval transform (val);
+- ``read_batch_normalized(paths, seeds, out, scale, shift, warned=None)`` fills float32 ``[N, 3, size, size]`` with
+  the same images normalized as ``imgcls.data.preprocess.normalize`` does;
+- both return one error message (or None) per image: a missing, corrupt, truncated or oversized image (over
+  ``max_pixels``, read from its header before any decode) never raises; ``warned``, when given, gets
+  ``(path, warning)`` for each image decoded in spite of damage (libjpeg warnings);
 - ``close()`` stops the reader's threads.
 
 Two implementations: ``opencv.OpenCVReader`` (the reference: OpenCV decode + ``transforms.py``) and
@@ -23,8 +25,9 @@ from typing import Protocol
 
 import numpy as np
 
+from ..image_header import DEFAULT_MAX_PIXELS
 from ..preprocess import PreprocessSpec
-from .opencv import OpenCVReader
+from .opencv import OpenCVReader, Warned
 
 READER_KINDS = ("auto", "opencv", "native")
 NATIVE_NOT_BUILT = "native reader not built: run `python setup.py build_ext` (or use --reader opencv)"
@@ -34,10 +37,18 @@ _warned_native_missing = False
 class BatchReader(Protocol):
     """What the loader, eval and infer need from a reader (see the module docstring)."""
 
-    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]: ...
+    def read_batch(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+    ) -> list[str | None]: ...
 
     def read_batch_normalized(
-        self, paths: list[str], seeds: list[int], out: np.ndarray, scale: np.ndarray, shift: np.ndarray
+        self,
+        paths: list[str],
+        seeds: list[int],
+        out: np.ndarray,
+        scale: np.ndarray,
+        shift: np.ndarray,
+        warned: Warned | None = None,
     ) -> list[str | None]: ...
 
     def close(self) -> None: ...
@@ -66,11 +77,13 @@ def make_reader(
     train: bool,
     num_threads: int = 1,
     apply_exif: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> BatchReader:
     """A reader of ``preprocess``'s train (``train=True``) or eval transform: ``"opencv"``, ``"native"`` (the C++
     reader; an error if unavailable) or ``"auto"`` (native when available, else OpenCV after one warning).
 
     ``apply_exif`` rotates images by their EXIF orientation tag (both readers); raw pixels by default.
+    ``max_pixels``: images whose header claims more pixels are per-image errors, never decoded (image_header.py).
     """
     global _warned_native_missing
     if kind not in READER_KINDS:
@@ -82,6 +95,7 @@ def make_reader(
         aug=preprocess.aug,
         num_threads=num_threads,
         apply_exif=apply_exif,
+        max_pixels=max_pixels,
     )
     reason = native_unavailable() if kind != "opencv" else None
     if kind == "auto":
@@ -102,6 +116,7 @@ __all__ = [
     "READER_KINDS",
     "BatchReader",
     "OpenCVReader",
+    "Warned",
     "make_reader",
     "native_available",
     "native_unavailable",

@@ -11,6 +11,7 @@ batch tensor), bit-identical to ``imgcls.data.preprocess.normalize``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -20,12 +21,13 @@ import torch
 from imgcls import _reader
 from imgcls.randomness import MASK64
 
+from ..image_header import DEFAULT_MAX_PIXELS
 from ..preprocess import normalize
 from ..transforms import AugConfig
-from .opencv import OpenCVReader, check_batch
+from .opencv import OpenCVReader, Warned, check_batch
 
 NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
-STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE = range(4)
+STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE, STATUS_WARNED = range(5)
 _USE_REFERENCE = object()  # per-image marker between the C++ batch and the OpenCV pass
 # Bounds of |native - OpenCV reference| per uint8 value for the same seed, measured on photo-like images
 # (bench/results/reader_cpu.md); tests/reader/test_transform.py and bench_reader.py's pre-timing check hold to them.
@@ -50,12 +52,13 @@ class NativeReader:
         aug: AugConfig,
         num_threads: int = 1,
         apply_exif: bool = False,
-        max_pixels: int = 1 << 27,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
         self.apply_exif = apply_exif
         self.num_threads = max(1, num_threads)
-        self._reference = OpenCVReader(train, size, resize_short, aug, self.num_threads, apply_exif=apply_exif)
+        self._reference = OpenCVReader(train, size, resize_short, aug, self.num_threads, apply_exif, max_pixels)
+        self.max_pixels = max_pixels
         self._impl = None
         self._closed = False
         if aug.interpolation not in NATIVE_INTERPOLATIONS:
@@ -83,17 +86,26 @@ class NativeReader:
             max_pixels=max_pixels,
         )
 
-    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]:
+    def read_batch(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+    ) -> list[str | None]:
         """Fill ``out[i]`` (uint8, size x size x 3, C-contiguous) from ``paths[i]`` with ``seeds[i]``.
 
-        Returns one error message (or None) per image; a bad image never raises.
+        Returns one error message (or None) per image; a bad image never raises. ``warned``: a list that gets
+        (path, libjpeg's first warning) for each image decoded in spite of damage.
         """
         check_batch(paths, seeds, out, (self.size, self.size, 3), np.uint8)
-        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch(p, s, out))
-        return self._reference_fill(paths, seeds, errors, out=out)
+        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch(p, s, out), warned)
+        return self._reference_fill(paths, seeds, errors, warned, out=out)
 
     def read_batch_normalized(
-        self, paths: list[str], seeds: list[int], out: np.ndarray, scale: np.ndarray, shift: np.ndarray
+        self,
+        paths: list[str],
+        seeds: list[int],
+        out: np.ndarray,
+        scale: np.ndarray,
+        shift: np.ndarray,
+        warned: Warned | None = None,
     ) -> list[str | None]:
         """Fill ``out[i]`` (float32, 3 x size x size, C-contiguous) with ``image * scale[c] + shift[c]``.
 
@@ -103,27 +115,30 @@ class NativeReader:
         check_batch(paths, seeds, out, (3, self.size, self.size), np.float32)
         scale = np.ascontiguousarray(scale, dtype=np.float32).reshape(3)
         shift = np.ascontiguousarray(shift, dtype=np.float32).reshape(3)
-        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch_normalized(p, s, out, scale, shift))
+        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch_normalized(p, s, out, scale, shift), warned)
 
         scale_t, shift_t = torch.from_numpy(scale), torch.from_numpy(shift)
 
         def store(i: int, pixels: np.ndarray) -> None:
             out[i] = normalize(torch.from_numpy(pixels[None]), scale_t, shift_t)[0].numpy()
 
-        return self._reference_fill(paths, seeds, errors, store=store)
+        return self._reference_fill(paths, seeds, errors, warned, store=store)
 
-    def _run(self, paths: list[str], seeds: list[int], call: Callable) -> list:
+    def _run(self, paths: list[str], seeds: list[int], call: Callable, warned: Warned | None) -> list:
         """The C++ batch: per image None (done), an error message, or _USE_REFERENCE (OpenCV's turn)."""
         if self._closed:
             raise RuntimeError("imgcls: this NativeReader was closed")
         if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
             return [_USE_REFERENCE] * len(paths)
         seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
-        results = call(self._impl, [str(p) for p in paths], seed_array)
+        # Bytes, as Python's own file functions pass them: a name that is not UTF-8 reaches the C++ fopen as is.
+        results = call(self._impl, [os.fsencode(p) for p in paths], seed_array)
         errors: list = []
-        for status, message in results:
-            if status == STATUS_OK:
+        for path, (status, message) in zip(paths, results):
+            if status in (STATUS_OK, STATUS_WARNED):
                 errors.append(None)
+                if status == STATUS_WARNED and warned is not None:
+                    warned.append((path, message))
             elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
                 errors.append(_USE_REFERENCE)
             else:
@@ -135,6 +150,7 @@ class NativeReader:
         paths: list[str],
         seeds: list[int],
         errors: list,
+        warned: Warned | None,
         out: np.ndarray | None = None,
         store: Callable[[int, np.ndarray], None] | None = None,
     ) -> list[str | None]:
@@ -149,7 +165,7 @@ class NativeReader:
             targets = [out[i] for i in todo]
         else:
             targets = list(np.empty((len(todo), self.size, self.size, 3), np.uint8))
-        results = self._reference.fill_many([paths[i] for i in todo], [seeds[i] for i in todo], targets)
+        results = self._reference.fill_many([paths[i] for i in todo], [seeds[i] for i in todo], targets, warned)
         for i, target, error in zip(todo, targets, results):
             errors[i] = error
             if error is None and store is not None:

@@ -2,6 +2,8 @@
 
 It is the fallback when the C++ reader is not built, the path the C++ reader hands non-JPEG files to, and the oracle
 its tests compare against. The reader contract is in ``imgcls/data/readers/__init__.py``.
+Readers never raise for a bad image: one error message (or None) per image, and ``(path, warning)`` in the
+``warned`` list for each image decoded in spite of damage (libjpeg warnings).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..image_header import DEFAULT_MAX_PIXELS, check_pixels, jpeg_header_warning
 from ..preprocess import normalize
 from ..transforms import AugConfig, decode_image, train_transform, val_transform
 
@@ -63,11 +66,15 @@ def jpeg_truncated(data: bytes) -> bool:
     return True
 
 
+Warned = list[tuple[str, str]]  # (path, warning) of each image decoded in spite of damage
+
+
 class OpenCVReader:
     """Reference reader: OpenCV decode + the transforms in ``transforms.py``, ``num_threads`` images at a time.
 
     cv2 releases the GIL while decoding and resizing, so a thread pool gives real parallelism. Raw pixels by
-    default; ``apply_exif`` rotates by the EXIF orientation tag first (OpenCV's IMREAD_COLOR does it).
+    default; ``apply_exif`` rotates by the EXIF orientation tag first (OpenCV's IMREAD_COLOR does it). An image
+    whose header claims more than ``max_pixels`` pixels is an error, never decoded (image_header.py).
     """
 
     def __init__(
@@ -78,53 +85,76 @@ class OpenCVReader:
         aug: AugConfig,
         num_threads: int = 1,
         apply_exif: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
-        self.apply_exif = apply_exif
+        self.apply_exif, self.max_pixels = apply_exif, max_pixels
         self.num_threads = max(1, num_threads)
         self._pool = ThreadPoolExecutor(self.num_threads, "imgcls-reader") if self.num_threads > 1 else None
 
-    def read_one(self, path: str, seed: int) -> np.ndarray:
-        """Decode and transform one image (raises on a bad file)."""
+    def read_one(self, path: str, seed: int, warned: Warned | None = None) -> np.ndarray:
+        """Decode and transform one image (raises on a bad file). OpenCV prints libjpeg's warnings itself and does not
+        count them: what is counted into ``warned`` is the junk between JPEG header segments (image_header.py)."""
         with open(path, "rb") as f:
             data = f.read()
+        check_pixels(data, self.max_pixels)  # from the header: a decompression bomb is never decoded
         if jpeg_truncated(data):
             raise ValueError("truncated JPEG (no end-of-image marker)")
         img = decode_image(data, apply_exif=self.apply_exif)
         if self.train:
-            return train_transform(img, seed, self.size, self.aug)
-        return val_transform(img, self.size, self.resize_short, self.aug.interpolation)
+            result = train_transform(img, seed, self.size, self.aug)
+        else:
+            result = val_transform(img, self.size, self.resize_short, self.aug.interpolation)
+        if warned is not None and (warning := jpeg_header_warning(data)) is not None:
+            warned.append((path, warning))
+        return result
 
-    def fill(self, path: str, seed: int, out: np.ndarray) -> str | None:
+    def fill(self, path: str, seed: int, out: np.ndarray, warned: Warned | None = None) -> str | None:
         """Write one image into ``out``; an error message instead of an exception."""
         try:
-            out[...] = self.read_one(path, seed)
+            out[...] = self.read_one(path, seed, warned)
         except Exception as e:  # missing, unreadable, undecodable (cv2.error too): skip the image, not the run
             return f"{type(e).__name__}: {str(e).strip()}"
         return None
 
-    def fill_many(self, paths: list[str], seeds: list[int], outs: list[np.ndarray]) -> list[str | None]:
+    def fill_many(
+        self, paths: list[str], seeds: list[int], outs: list[np.ndarray], warned: Warned | None = None
+    ) -> list[str | None]:
         """``fill`` for each (path, seed, out) on the reader's threads; one error message (or None) each."""
+        notes: list = [[] if warned is not None else None for _ in paths]  # per image: warnings in batch order
         if self._pool is None or len(paths) <= 1:
-            return [self.fill(p, s, o) for p, s, o in zip(paths, seeds, outs)]
-        return list(self._pool.map(self.fill, paths, seeds, outs))
+            errors = [self.fill(*args) for args in zip(paths, seeds, outs, notes)]
+        else:
+            errors = list(self._pool.map(self.fill, paths, seeds, outs, notes))
+        if warned is not None:
+            warned.extend(note for image_notes in notes for note in image_notes)
+        return errors
 
-    def read_batch(self, paths: list[str], seeds: list[int], out: np.ndarray) -> list[str | None]:
-        """Fill ``out[i]`` (uint8, size x size x 3) from ``paths[i]`` with ``seeds[i]``; per-image error or None."""
+    def read_batch(
+        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+    ) -> list[str | None]:
+        """Fill ``out[i]`` (uint8, size x size x 3) from ``paths[i]`` with ``seeds[i]``; per-image error or None.
+        ``warned``: a list that gets (path, warning) for each image decoded with a (detectable) libjpeg warning."""
         check_batch(paths, seeds, out, (self.size, self.size, 3), np.uint8)
-        return self.fill_many(paths, seeds, [out[i] for i in range(len(paths))])
+        return self.fill_many(paths, seeds, [out[i] for i in range(len(paths))], warned)
 
     def read_batch_normalized(
-        self, paths: list[str], seeds: list[int], out: np.ndarray, scale: np.ndarray, shift: np.ndarray
+        self,
+        paths: list[str],
+        seeds: list[int],
+        out: np.ndarray,
+        scale: np.ndarray,
+        shift: np.ndarray,
+        warned: Warned | None = None,
     ) -> list[str | None]:
         """Fill ``out[i]`` (float32, 3 x size x size) with the image of ``read_batch``, normalized (``normalize``)."""
         check_batch(paths, seeds, out, (3, self.size, self.size), np.float32)
         pixels = np.empty((len(paths), self.size, self.size, 3), np.uint8)
-        errors = self.fill_many(paths, seeds, list(pixels))
-        scale_t, shift_t = (
-            torch.from_numpy(np.asarray(scale, np.float32)),
-            torch.from_numpy(np.asarray(shift, np.float32)),
-        )
+        errors = self.fill_many(paths, seeds, list(pixels), warned)
+        scale_t = torch.from_numpy(np.asarray(scale, np.float32))
+        shift_t = torch.from_numpy(np.asarray(shift, np.float32))
         out[: len(paths)] = normalize(torch.from_numpy(pixels), scale_t, shift_t).numpy()
         return errors
 
@@ -134,7 +164,7 @@ class OpenCVReader:
             self._pool = None
 
     def __del__(self) -> None:
-        if self._pool is not None:
+        if getattr(self, "_pool", None) is not None:  # None too when __init__ refused its arguments
             self._pool.shutdown(wait=False)
 
 
