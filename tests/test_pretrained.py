@@ -178,7 +178,7 @@ def test_train_finetunes_from_a_model_name(weights_server, tmp_path, capsys):
 
     data = tmp_path / "shapes"
     data.mkdir()
-    generate(data, 32, 8)
+    generate(data, 16, 4)
     flags = tiny_train(data, tmp_path / "out", f"--pretrained_model={MODEL}", "--num_epochs=1")
     train_cli.main(train_cli.get_args_parser().parse_args(flags))
     out = capsys.readouterr().out
