@@ -2,9 +2,9 @@
 
 The corpus is synthetic photos (tests/jpeg_corpus.py: no photo ships with the installed packages here) encoded
 at ~500x375, 1024x768 and 2048x1536, quality 75 and 90, 4:2:0 and 4:4:4, baseline and progressive, cached in
-``$IMGCLS_CACHE`` (default ~/.cache/imgcls/reader_corpus; never committed). Every reader's output is checked
-against the reference before it is timed. Methods are timed in alternating rounds and the best round is kept,
-so that other load on the machine hurts all of them alike.
+``reader_corpus`` of ``imgcls.home`` (default ~/.cache/imgcls/reader_corpus; never committed). Every reader's
+output is checked against the reference before it is timed. Methods are timed in alternating rounds and the best
+round is kept, so that other load on the machine hurts all of them alike.
 
     .venv/bin/python -m bench.bench_reader                 # the table in bench/results/reader_cpu.md
     .venv/bin/python -m pytest bench/bench_reader.py       # pytest-benchmark, per method
@@ -25,6 +25,7 @@ import pytest
 
 from imgcls.data import transforms as T
 from imgcls.data.readers.native import MAX_DIFF_DCT, MAX_DIFF_FULL_SCALE, MEAN_DIFF_DCT
+from imgcls.home import imgcls_home
 
 SIZES = {"500x375": (375, 500), "1024x768": (768, 1024), "2048x1536": (1536, 2048)}
 OUT, SHORT = 224, 256
@@ -35,7 +36,7 @@ def build_corpus(per_kind: int = 4) -> dict[tuple[str, int, str, bool], list[byt
     from imgcls import _reader  # only once the benchmark knows it is built
     from tests import jpeg_corpus
 
-    cache = Path(os.environ.get("IMGCLS_CACHE", Path.home() / ".cache" / "imgcls")) / "reader_corpus"
+    cache = imgcls_home() / "reader_corpus"
     cache.mkdir(parents=True, exist_ok=True)
     corpus = {}
     for size_name, (h, w) in SIZES.items():

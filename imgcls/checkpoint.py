@@ -268,10 +268,16 @@ def read_weights(
     path: str | os.PathLike, model_name: str, log: Callable[[str], None] | None = None
 ) -> dict[str, torch.Tensor]:
     """Weights from our checkpoint folder, a ``.pt``/``.pth`` state_dict, or a Paddle tar/folder (converted; what
-    the converter could not place is passed to ``log`` in one line)."""
-    path = existing_path(path)
+    the converter could not place is passed to ``log`` in one line). A ``path`` that does not exist but names a
+    registered model means Paddle's released weights of that model (``imgcls.hub``: fetched once, then cached)."""
+    given, path = path, existing_path(path)
     if not path.exists():
-        raise FileNotFoundError(f"pretrained model {path} does not exist")
+        from imgcls.hub import model_named_by, released_weights
+
+        name = model_named_by(str(given))
+        if name is not None:
+            return released_weights(name)
+        raise FileNotFoundError(f"pretrained model {path} does not exist (nor is it a model name)")
     if path.is_dir() and (path / WEIGHTS_FILE).is_file():
         path = path / WEIGHTS_FILE
     if path.is_file() and (path.suffix in (".pt", ".pth") or path.name == WEIGHTS_FILE):

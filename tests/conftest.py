@@ -78,3 +78,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def weights_server(tmp_path, monkeypatch):
+    """A loopback stand-in for Paddle's weights host serving the real Paddle-written tars of ``shared`` (through
+    ``$IMGCLS_WEIGHTS_MIRROR``), with ``$IMGCLS_HOME`` in a fresh temp folder and the network allowed."""
+    from imgcls.hub import MIRROR_ENV, OFFLINE_ENV
+
+    from .weights_server import WeightsServer
+
+    checkpoints = require_shared(PARITY / "checkpoints")
+    with WeightsServer({p.name: p for p in checkpoints.glob("*_pretrained.tar")}) as server:
+        monkeypatch.setenv("IMGCLS_HOME", str(tmp_path / "imgcls_home"))
+        monkeypatch.setenv(MIRROR_ENV, server.url)
+        monkeypatch.delenv(OFFLINE_ENV, raising=False)
+        yield server

@@ -89,7 +89,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pretrained_model",
         default=None,
-        help="weights: a checkpoint folder, model.pt, a .pt/.pth state_dict, or a Paddle _pretrained.tar / folder",
+        help="weights: a checkpoint folder, model.pt, a .pt/.pth state_dict, a Paddle _pretrained.tar / folder, or a "
+        "model name: Paddle's released ImageNet weights of it (downloaded once, then cached)",
     )
     parser.add_argument(
         "--class_dim",

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import create_model, get_model_cfg
+# The registry itself, not the models package's create_model: the hub (which create_model(pretrained=True) uses)
+# converts through this module.
+from ..models._registry import build_model, get_model_cfg
 
 PADDLE_DTYPES = {
     0: np.bool_,
@@ -186,7 +188,7 @@ def convert_paddle(
     if cfg.paddle_names is None:
         raise NotImplementedError(f"{cfg.name} has no Paddle name map")
     with torch.device("meta"):
-        model = create_model(cfg.name, num_classes=num_classes or 1000)
+        model = build_model(cfg.name, num_classes=num_classes or 1000)
     names = cfg.paddle_names(model)
     linear_keys = _linear_weight_keys(model)
     state, report = {}, ConversionReport()
@@ -217,7 +219,7 @@ def checkpoint_class_count(paddle_tensors: dict[str, np.ndarray], model_name: st
     """Class count of a Paddle checkpoint, read from the last tensor the model maps (the classifier bias)."""
     cfg = get_model_cfg(model_name)
     with torch.device("meta"):
-        model = create_model(cfg.name, num_classes=1000)
+        model = build_model(cfg.name, num_classes=1000)
     names = cfg.paddle_names(model)
     last_bias = [k for k in model.state_dict() if k.endswith("bias") and not k.endswith("num_batches_tracked")]
     if not last_bias:

@@ -7,7 +7,7 @@ faint patterns), under thin distractor clutter (lines, dots, arcs), pixel noise,
 quality. Image sizes vary (72-96 px per side) so the loader's random crop and resize-short paths are exercised.
 Train and val draw from disjoint seed streams, so val is held out.
 
-Layout under the cache folder (``$IMGCLS_CACHE`` or ``~/.cache/imgcls``)::
+Layout under the cache folder (``imgcls.home``: ``$IMGCLS_HOME``, ``$IMGCLS_CACHE`` or ``~/.cache/imgcls``)::
 
     shapes10-v2/train/<class>/<index>.jpg, val/<class>/<index>.jpg, train_list.txt, val_list.txt, labels.txt
 
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from imgcls.home import imgcls_home
 
 BUILTIN_VERSION = 2
 BUILTIN_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "arrow", "hourglass", "bars")
@@ -54,8 +56,8 @@ MIN_LUMA_CONTRAST = 80.0  # foreground vs background mean luma (0-255), so every
 
 
 def cache_root() -> Path:
-    """``$IMGCLS_CACHE`` or ``~/.cache/imgcls``."""
-    return Path(os.environ.get("IMGCLS_CACHE") or Path.home() / ".cache" / "imgcls")
+    """The cache folder of ``imgcls.home`` (``$IMGCLS_HOME``, ``$IMGCLS_CACHE`` or ``~/.cache/imgcls``)."""
+    return imgcls_home()
 
 
 def dataset_folder_name(num_train: int, num_val: int) -> str:

@@ -1,4 +1,5 @@
-"""The model zoo: ``create_model(name, num_classes=..., fused=...)``, ``list_models(pattern)``.
+"""The model zoo: ``create_model(name, num_classes=..., fused=..., pretrained=...)``, ``list_models(pattern,
+pretrained=...)``, ``model_info(name)``.
 
 Importing this package registers every family (one module each, in the order of the seed's tables). A family's
 builders take ``num_classes`` and the family's own options, never ``fused``: ``create_model`` flips the built
@@ -25,12 +26,13 @@ from . import (  # noqa: F401, I001  (imported for their registrations, in the s
 from ._registry import (
     ModelCfg,
     canonical_name,
-    create_model,
     get_model_cfg,
     list_models,
+    model_info,
     register_alias,
     register_model,
 )
+from .factory import create_model
 
 __all__ = [
     "ModelCfg",
@@ -38,6 +40,7 @@ __all__ = [
     "create_model",
     "get_model_cfg",
     "list_models",
+    "model_info",
     "register_alias",
     "register_model",
 ]

@@ -1,8 +1,10 @@
-"""Model registry: one name -> one builder plus its config record (preprocessing contract, published accuracy).
+"""Model registry: one name -> one builder plus its config record (preprocessing contract, published accuracy,
+Paddle's released weights).
 
-Families register their variants with ``@register_model(ModelCfg(...))``; users call ``create_model`` and
-``list_models``. The cfg is the single source of truth for input size, resize-short size and mean/std, which
-train/eval/infer take as defaults.
+Families register their variants with ``@register_model(ModelCfg(...))``; users call ``create_model`` (in
+``factory``, which adds the released weights) and ``list_models``. The cfg is the single source of truth for input
+size, resize-short size and mean/std, which train/eval/infer take as defaults, and for where Paddle's released
+ImageNet weights of the model live (``weights``: the tar's file name on ``PADDLE_WEIGHTS_HOST``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from ..layers import set_fused
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Where Paddle's README links its released ImageNet weights. A few of its links say http; the host serves every file
+# over https, which is what we fetch.
+PADDLE_WEIGHTS_HOST = "https://paddle-imagenet-models-name.bj.bcebos.com"
+
+
+def paddle_tar(paddle_name: str) -> str:
+    """The file name Paddle releases a model's ImageNet weights under: ``<paddle_name>_pretrained.tar``."""
+    return f"{paddle_name}_pretrained.tar"
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,8 @@ class ModelCfg:
     std: tuple[float, float, float] = IMAGENET_STD
     top1: float | None = None  # the seed's published ImageNet val accuracy, in percent
     top5: float | None = None
+    # File name of Paddle's released ImageNet weights on PADDLE_WEIGHTS_HOST (top1/top5 are theirs); None: none.
+    weights: str | None = None
     # Paddle folds dropout as a (1-p) factor at inference; the converter scales these tensors' weights.
     paddle_dropout: dict[str, float] = field(default_factory=dict)
     # (model) -> {torch state_dict key: paddle tensor name}; every trainable tensor and BN buffer.
@@ -45,7 +57,7 @@ _ALIASES: dict[str, str] = {}  # other spellings (Paddle code / fixture names) -
 
 def register_model(cfg: ModelCfg) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register ``builder(num_classes=..., **family_options)`` under ``cfg.name``; a duplicate name raises. Builders
-    know nothing of the fused kernels: ``create_model`` flips them on the built model (``layers.set_fused``)."""
+    know nothing of the fused kernels: ``build_model`` flips them on the built model (``layers.set_fused``)."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if cfg.name in _BUILDERS:
@@ -78,9 +90,9 @@ def _unknown(name: str) -> KeyError:
     return KeyError(f"unknown model {name!r}{hint}")
 
 
-def create_model(name: str, num_classes: int = 1000, fused: bool = False, **kwargs) -> nn.Module:
-    """Build a registered model (``kwargs``: its family's options), then ``set_fused(model, fused)``: with
-    ``fused=True`` its fusable blocks run the Triton kernels where available."""
+def build_model(name: str, num_classes: int = 1000, fused: bool = False, **kwargs) -> nn.Module:
+    """Build a registered model with fresh weights (``kwargs``: its family's options), then
+    ``set_fused(model, fused)``: with ``fused=True`` its fusable blocks run the Triton kernels where available."""
     name = canonical_name(name)
     model = set_fused(_BUILDERS[name](num_classes=num_classes, **kwargs), fused)
     model.default_cfg = _CFGS[name]
@@ -92,9 +104,27 @@ def get_model_cfg(name: str) -> ModelCfg:
     return _CFGS[canonical_name(name)]
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, optionally filtered by a shell-style pattern (``'ResNet*'``), in registration order."""
+def weights_url(cfg: ModelCfg) -> str | None:
+    """Paddle's URL of the model's released ImageNet weights, or None when Paddle released none."""
+    return f"{PADDLE_WEIGHTS_HOST}/{cfg.weights}" if cfg.weights else None
+
+
+def model_info(name: str) -> dict:
+    """A registered model's record as plain data: name, family, input_size, resize_short, mean, std, top1, top5
+    (Paddle's published ImageNet-val accuracy, percent), weights (the released tar's file name) and weights_url
+    (Paddle's URL; None for both when no weights were released)."""
+    cfg = get_model_cfg(name)
+    info = {key: getattr(cfg, key) for key in ("name", "family", "input_size", "resize_short", "mean", "std")}
+    info.update(top1=cfg.top1, top5=cfg.top5, weights=cfg.weights, weights_url=weights_url(cfg))
+    return info
+
+
+def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
+    """Registered model names, optionally filtered by a shell-style pattern (``'ResNet*'``), in registration order;
+    ``pretrained=True``: only those with Paddle's released ImageNet weights."""
     names = list(_BUILDERS)
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if pretrained:
+        names = [n for n in names if _CFGS[n].weights]
     return names

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 # Paddle layer name -> (out channels, kernel, stride, padding, max pool after it).
 CONVS = {
@@ -67,6 +67,7 @@ def paddle_names(model: AlexNet) -> dict[str, str]:
         "alexnet",
         top1=56.72,
         top5=79.17,
+        weights=paddle_tar("AlexNet"),
         paddle_dropout={"fc6_weights": 0.5, "fc7_weights": 0.5},  # Paddle's inference-time (1 - p)
         paddle_names=paddle_names,
     )

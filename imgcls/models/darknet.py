@@ -84,6 +84,7 @@ def paddle_names(model: DarkNet53) -> dict[str, str]:
         resize_short=256,
         top1=78.04,
         top5=94.05,
+        weights="DarkNet53_ImageNet1k_pretrained.tar",
         paddle_names=paddle_names,
     )
 )

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..layers import BN_EPS, BN_MOMENTUM, ConvBNAct
 from ._paddle_names import PADDLE_BN, TORCH_BN, conv_bn_names, linear_names
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 BN_SIZE = 4  # bottleneck width = BN_SIZE * growth rate
 # layers -> (stem channels, growth rate, dense layers per block)
@@ -118,7 +118,7 @@ def paddle_names(model: DenseNet) -> dict[str, str]:
 
 
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "densenet", top1=top1, top5=top5, paddle_names=paddle_names)
+    return ModelCfg(name, "densenet", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=paddle_names)
 
 
 @register_model(_cfg("DenseNet121", 75.66, 92.58))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 AUX_LOSS_WEIGHTS = (0.3, 0.3)  # the weights of the GoogLeNet paper for the two aux losses
 
@@ -161,6 +161,7 @@ def paddle_names(model: GoogLeNet) -> dict[str, str]:
         "googlenet",
         top1=70.70,
         top5=89.66,
+        weights=paddle_tar("GoogLeNet"),
         # Paddle's inference-time (1 - p) of the dropout before each head's last fc.
         paddle_dropout={"out_weights": 0.6, "out1_weights": 0.3, "out2_weights": 0.3},
         paddle_names=paddle_names,

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import ConvBNAct
 from ._paddle_names import layer_names
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 # (Paddle layer name, out channels, kernel, stride, padding); kernel and padding may be (h, w).
 ConvSpec = tuple[str, int, "int | tuple[int, int]", int, "int | tuple[int, int]"]
@@ -207,6 +207,7 @@ def paddle_names(model: InceptionV4) -> dict[str, str]:
         resize_short=320,
         top1=80.77,
         top5=95.26,
+        weights=paddle_tar("InceptionV4"),
         paddle_dropout={"final_fc_weights": 0.8},  # Paddle's inference-time (1 - p), p = 0.2
         paddle_names=paddle_names,
     )

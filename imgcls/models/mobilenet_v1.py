@@ -11,7 +11,7 @@ from torch import nn
 
 from ..layers import ConvBNAct, DWConvBNAct
 from ._paddle_names import layer_names
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 
 class DepthwiseSeparable(nn.Module):
@@ -70,7 +70,16 @@ def paddle_names(model: MobileNetV1) -> dict[str, str]:
     return names | {"fc.weight": "fc7_weights", "fc.bias": "fc7_offset"}
 
 
-@register_model(ModelCfg("MobileNetV1", "mobilenet_v1", top1=70.99, top5=89.68, paddle_names=paddle_names))
+@register_model(
+    ModelCfg(
+        "MobileNetV1",
+        "mobilenet_v1",
+        top1=70.99,
+        top5=89.68,
+        weights=paddle_tar("MobileNetV1"),
+        paddle_names=paddle_names,
+    )
+)
 def mobilenet_v1(num_classes: int = 1000) -> MobileNetV1:
     """MobileNetV1 1.0x."""
     return MobileNetV1(1.0, num_classes)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..layers import ConvBNAct, DWConvBNAct
 from ._paddle_names import layer_names
-from ._registry import ModelCfg, register_alias, register_model
+from ._registry import ModelCfg, paddle_tar, register_alias, register_model
 
 
 class InvertedResidual(nn.Module):
@@ -82,7 +82,7 @@ def paddle_names(model: MobileNetV2) -> dict[str, str]:
 
 
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "mobilenet_v2", top1=top1, top5=top5, paddle_names=paddle_names)
+    return ModelCfg(name, "mobilenet_v2", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=paddle_names)
 
 
 @register_model(_cfg("MobileNetV2", 72.15, 90.65))

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..layers import ConvBNAct, SqueezeExcite
 from ._paddle_names import conv_bn_names, linear_names
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 
 class Shortcut(nn.Module):
@@ -216,7 +216,7 @@ def resnet_paddle_names(model: ResNet) -> dict[str, str]:
 
 
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "resnet", top1=top1, top5=top5, paddle_names=resnet_paddle_names)
+    return ModelCfg(name, "resnet", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=resnet_paddle_names)
 
 
 @register_model(_cfg("ResNet18", 70.98, 89.92))

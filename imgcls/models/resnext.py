@@ -7,7 +7,7 @@ names (stem ``res_conv1``, classifier ``fc_weights``/``fc_offset``) differ.
 
 from __future__ import annotations
 
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 from .resnet import DEEP_STEM, DEPTHS, ResNet, ResNetSpec, res_paddle_names
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
@@ -26,8 +26,9 @@ def resnext_paddle_names(model: ResNet) -> dict[str, str]:
     return res_paddle_names(model, stem, ("fc_weights", "fc_offset"))
 
 
-def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "resnext", top1=top1, top5=top5, paddle_names=resnext_paddle_names)
+def _cfg(name: str, top1: float, top5: float, released: bool = True) -> ModelCfg:
+    weights = paddle_tar(name) if released else None
+    return ModelCfg(name, "resnext", top1=top1, top5=top5, weights=weights, paddle_names=resnext_paddle_names)
 
 
 @register_model(_cfg("ResNeXt50_32x4d", 77.75, 93.82))
@@ -61,7 +62,8 @@ def resnext101_32x4d(num_classes: int = 1000) -> ResNet:
 
 
 # The seed README lists ResNeXt50_64x4d's accuracy (and tar link) for this row too; recorded as published.
-@register_model(_cfg("ResNeXt101_64x4d", 78.43, 94.13))
+# Paddle's README links ResNeXt50_64x4d's tar (and repeats its accuracy) on this row: no weights of its own.
+@register_model(_cfg("ResNeXt101_64x4d", 78.43, 94.13, released=False))
 def resnext101_64x4d(num_classes: int = 1000) -> ResNet:
     """ResNeXt101, 64 groups."""
     return ResNet(resnext_spec(101, 64), num_classes)

@@ -10,7 +10,7 @@ Fix_ResNeXt101_32x48d_wsl is the same network fine-tuned at 320 px.
 from __future__ import annotations
 
 from ._paddle_names import TORCH_BN, conv_bn_names, linear_names
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 from .resnet import DEPTHS, ResNet, ResNetSpec, block_convs, iter_blocks
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
@@ -43,7 +43,14 @@ def paddle_names(model: ResNet) -> dict[str, str]:
 
 def _cfg(name: str, top1: float, top5: float, size: int = 224, resize_short: int = 256) -> ModelCfg:
     return ModelCfg(
-        name, "resnext_wsl", input_size=size, resize_short=resize_short, top1=top1, top5=top5, paddle_names=paddle_names
+        name,
+        "resnext_wsl",
+        input_size=size,
+        resize_short=resize_short,
+        top1=top1,
+        top5=top5,
+        weights=paddle_tar(name),
+        paddle_names=paddle_names,
     )
 
 

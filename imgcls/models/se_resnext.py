@@ -9,7 +9,7 @@ of 4 at the first stage, the vd avg-pool shortcut, depths 3/8/36/3, dropout 0.2.
 from __future__ import annotations
 
 from ._paddle_names import conv_bn_names, linear_names
-from ._registry import ModelCfg, register_alias, register_model
+from ._registry import ModelCfg, paddle_tar, register_alias, register_model
 from .resnet import DEPTHS, ResNet, ResNetSpec, block_convs, iter_blocks
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
@@ -49,13 +49,14 @@ def se_paddle_names(model: ResNet) -> dict[str, str]:
     return names | linear_names("fc", "fc6_weights", "fc6_offset")
 
 
-def _cfg(name: str, top1: float, top5: float, dropout: float) -> ModelCfg:
+def _cfg(name: str, top1: float, top5: float, dropout: float, paddle_name: str | None = None) -> ModelCfg:
     # Paddle's dropout scales by (1 - p) at inference; folded into the classifier weight.
     return ModelCfg(
         name,
         "se_resnext",
         top1=top1,
         top5=top5,
+        weights=paddle_tar(paddle_name or name),
         paddle_dropout={"fc6_weights": 1.0 - dropout},
         paddle_names=se_paddle_names,
     )
@@ -73,7 +74,7 @@ def se_resnext101_32x4d(num_classes: int = 1000) -> ResNet:
     return ResNet(se_resnext_spec(101), num_classes)
 
 
-@register_model(_cfg("SENet154_vd", 81.40, 95.48, 0.2))
+@register_model(_cfg("SENet154_vd", 81.40, 95.48, 0.2, paddle_name="SENet_154_vd"))
 def senet154_vd(num_classes: int = 1000) -> ResNet:
     """Paddle's SENet154_vd (``SE154_vd()`` in its code; released as ``SENet_154_vd_pretrained.tar``)."""
     return ResNet(senet154_vd_spec(), num_classes)

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..layers import ChannelShuffle, ConvBNAct, DWConvBNAct
 from ._paddle_names import layer_names
-from ._registry import ModelCfg, register_alias, register_model
+from ._registry import ModelCfg, paddle_tar, register_alias, register_model
 
 
 class ShuffleUnit(nn.Module):
@@ -93,7 +93,7 @@ def paddle_names(model: ShuffleNetV2) -> dict[str, str]:
 
 
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "shufflenet_v2", top1=top1, top5=top5, paddle_names=paddle_names)
+    return ModelCfg(name, "shufflenet_v2", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=paddle_names)
 
 
 @register_model(_cfg("ShuffleNetV2", 68.80, 88.45))

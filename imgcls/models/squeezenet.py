@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 
 class Fire(nn.Module):
@@ -84,7 +84,13 @@ def paddle_names(model: SqueezeNet) -> dict[str, str]:
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
     # Paddle's dropout scales by 0.5 at inference; folded into the classifier conv.
     return ModelCfg(
-        name, "squeezenet", top1=top1, top5=top5, paddle_dropout={"conv10_weights": 0.5}, paddle_names=paddle_names
+        name,
+        "squeezenet",
+        top1=top1,
+        top5=top5,
+        weights=paddle_tar(name),
+        paddle_dropout={"conv10_weights": 0.5},
+        paddle_names=paddle_names,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._registry import ModelCfg, register_model
+from ._registry import ModelCfg, paddle_tar, register_model
 
 BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 # depth -> convs per block.
@@ -68,7 +68,9 @@ def paddle_names(model: VGG) -> dict[str, str]:
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
     # Paddle's dropout scales by 0.5 at inference; folded into the FC after each dropout.
     dropout = {"fc7_weights": 0.5, "fc8_weights": 0.5}
-    return ModelCfg(name, "vgg", top1=top1, top5=top5, paddle_dropout=dropout, paddle_names=paddle_names)
+    return ModelCfg(
+        name, "vgg", top1=top1, top5=top5, weights=paddle_tar(name), paddle_dropout=dropout, paddle_names=paddle_names
+    )
 
 
 @register_model(_cfg("VGG11", 69.28, 89.09))

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..layers import ConvBNAct, DWConvBNAct
 from ._paddle_names import layer_names
-from ._registry import ModelCfg, register_alias, register_model
+from ._registry import ModelCfg, paddle_tar, register_alias, register_model
 
 
 def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
@@ -133,6 +133,7 @@ def paddle_names(model: Xception) -> dict[str, str]:
         resize_short=320,
         top1=79.30,
         top5=94.53,
+        weights=paddle_tar("Xception_41"),
         paddle_names=paddle_names,
     )
 )
