@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DTYPES, LAYOUTS, bench_fused, check_against_reference, compile_fresh, nbytes, time_phases
+from _harness import DTYPES, LAYOUTS, bench_fused, check_against_reference, compile_fresh, nbytes, time_phases
 
 # ShuffleNetV2_swish at 224 px, batch 256: (branch channels, H = W) of each stage's units.
 SHAPES = [(58, 28), (116, 14), (232, 7)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (  # bench/conftest.py
+from _harness import (
     DTYPES,
     LAYOUTS,
     TOL,

@@ -12,12 +12,13 @@ and ``extra_info["fused_ran"]`` says so) and ``folded`` (``imgcls.export.fold_bn
 ``export_inference`` ships). BN statistics are randomized first so that folding is really exercised; each case
 checks its output against eager before timing. On a CPU only ``CPU_MODELS`` run unless ``IMGCLS_BENCH_ALL=1``.
 
-Training step (issue 5): forward + loss + backward + SGD step of ShuffleNetV2_swish and MobileNetV2 at 224 px,
-batch 256, fp16/bf16 autocast, NCHW and channels_last: eager vs ``torch.compile`` vs ``fused=True`` (needs CUDA),
-plus one tiny CPU case (batch 8, 64 px, fp32). The first step's loss of every variant must match eager's (fp32:
-within 1e-4; autocast: no further from eager's fp32 loss than twice eager's own low-precision error).
-The CPU ``compile`` case compiles for ~2 minutes on a 2-core machine the first time; inductor's cache makes later
-runs take seconds.
+Training step: forward + loss + backward + SGD step of ShuffleNetV2_swish and MobileNetV2 at 224 px, batch 256,
+fp16/bf16 autocast, NCHW and channels_last: eager vs ``torch.compile`` vs ``fused=True`` (needs CUDA), plus one tiny
+CPU case (batch 8, 64 px, fp32). The models, the step and the correctness gate are imgcls.benchmark's (the one
+model-throughput implementation; ``python -m imgcls.benchmark`` prints the same comparison as a table): each
+variant's eval logits must match the fp32 eager model's within ``imgcls.benchmark.TOLERANCE`` before it is timed.
+The CPU ``compile`` case compiles for a few minutes on a 2-core machine the first time; inductor's cache makes
+later runs take seconds.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ import functools
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 import torch
 from torch import nn
 
-from imgcls.engine import AMP_DTYPES, Precision, backward_and_step, make_scaler
+from imgcls import benchmark as throughput  # the implementation (pytest-benchmark's fixture is `benchmark`)
+from imgcls.benchmark_report import Config
+from imgcls.config import PrecisionConfig
+from imgcls.engine import Precision, make_precision
 from imgcls.export import fold_bn
 from imgcls.layers.fused import fused_supported, interpreter_enabled
-from imgcls.losses import training_loss
 from imgcls.models import create_model, get_model_cfg, list_models
 from imgcls.models.testing import randomize_bn
 
@@ -45,8 +48,8 @@ DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 NO_GPU = "no CUDA GPU in this session: the batch-256 training-step cases need one"
 
 # The default CPU run: one model per family under 30M parameters (its base width or smallest depth), plus ResNet50
-# (the usual yardstick); ShuffleNetV2_swish (issue 5's target) stands for ShuffleNetV2. Left out: AlexNet and VGG
-# (> 60M), ResNeXt50 (SE_ResNeXt50 covers grouped convs), Xception41 (299 px: ~10 s per batch of 16 on 2 cores).
+# (the usual yardstick); ShuffleNetV2_swish (the fused kernels' target) stands for ShuffleNetV2. Left out: AlexNet
+# and VGG (> 60M), ResNeXt50 (SE_ResNeXt50 covers grouped convs), Xception41 (299 px: ~10 s per batch of 16 on 2 cores).
 CPU_MODELS = (
     "SqueezeNet1_1",
     "MobileNetV1",
@@ -64,20 +67,6 @@ ROUNDS = {1: (10, 50), LARGE_BATCH: (5, 20)} if ON_GPU else {1: (3, 20), LARGE_B
 PATHS = ("eager", "fused", "folded")
 # Largest allowed max|fast - eager| / max|eager| on fp32 logits (GPU: cuDNN may pick other conv algorithms).
 REL_TOL = {"fused": 1e-3 if ON_GPU else 1e-6, "folded": 1e-4}
-
-
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got - want| / max |want|: one number for logits of any scale."""
-    return ((got.float() - want.float()).abs().max() / want.float().abs().max().clamp_min(1e-12)).item()
-
-
-def synchronize() -> None:
-    if ON_GPU:
-        torch.cuda.synchronize()
-
-
-def logits_of(output) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def record(benchmark, batch: int, **info) -> None:
@@ -139,7 +128,7 @@ def inference_models(name: str) -> InferenceModels:
     inputs = {b: torch.randn(b, 3, size, size, generator=gen).to(DEVICE) for b in (1, LARGE_BATCH)}
     folded_module = fold_bn(eager)
     with torch.inference_mode():
-        expected = {b: logits_of(eager(x)) for b, x in inputs.items()}
+        expected = {b: throughput.logits_of(eager(x)) for b, x in inputs.items()}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript's deprecation notice; export ships it
         folded = torch.jit.trace(folded_module, inputs[1], check_trace=False)
@@ -154,16 +143,16 @@ def test_inference(benchmark, name: str, batch: int, path: str) -> None:
     run = models.runner(path)
     x, want = models.inputs[batch], models.expected[batch]
     with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        got = logits_of(run(x))
+        got = throughput.logits_of(run(x))
     assert got.shape == (batch, 1000) and torch.isfinite(got).all()
-    error = relative_error(got, want)
+    error = throughput.relative_error(got, want)
     if path != "eager":
         assert error <= REL_TOL[path], f"{name} {path}: relative error {error:.2e} > {REL_TOL[path]:.0e} vs eager"
 
     def forward():
         with torch.inference_mode():
             run(x)
-        synchronize()
+        throughput.sync(DEVICE)
 
     warmup, rounds = ROUNDS[batch]
     benchmark.pedantic(forward, rounds=rounds, warmup_rounds=warmup, iterations=1)
@@ -187,14 +176,11 @@ class StepCase:
     channels_last: bool
     device: str
 
-    @property
-    def precision(self) -> Precision:
-        return Precision(AMP_DTYPES[self.amp] if self.amp else None, self.channels_last)
+    def config(self, variant: str) -> Config:
+        """imgcls.benchmark's configuration of one of ``STEP_VARIANTS``."""
+        return Config(variant == "fused", self.amp is not None, self.channels_last, compiled=variant == "compile")
 
 
-# A variant's first-step loss may differ from the fp32 eager loss by at most twice eager's own low-precision error
-# (fused kernels round at other points than autocast), and always by LOSS_RTOL (fp32: compile reorders sums).
-LOSS_RTOL = 1e-4
 STEP_VARIANTS = ("eager", "compile", "fused")
 
 
@@ -212,71 +198,47 @@ def gpu_step_cases() -> list:
 CPU_STEP = StepCase("ShuffleNetV2_swish", 8, 64, None, False, "cpu")
 
 
-def build_step(case: StepCase, state: dict, fused: bool, compiled: bool) -> Callable[[], torch.Tensor]:
-    """A closure running one training step (the engine's loss, momentum SGD, a GradScaler for fp16) on a fixed
-    batch; it returns that step's loss, computed before the weights change."""
-    device = torch.device(case.device)
-    memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
-    model = create_model(case.model, fused=fused)
-    model.load_state_dict(state)
-    model = model.to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    scaler = make_scaler(case.precision, device)
-    if compiled:
-        torch._dynamo.reset()  # each case compiles from scratch, away from the previous cases' guards and limits
-    forward = torch.compile(model) if compiled else model
-    images, labels = step_batch(case)
-    aux_weights = tuple(getattr(model, "aux_loss_weights", ()))
-
-    def step() -> torch.Tensor:
-        with case.precision.autocast(device):
-            output = forward(images)
-        loss, _ = training_loss(output, labels, aux_weights=aux_weights)
-        backward_and_step(loss, optimizer, scaler)
-        return loss.detach()
-
-    return step
-
-
 @functools.lru_cache(maxsize=1)
-def step_weights(case: StepCase) -> tuple[dict, float, float]:
-    """Seeded initial weights, eager's first-step loss on them in the case's precision and in fp32."""
+def step_reference(case: StepCase) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded weights, the fixed batch (images in the case's layout, labels) and the fp32 NCHW eager model's eval
+    logits on it: the reference every variant's logits are checked against (imgcls.benchmark's gate)."""
     torch.manual_seed(0)
-    state = {k: v.clone() for k, v in create_model(case.model).state_dict().items()}
-    eager = build_step(case, state, fused=False, compiled=False)().item()
-    fp32 = build_step(replace(case, amp=None), state, fused=False, compiled=False)().item() if case.amp else eager
-    return state, eager, fp32
-
-
-@functools.lru_cache(maxsize=1)
-def step_batch(case: StepCase) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = {k: v.clone() for k, v in create_model(case.model).state_dict().items()}
+    device = torch.device(case.device)
     gen = torch.Generator().manual_seed(2)
-    images = torch.randn(case.batch, 3, case.size, case.size, generator=gen).to(case.device)
+    images = torch.randn(case.batch, 3, case.size, case.size, generator=gen).to(device)
+    labels = torch.randint(0, 1000, (case.batch,), generator=gen).to(device)
+    reference = throughput.build_model(case.model, 1000, throughput.BASELINE, weights, device)
+    want = throughput.eval_logits(reference, Precision(), images, device)
     if case.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, torch.randint(0, 1000, (case.batch,), generator=gen).to(case.device)
+    return weights, images, labels, want
 
 
-def run_step_case(benchmark, case: StepCase, variant: str, warmup: int, rounds: int) -> None:
-    state, want, fp32 = step_weights(case)
-    step = build_step(case, state, fused=variant == "fused", compiled=variant == "compile")
-    got = step().item()  # also compiles the compile variant
-    allowed = max(2 * abs(want - fp32), LOSS_RTOL * abs(fp32))
-    assert abs(got - fp32) <= allowed, f"{variant} first-step loss {got:.6f}: eager {want:.6f}, eager fp32 {fp32:.6f}"
+def run_step_case(benchmark_fixture, case: StepCase, variant: str, warmup: int, rounds: int) -> None:
+    """imgcls.benchmark's model and training step for the variant: logits checked first, then timed."""
+    weights, images, labels, want = step_reference(case)
+    device, config = torch.device(case.device), case.config(variant)
+    if config.compiled:
+        torch._dynamo.reset()  # each case compiles from scratch, away from the previous cases' guards and limits
+    model = throughput.build_model(case.model, 1000, config, weights, device)
+    precision = make_precision(PrecisionConfig(config.amp, case.amp, case.channels_last), device)
+    error = throughput.relative_error(throughput.eval_logits(model, precision, images, device), want)
+    limit = throughput.TOLERANCE[precision.amp_dtype]
+    assert error <= limit, f"{variant}: eval logits differ from fp32 eager's by {error:.2e} (limit {limit:.0e})"
+    step = throughput.make_train_step(model, precision, images, labels, device)
+    step()  # also compiles the compile variant's training graph
 
     def timed_step():
         step()
-        if case.device == "cuda":
-            torch.cuda.synchronize()
+        throughput.sync(device)
 
-    benchmark.pedantic(timed_step, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    benchmark_fixture.pedantic(timed_step, rounds=rounds, warmup_rounds=warmup, iterations=1)
     info = {"model": case.model, "path": f"train_{variant}", "size": case.size, "amp": case.amp or "fp32"}
-    info.update(channels_last=case.channels_last, first_loss=round(got, 6), eager_first_loss=round(want, 6))
-    info["eager_fp32_first_loss"] = round(fp32, 6)
+    info.update(channels_last=case.channels_last, logit_error=float(f"{error:.3g}"))
     if variant == "fused":
-        probe = step_batch(case)[0]
-        info["fused_ran"] = "triton" if fused_supported(probe) else "reference (no CUDA: fallback after one warning)"
-    record(benchmark, case.batch, **info)
+        info["fused_ran"] = "triton" if fused_supported(images) else "reference (no CUDA: fallback after one warning)"
+    record(benchmark_fixture, case.batch, **info)
 
 
 @pytest.mark.parametrize("case,variant", gpu_step_cases())

@@ -8,6 +8,12 @@ round is kept, so that other load on the machine hurts all of them alike.
 
     .venv/bin/python -m bench.bench_reader                 # the table in bench/results/reader_cpu.md
     .venv/bin/python -m pytest bench/bench_reader.py       # pytest-benchmark, per method
+    python -m bench.bench_reader --feed-rate --threads 16 --json feed.json   # can it feed a GPU?
+
+``--feed-rate``: the rate at which the native reader fills training batches (the train transform into a uint8
+NHWC batch of 256, what the loader hands a CUDA device) with ``--threads`` threads, wall clock, best of
+``--rounds`` batches, on 500x375 images (ImageNet's typical size) generated on the spot; bench/gpu_session.sh
+puts it beside each model's training img/s.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ SIZES = {"500x375": (375, 500), "1024x768": (768, 1024), "2048x1536": (1536, 204
 OUT, SHORT = 224, 256
 
 
-def build_corpus(per_kind: int = 4) -> dict[tuple[str, int, str, bool], list[bytes]]:
-    """{(size, quality, subsampling, progressive): [jpeg bytes]}, from the cache when already built."""
+def build_corpus(per_kind: int = 4, sizes: list[str] | None = None) -> dict[tuple[str, int, str, bool], list[bytes]]:
+    """{(size, quality, subsampling, progressive): [jpeg bytes]} for ``sizes`` (default: all), from the cache when
+    already built."""
     from imgcls import _reader  # only once the benchmark knows it is built
     from tests import jpeg_corpus
 
@@ -40,6 +47,8 @@ def build_corpus(per_kind: int = 4) -> dict[tuple[str, int, str, bool], list[byt
     cache.mkdir(parents=True, exist_ok=True)
     corpus = {}
     for size_name, (h, w) in SIZES.items():
+        if sizes is not None and size_name not in sizes:
+            continue
         for quality in (75, 90):
             for sub in ("420", "444"):
                 for progressive in (False, True):
@@ -156,6 +165,14 @@ def compare(images: list[bytes], train: bool, names: list[str], rounds: int = 5)
     return best
 
 
+def batch_files(folder: str, images: list[bytes], batch: int) -> list[str]:
+    """``batch`` files in ``folder`` cycling through ``images``; their paths."""
+    paths = [str(Path(folder) / f"{i}.jpg") for i in range(batch)]
+    for i, path in enumerate(paths):
+        Path(path).write_bytes(images[i % len(images)])
+    return paths
+
+
 def thread_scaling(
     images: list[bytes], threads: int, batch: int = 64, rounds: int = 5
 ) -> dict[int, tuple[float, float]]:
@@ -169,11 +186,7 @@ def thread_scaling(
     from imgcls.data.readers.native import NativeReader
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i in range(batch):
-            path = Path(tmp) / f"{i}.jpg"
-            path.write_bytes(images[i % len(images)])
-            paths.append(str(path))
+        paths = batch_files(tmp, images, batch)
         out = np.empty((batch, OUT, OUT, 3), np.uint8)
         readers = {n: NativeReader(True, OUT, SHORT, T.AugConfig(), num_threads=n) for n in sorted({1, threads})}
         best = {n: (0.0, 1e9) for n in readers}
@@ -187,6 +200,39 @@ def thread_scaling(
         for reader in readers.values():
             reader.close()
     return best
+
+
+def feed_rate(images: list[bytes], threads: int, batch: int = 256, rounds: int = 5) -> dict:
+    """The native reader's training-batch rate with ``threads`` threads: train transform (random crop, flip,
+    jitter) into a reused uint8 [batch, 224, 224, 3] buffer, as the loader fills its pinned slots for a GPU.
+    -> {img_per_s (best batch), median_img_per_s, threads, batch, rounds, ...}."""
+    import statistics
+    import tempfile
+
+    from imgcls.data.native_reader import NativeReader
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = batch_files(tmp, images, batch)
+        out = np.empty((batch, OUT, OUT, 3), np.uint8)
+        reader = NativeReader(True, OUT, SHORT, T.AugConfig(), num_threads=threads)
+        rates = []
+        for r in range(rounds + 1):  # the first batch warms the page cache and the threads: not counted
+            start = time.perf_counter()
+            errors = reader.read_batch(paths, list(range(r * batch, (r + 1) * batch)), out)
+            rates.append(batch / (time.perf_counter() - start))
+            assert errors == [None] * batch, [e for e in errors if e is not None][:3]
+        reader.close()
+    rates = rates[1:]
+    return {
+        "img_per_s": round(max(rates), 1),
+        "median_img_per_s": round(statistics.median(rates), 1),
+        "threads": threads,
+        "batch": batch,
+        "rounds": rounds,
+        "images": f"{len(images)} distinct 500x375 JPEGs (baseline, q75/q90, 4:2:0/4:4:4), train transform to {OUT}",
+        "cpu_count": os.cpu_count(),
+        "load1": round(os.getloadavg()[0], 2),
+    }
 
 
 def pixel_differences(corpus: dict, sizes: list[str], seeds_per_image: int = 4) -> list[str]:
@@ -252,9 +298,7 @@ def normalize_speed(images: list[bytes], threads: int, batch: int = 64, rounds: 
     scale = np.full(3, 1 / (255 * 0.226), np.float32)
     shift = np.full(3, -0.449 / 0.226, np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [str(Path(tmp) / f"{i}.jpg") for i in range(batch)]
-        for i, path in enumerate(paths):
-            Path(path).write_bytes(images[i % len(images)])
+        paths = batch_files(tmp, images, batch)
         reader = NativeReader(True, OUT, SHORT, T.AugConfig(), num_threads=threads)
         pixels = np.empty((batch, OUT, OUT, 3), np.uint8)
         out = np.empty((batch, 3, OUT, OUT), np.float32)
@@ -331,7 +375,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--diffs", action="store_true", help="only the pixel-difference table vs the reference")
+    parser.add_argument("--feed-rate", action="store_true", help="only the native reader's batch rate (see above)")
+    parser.add_argument("--json", help="--feed-rate: also write the result here")
+    parser.add_argument("--co", action="store_true", help="--feed-rate: only count the cases (pytest --co's words)")
     args = parser.parse_args()
+    if args.feed_rate:
+        feed_rate_main(args)
+        return
     cv2.setNumThreads(1)  # one core for every reader
     corpus = build_corpus(args.per_kind)
     names = ["native", "opencv"] + (["pillow"] if importlib.util.find_spec("PIL") else [])
@@ -389,6 +439,26 @@ def main() -> None:
         )
     overhead = loader_overhead(small, args.threads, rounds=args.rounds)
     print(f"batch of 64, {args.threads} threads: " + ", ".join(f"{k} {v:.1f} ms" for k, v in overhead.items()))
+
+
+def feed_rate_main(args: argparse.Namespace) -> None:
+    """--feed-rate: check the native output against the reference, measure, print (and write) the result."""
+    import json
+
+    if args.co:
+        print("1 tests collected")  # one measurement; the dry run of bench/gpu_session.sh counts it
+        return
+    corpus = build_corpus(args.per_kind, ["500x375"])
+    images = [d for (_, _, _, prog), files in corpus.items() if not prog for d in files]
+    check_outputs(images)
+    result = feed_rate(images, args.threads, rounds=args.rounds)
+    print(
+        f"native reader, {result['threads']} threads, train transform, batch {result['batch']}: "
+        f"{result['img_per_s']:.0f} img/s (best batch), {result['median_img_per_s']:.0f} img/s (median of "
+        f"{result['rounds']}); {result['images']}; {result['cpu_count']} CPUs, load {result['load1']}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
 # ---- pytest-benchmark entries -----------------------------------------------------------------------------------

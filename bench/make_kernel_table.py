@@ -1,16 +1,18 @@
-"""Markdown table of the fused-kernel GPU benchmarks, and where issue 5's goals stand, from pytest-benchmark JSON.
+"""Markdown tables of the GPU benchmarks and where the fused kernels' goals stand.
 
     python3 bench/make_kernel_table.py --write-env env.json             # on the GPU machine: versions, GPU, driver
-    python3 bench/make_kernel_table.py dwconv.json step.json ... --env env.json --command "<pytest cmd>" \\
-        --out bench/results/kernels_nvidia_h200.md
+    python3 bench/make_kernel_table.py dwconv.json ... --throughput throughput.jsonl --reader reader.json \\
+        --env env.json --command "<cmd>" --out bench/results/kernels_nvidia_h200.md
 
-Inputs are ``--benchmark-json`` files of bench/bench_dwconv_bn_act.py, bench_channel_shuffle.py,
-bench_squeeze_excite.py (``GpuBench.record`` in bench/conftest.py writes ``{variant}_{phase}_ms``,
+Inputs: the ``--benchmark-json`` files of bench/bench_dwconv_bn_act.py, bench_channel_shuffle.py,
+bench_squeeze_excite.py (``GpuBench.record`` in bench/_harness.py writes ``{variant}_{phase}_ms``,
 ``fused_{phase}_GBps``, ``fused_{phase}_of_copy``, ``{phase}_speedup_vs_{eager,compile}`` and ``copy_GBps``; the case's
-shape comes from pytest's ``params``) and of bench_models.py's ``test_train_step_gpu`` (``model``, ``path`` =
-``train_{variant}``, ``img_per_s``, ``amp``, ``channels_last``, ``batch``, ``size``). bench/gpu_session.sh makes all
-of them in one device call. "% of copy" is the fused GB/s over the bytes-moved floor divided by the measured copy
-bandwidth, i.e. the floor's time (at copy speed) over the fused time.
+shape comes from pytest's ``params``); ``--throughput``: the JSON lines ``python -m imgcls.benchmark --json`` appends
+(one per run: model, batch, precision, ``fused_ran`` and per row the switches and train / infer img/s), where the
+training-step goals are read; ``--reader``: bench/bench_reader.py ``--feed-rate --json`` (the native reader's
+training-batch rate), put beside each model's training img/s. bench/gpu_session.sh makes all of them in one device
+call. "% of copy" is the fused GB/s over the bytes-moved floor divided by the measured copy bandwidth, i.e. the
+floor's time (at copy speed) over the fused time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -66,27 +68,32 @@ class KernelCase:
 
 
 @dataclass
-class StepCase:
-    """One GPU training-step case of bench_models.py (one variant of one model/precision/layout)."""
+class Throughput:
+    """One run of ``python -m imgcls.benchmark --json``: a model, a batch and precision, and its rows."""
 
     info: dict
 
-    @property
-    def group(self) -> tuple:
-        i = self.info
-        return (i["model"], i["amp"], "channels_last" if i["channels_last"] else "nchw", i["batch"], i["size"])
+    def groups(self) -> dict[tuple[bool, bool], dict[str, dict]]:
+        """{(amp, channels_last): {variant: row}}, variant 'eager', 'fused' or 'compile'."""
+        out: dict[tuple[bool, bool], dict[str, dict]] = {}
+        for row in self.info["rows"]:
+            variant = "compile" if row.get("compiled") else "fused" if row["fused"] else "eager"
+            out.setdefault((row["amp"], row["channels_last"]), {})[variant] = row
+        return out
 
-    @property
-    def variant(self) -> str:
-        return self.info["path"].removeprefix("train_")
+    def label(self, amp: bool, channels_last: bool) -> str:
+        i = self.info
+        layout = "channels_last" if channels_last else "nchw"
+        return f"{i['amp_dtype'] if amp else 'fp32'} {layout} b{i['batch']} {i['size']}px"
 
 
 @dataclass
 class Runs:
     kernels: list[KernelCase]
-    steps: list[StepCase]
     datetimes: list[str]
     incomplete: list[str]  # entries lacking the keys a finished case writes (failed check, stage stopped mid-case)
+    throughput: list[Throughput] = field(default_factory=list)
+    reader: dict | None = None  # bench_reader.py --feed-rate
 
 
 def _kernel_complete(info: dict) -> bool:
@@ -95,25 +102,26 @@ def _kernel_complete(info: dict) -> bool:
     return bool(phases) and all(k in info for k in keys)
 
 
-def load_runs(paths: list[Path]) -> Runs:
-    """Every kernel case and GPU training-step case in the JSON files, in file order."""
-    runs = Runs([], [], [], [])
+def load_runs(paths: list[Path], throughput: Path | None = None, reader: Path | None = None) -> Runs:
+    """Every kernel case in the JSON files (in file order), the throughput runs and the reader's rate."""
+    runs = Runs([], [], [])
     for path in paths:
         data = json.loads(path.read_text())
         runs.datetimes.append(data.get("datetime", "?"))
         for bench in data["benchmarks"]:
             test = bench["name"].split("[")[0]
             info = bench.get("extra_info", {})
-            if test in KERNEL_TESTS:
-                if _kernel_complete(info):
-                    runs.kernels.append(KernelCase(test, dict(bench.get("params") or {}), info))
-                else:
-                    runs.incomplete.append(bench["name"])
-            elif str(info.get("path", "")).startswith("train_") and str(info.get("device", "")).startswith("cuda"):
-                if "img_per_s" in info:
-                    runs.steps.append(StepCase(info))
-                else:
-                    runs.incomplete.append(bench["name"])
+            if test not in KERNEL_TESTS:
+                continue
+            if _kernel_complete(info):
+                runs.kernels.append(KernelCase(test, dict(bench.get("params") or {}), info))
+            else:
+                runs.incomplete.append(bench["name"])
+    if throughput is not None and throughput.exists():
+        lines = throughput.read_text().splitlines()
+        runs.throughput = [Throughput(json.loads(line)) for line in lines if line.strip()]
+    if reader is not None and reader.exists():
+        runs.reader = json.loads(reader.read_text())
     return runs
 
 
@@ -163,21 +171,20 @@ def _kernel_values(
 
 
 def _step_values(runs: Runs, model: str, base: str) -> list:
-    """fused img/s over ``base`` img/s, per (precision, layout, batch, size) group holding both, fused on Triton."""
-    groups: dict[tuple, dict[str, dict]] = {}
-    for s in runs.steps:
-        if s.info["model"] == model:
-            groups.setdefault(s.group, {})[s.variant] = s.info
+    """fused train img/s over ``base`` train img/s, per run and (precision, layout) holding both, fused on Triton."""
     values = []
-    for (_, amp, layout, batch, size), variants in groups.items():
-        fused, other = variants.get("fused"), variants.get(base)
-        if fused and other and fused.get("fused_ran") == "triton":
-            values.append((f"{amp} {layout} b{batch} {size}px", fused["img_per_s"] / other["img_per_s"]))
+    for run in runs.throughput:
+        if run.info["model"] != model or run.info.get("fused_ran") != "Triton":
+            continue
+        for (amp, channels_last), variants in run.groups().items():
+            fused, other = variants.get("fused"), variants.get(base)
+            if fused and other and fused["train_ips"] and other["train_ips"]:
+                values.append((run.label(amp, channels_last), fused["train_ips"] / other["train_ips"]))
     return values
 
 
 def evaluate_goals(runs: Runs) -> list[Verdict]:
-    """Issue 5's goals, each over every case of this run that it applies to."""
+    """The fused kernels' goals, each over every case of this run that it applies to."""
 
     def stride1(c: KernelCase) -> bool:
         return int(c.params.get("stride", 0)) == 1
@@ -220,7 +227,7 @@ def evaluate_goals(runs: Runs) -> list[Verdict]:
 
 def goals_section(verdicts: list[Verdict]) -> list[str]:
     rows = [
-        "## Goals (issue 5)",
+        "## Goals",
         "",
         "Each goal is read over every case of these runs it applies to; it is met when every case meets it (the",
         "geometric mean and the worst case are given beside it). `not measured`: no such case in the JSON.",
@@ -261,32 +268,52 @@ def kernel_tables(runs: Runs) -> list[str]:
     return lines
 
 
-def step_table(runs: Runs) -> list[str]:
-    groups: dict[tuple, dict[str, dict]] = {}
-    for s in runs.steps:
-        groups.setdefault(s.group, {})[s.variant] = s.info
-    if not groups:
+def throughput_table(runs: Runs) -> list[str]:
+    """Per model run and precision: train and infer img/s of eager, fused, compile; the reader's rate beside."""
+    if not runs.throughput:
         return []
+    reader = runs.reader
+    feed = "reader img/s / fastest train img/s" if reader else "reader"
     lines = [
-        "## Training step (forward + loss + backward + SGD step), img/s from each case's best round",
+        "## Model throughput (`python -m imgcls.benchmark`) and the reader's feeding rate",
         "",
-        "| Model | Precision | Layout | Batch | Size | eager img/s | compile img/s | fused img/s | fused vs eager "
-        "| fused vs compile | first-step loss: fused (eager) |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "Training step (forward, loss, backward, SGD step) and inference (eval, no grad) img/s on a fixed random",
+        "batch, best of the interleaved rounds; every row's eval logits were checked against fp32 eager first.",
     ]
-    for (model, amp, layout, batch, size), v in groups.items():
-        ips = {name: v[name]["img_per_s"] for name in VARIANTS if name in v}
-        cells = [f"{ips[n]:.1f}" if n in ips else "-" for n in VARIANTS]
-        ratios = [f"{ips['fused'] / ips[b]:.2f}x" if "fused" in ips and b in ips else "-" for b in ("eager", "compile")]
-        loss = f"{v['fused']['first_loss']:.6f} ({v['fused']['eager_first_loss']:.6f})" if "fused" in v else "-"
+    if reader:
         lines.append(
-            f"| {model} | {amp} | {layout} | {batch} | {size} | {' | '.join(cells)} | {' | '.join(ratios)} | {loss} |"
+            f"Reader: the native reader fills {reader['img_per_s']:.0f} training images/s (best batch; median "
+            f"{reader['median_img_per_s']:.0f}) with {reader['threads']} threads on {reader['cpu_count']} CPUs "
+            f"({reader['images']}, uint8 batches of {reader['batch']}). Beside each row, that rate over the "
+            "fastest training img/s: under 1, the GPU waits for data."
         )
-    return [*lines, ""]
+    lines += [
+        "",
+        "| Model | Precision | Fused ran | train eager | train compile | train fused | fused vs eager "
+        f"| fused vs compile | infer eager | infer compile | infer fused | max logit err | {feed} |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for run in runs.throughput:
+        for (amp, channels_last), v in run.groups().items():
+            train = {name: v[name]["train_ips"] for name in VARIANTS if name in v and v[name]["train_ips"]}
+            infer = {name: v[name]["infer_ips"] for name in VARIANTS if name in v and v[name]["infer_ips"]}
+            cells = [f"{train[n]:.1f}" if n in train else "-" for n in VARIANTS]
+            ratios = [
+                f"{train['fused'] / train[b]:.2f}x" if "fused" in train and b in train else "-" for b in VARIANTS[:2]
+            ]
+            cells += ratios + [f"{infer[n]:.1f}" if n in infer else "-" for n in VARIANTS]
+            error = max(row["logit_error"] for row in v.values())
+            ratio = f"{reader['img_per_s'] / max(train.values()):.2f}" if reader and train else "-"
+            lines.append(
+                f"| {run.info['model']} | {run.label(amp, channels_last)} | {run.info.get('fused_ran', '?')} "
+                f"| {' | '.join(cells)} | {error:.1e} | {ratio} |"
+            )
+    machines = sorted({run.info.get("machine", "?") for run in runs.throughput})
+    return [*lines, "", *[f"- {m}" for m in machines], ""]
 
 
 def header(runs: Runs, env: dict, commands: list[str], notes: list[str]) -> list[str]:
-    infos = [c.info for c in runs.kernels] + [s.info for s in runs.steps]
+    infos = [c.info for c in runs.kernels]
     gpus = sorted({i["gpu"] for i in infos if "gpu" in i} | ({env["gpu"]} if env.get("gpu") else set()))
     torches = sorted({i["torch"] for i in infos if "torch" in i})
     copies = sorted({c.info["copy_GBps"] for c in runs.kernels})
@@ -307,7 +334,7 @@ def header(runs: Runs, env: dict, commands: list[str], notes: list[str]) -> list
         f"{env.get('cudnn', '?')}), triton {env.get('triton', '?')}, Python {env.get('python', '?')}",
         f"- Copy bandwidth: {copy}",
         f"- Date: environment read {env.get('date', '?')}; runs finished {', '.join(runs.datetimes) or '?'}",
-        f"- Cases: {len(runs.kernels)} kernel cases, {len(runs.steps)} training-step cases{left_out}",
+        f"- Cases: {len(runs.kernels)} kernel cases, {len(runs.throughput)} model throughput runs{left_out}",
         "",
         "Commands:",
         "",
@@ -333,7 +360,7 @@ def render(runs: Runs, env: dict, commands: list[str], notes: list[str]) -> str:
         *goals_section(evaluate_goals(runs)),
         "",
         *kernel_tables(runs),
-        *step_table(runs),
+        *throughput_table(runs),
     ]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -364,7 +391,9 @@ def probe_env() -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", type=Path, nargs="*", help="pytest-benchmark JSON files of the kernel/model benches")
+    parser.add_argument("json", type=Path, nargs="*", help="pytest-benchmark JSON files of the kernel benches")
+    parser.add_argument("--throughput", type=Path, help="JSON lines of python -m imgcls.benchmark --json")
+    parser.add_argument("--reader", type=Path, help="bench/bench_reader.py --feed-rate --json")
     parser.add_argument("--env", type=Path, help="the --write-env file of the benchmarking machine")
     parser.add_argument("--command", action="append", default=[], help="an exact command of the run (repeatable)")
     parser.add_argument("--notes", type=Path, help="a file of lines to list under Notes (e.g. each stage's status)")
@@ -375,8 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         args.write_env.write_text(json.dumps(probe_env(), indent=1) + "\n")
         return
     paths = [p for p in args.json if p.exists()]
-    missing = [str(p) for p in args.json if not p.exists()]
-    runs = load_runs(paths)
+    missing = [str(p) for p in [*args.json, args.throughput, args.reader] if p is not None and not p.exists()]
+    runs = load_runs(paths, args.throughput, args.reader)
     env = json.loads(args.env.read_text()) if args.env and args.env.exists() else {}
     notes = args.notes.read_text().splitlines() if args.notes and args.notes.exists() else []
     notes += [f"{m}: not written (its stage did not finish or did not run)" for m in missing]

@@ -3,7 +3,7 @@
     python bench/tune_dwconv.py [--budget-s 60] [--json F]          # needs a CUDA GPU; bench/gpu_session.sh runs it
 
 For each layout and candidate (BLOCK_C, BLOCK_P, num_warps) of 3x3 kernels: every shape is checked against the
-reference first (output and gradients at bench/conftest.py's tolerance), then the training forward + backward is
+reference first (output and gradients at bench/_harness.py's tolerance), then the training forward + backward is
 timed with ``triton.testing.do_bench`` (fp16, batch 256). The layouts alternate, so a short budget covers both.
 Prints, per layout, each candidate's ms per shape and its geometric-mean speed against the current config (the
 table's first row), measured in the same run; stops at the budget and keeps what it has. It changes nothing on
@@ -22,7 +22,7 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # bench/ (its conftest and shapes) and the repository root (kernels/)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # bench/ (its helpers and shapes) and the repository root (kernels/)
 
 # Candidates per layout, the current config first: 4 or 2 values per thread (8 per thread took 230-255 registers
 # in the backward). `python bench/compile_sm90.py --tune-candidates` compiles every (candidate, shape) of this
@@ -53,8 +53,8 @@ def plan() -> list[tuple[str, tuple[int, int, int]]]:
 def time_case(shape: tuple, layout: str) -> float:
     """Check the fused op against the reference at this shape, then -> ms of its training forward + backward."""
     import triton.testing
+    from _harness import TOL, check_against_reference
     from bench_dwconv_bn_act import make_case
-    from conftest import TOL, check_against_reference
 
     _, c, hw, k, stride, act = shape
     make_args, fused, reference = make_case(c, hw, k, stride, act, torch.float16, layout, training=True)

@@ -1,23 +1,25 @@
 """The rows of ``python -m imgcls.benchmark`` and their report: a markdown table in the seed's style (ratios to the
-baseline row of the same run) and one line naming the machine and the versions."""
+baseline row of the same run), one line naming the machine and the versions, and a JSON record of the run."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 
 @dataclass(frozen=True)
 class Config:
-    """One benchmarked combination of the three switches."""
+    """One benchmarked combination of the switches; ``compiled``: ``torch.compile`` of the model (reference blocks)."""
 
     fused: bool
     amp: bool
     channels_last: bool
+    compiled: bool = False
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Row:
     config: Config
     train_ips: float = 0.0  # best round, images per second
     infer_ips: float = 0.0
-    logit_error: float = float("nan")
+    logit_error: float = float("nan")  # the correctness gate's error (see benchmark.check), before any timing
 
 
 def fused_note(device: torch.device) -> str:
@@ -45,9 +47,9 @@ def table(args: argparse.Namespace, rows: list[Row], device: torch.device) -> st
     amp = args.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
     base = rows[0]
     lines = [
-        "| Model | batch | size | fused | amp | channels_last | train img/s | x base | infer img/s | x base | "
-        "infer ms/batch | max logit err |",
-        "|- |:-: |:-: |:-: |:-: |:-: |-: |-: |-: |-: |-: |-: |",
+        "| Model | batch | size | fused | compile | amp | channels_last | train img/s | x base | infer img/s "
+        "| x base | infer ms/batch | max logit err |",
+        "|- |:-: |:-: |:-: |:-: |:-: |:-: |-: |-: |-: |-: |-: |-: |",
     ]
     for r in rows:
         c = r.config
@@ -56,7 +58,8 @@ def table(args: argparse.Namespace, rows: list[Row], device: torch.device) -> st
         infer = f"{r.infer_ips:.1f} | {r.infer_ips / base.infer_ips:.2f}" if r.infer_ips else "- | -"
         ms = f"{1000 * args.batch_size / r.infer_ips:.1f}" if r.infer_ips else "-"
         lines.append(
-            f"| {args.model} | {args.batch_size} | {size} | {fused} | {amp if c.amp else 'no'} | "
+            f"| {args.model} | {args.batch_size} | {size} | {fused} | {'yes' if c.compiled else 'no'} | "
+            f"{amp if c.amp else 'no'} | "
             f"{'yes' if c.channels_last else 'no'} | {train} | {infer} | {ms} | {r.logit_error:.1e} |"
         )
     return "\n".join(lines)
@@ -79,3 +82,13 @@ def describe(device: torch.device) -> str:
         f"device: {where.strip()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads); "
         f"torch {torch.__version__}, python {platform.python_version()}; load average at the end {load:.2f}"
     )
+
+
+def record(args: argparse.Namespace, rows: list[Row], device: torch.device) -> str:
+    """One JSON line for the run: the model, batch, size, precision, machine line and every row's numbers."""
+    amp = args.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
+    fields = dict(model=args.model, batch=args.batch_size, size=args.image_size, amp_dtype=amp, device=str(device))
+    fields["fused_ran"] = fused_note(device)
+    fields["machine"] = describe(device)
+    fields["rows"] = [{**asdict(r.config), **{k: v for k, v in asdict(r).items() if k != "config"}} for r in rows]
+    return json.dumps(fields)

@@ -39,8 +39,9 @@ _assumed_sms: int | None = None
 
 @contextlib.contextmanager
 def assume_gpu(sms: int) -> Iterator[None]:
-    """Inside, CPU tensors take the GPU tile configs and launch shapes of a GPU with ``sms`` SMs. Only for
-    bench/compile_sm90.py, which launches through a Triton driver that compiles for sm_90 and runs nothing."""
+    """Inside, CPU tensors take the GPU tile configs and launch shapes of a GPU with ``sms`` SMs. For
+    bench/compile_sm90.py (a Triton driver that compiles for sm_90 and runs nothing) and for the kernel tests, whose
+    interpreter then runs the GPU's configs numerically on the CPU; never for real work."""
     global _assumed_sms
     before, _assumed_sms = _assumed_sms, sms
     try:

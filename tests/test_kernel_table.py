@@ -1,8 +1,9 @@
-"""bench/make_kernel_table.py on a synthetic run shaped exactly like the GPU benches' JSON.
+"""bench/make_kernel_table.py on a synthetic run shaped exactly like the GPU session's files.
 
-The extra_info comes from the benches' own code (``GpuBench.record`` of bench/conftest.py, ``record`` of
-bench_models.py) on made-up times; the params come from the benches' own ``parametrize`` marks; the surrounding
-layout (``name`` = ``test[id]``, ``params``, ``extra_info``, ``datetime``) is pytest-benchmark's ``--benchmark-json``.
+The kernel cases' extra_info comes from the benches' own code (``GpuBench.record`` of bench/_harness.py) on made-up
+times; the params come from the benches' own ``parametrize`` marks; the surrounding layout (``name`` = ``test[id]``,
+``params``, ``extra_info``, ``datetime``) is pytest-benchmark's ``--benchmark-json``. The throughput lines are
+written by ``imgcls.benchmark_report.record`` (what ``python -m imgcls.benchmark --json`` appends) on made-up rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 COPY_GBPS = 1000.0
@@ -22,9 +24,9 @@ COPY_GBPS = 1000.0
 
 @pytest.fixture(scope="module")
 def bench():
-    """bench/conftest.py, the three kernel bench modules and make_kernel_table, imported as the benches see them
-    (bench/ on sys.path, its conftest as ``conftest``), then taken off sys.path and sys.modules again."""
-    names = ("conftest", "bench_dwconv_bn_act", "bench_channel_shuffle", "bench_squeeze_excite", "make_kernel_table")
+    """bench/_harness.py, the three kernel bench modules and make_kernel_table, imported as the benches see them
+    (bench/ on sys.path), then taken off sys.path and sys.modules again."""
+    names = ("_harness", "bench_dwconv_bn_act", "bench_channel_shuffle", "bench_squeeze_excite", "make_kernel_table")
     saved = {n: sys.modules.pop(n) for n in names if n in sys.modules}
     sys.path.insert(0, str(REPO / "bench"))
     try:
@@ -49,7 +51,7 @@ def params_of(test_fn) -> list[dict]:
 def kernel_entry(bench, test: str, params: dict, ms: dict[str, float], of_copy: dict[str, float]) -> dict:
     """A pytest-benchmark entry whose extra_info GpuBench.record wrote: fused times ``ms['fused_<phase>']`` and
     a floor sized so that the fused GB/s is ``of_copy[phase]`` of the copy bandwidth."""
-    gpu = bench.conftest.GpuBench(COPY_GBPS, "NVIDIA H200")
+    gpu = bench._harness.GpuBench(COPY_GBPS, "NVIDIA H200")
     fake = SimpleNamespace(extra_info={})
     floor = {p: int(f * COPY_GBPS * 1e6 * ms[f"fused_{p}"]) for p, f in of_copy.items()}
     gpu.record(fake, test, ms, floor)
@@ -66,20 +68,18 @@ def phase_ms(eager: float, compile_: float, fused: float) -> dict[str, float]:
     return out
 
 
-def step_entry(model: str, variant: str, img_per_s: float, fused_ran: str = "triton") -> dict:
-    """A bench_models.py training-step entry, extra_info written by its ``record`` as run_step_case calls it."""
-    import bench.bench_models as bm
+def throughput_line(model: str, img_per_s: dict[str, float], device: str = "cuda") -> str:
+    """One ``python -m imgcls.benchmark --json`` line: fp16 channels_last rows of the given variants' train img/s."""
+    from imgcls.benchmark_report import Config, Row, record
 
-    batch = 256
-    fake = SimpleNamespace(extra_info={}, stats=SimpleNamespace(stats=SimpleNamespace(min=batch / img_per_s)))
-    info = {"model": model, "path": f"train_{variant}", "size": 224, "amp": "fp16", "channels_last": True}
-    info.update(first_loss=6.9, eager_first_loss=6.9, eager_fp32_first_loss=6.9)
-    if variant == "fused":
-        info["fused_ran"] = fused_ran
-    bm.record(fake, batch, **info)
-    fake.extra_info.update(device="cuda", gpu="NVIDIA H200")  # what record writes on a GPU (this machine has none)
-    return {"name": f"test_train_step_gpu[{model}-{variant}]", "params": {"variant": variant},
-            "extra_info": fake.extra_info, "stats": {"min": batch / img_per_s}}  # fmt: skip
+    args = SimpleNamespace(model=model, batch_size=256, image_size=224, amp_dtype="fp16")
+    configs = {"eager": Config(False, True, True), "fused": Config(True, True, True)}
+    configs["compile"] = Config(False, True, True, compiled=True)
+    rows = [Row(configs[v], train_ips=ips, infer_ips=2 * ips, logit_error=1e-3) for v, ips in img_per_s.items()]
+    with pytest.MonkeyPatch.context() as mp:  # what a CUDA machine with Triton writes (this one has neither)
+        mp.setattr("imgcls.benchmark_report.fused_note", lambda device: "Triton" if device.type == "cuda" else "x")
+        mp.setattr("imgcls.benchmark_report.describe", lambda device: "device: NVIDIA H200 (16 cores)")
+        return record(args, rows, torch.device(device))
 
 
 @pytest.fixture
@@ -100,14 +100,17 @@ def run_json(bench, tmp_path: Path) -> Path:
         kernel_entry(bench, "test_concat_shuffle", shuffle, phase_ms(2.0, 1.5, 1.0), every),
         # a case stopped mid-way (record not reached): left out, counted
         {"name": "test_squeeze_excite_residual[256-56-16-fp16-nchw]", "params": {}, "extra_info": {}, "stats": {}},
-        step_entry("ShuffleNetV2_swish", "eager", 1000.0),
-        step_entry("ShuffleNetV2_swish", "compile", 1700.0),
-        step_entry("ShuffleNetV2_swish", "fused", 1800.0),
-        step_entry("MobileNetV2", "eager", 10.0),
-        step_entry("MobileNetV2", "fused", 5000.0),
     ]
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"datetime": "2026-12-01T08:00:00+00:00", "benchmarks": entries}))
+    lines = [
+        throughput_line("ShuffleNetV2_swish", {"eager": 1000.0, "fused": 1800.0, "compile": 1700.0}),
+        throughput_line("MobileNetV2", {"eager": 10.0, "fused": 5000.0}),
+    ]
+    (tmp_path / "throughput.jsonl").write_text("\n".join(lines) + "\n")
+    reader = {"img_per_s": 4000.0, "median_img_per_s": 3900.0, "threads": 16, "batch": 256, "rounds": 5}
+    reader.update(images="32 distinct 500x375 JPEGs", cpu_count=16, load1=0.5)
+    (tmp_path / "reader.json").write_text(json.dumps(reader))
     return path
 
 
@@ -120,7 +123,8 @@ def goal_row(text: str, goal: str) -> str:
 def test_goals_met_not_met_and_not_measured(bench, run_json: Path) -> None:
     mkt = bench.make_kernel_table
     env = {"gpu": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0", "cuda": "13.0", "driver": "580.159.04"}
-    text = mkt.render(mkt.load_runs([run_json]), env, ["pytest bench/x.py"], ["stage x: rc=0"])
+    runs = mkt.load_runs([run_json], run_json.parent / "throughput.jsonl", run_json.parent / "reader.json")
+    text = mkt.render(runs, env, ["pytest bench/x.py"], ["stage x: rc=0"])
     vs_eager = goal_row(text, "dwconv+BN+act fwd+bwd, stride 1: vs eager")
     assert "| 2 | 2.739 | 2.500 (" in vs_eager and vs_eager.endswith("| **met** |")  # sqrt(3 * 2.5); stride 2 left out
     vs_compile = goal_row(text, "dwconv+BN+act fwd+bwd, stride 1: vs torch.compile")
@@ -140,16 +144,18 @@ def test_goals_met_not_met_and_not_measured(bench, run_json: Path) -> None:
     assert "    pytest bench/x.py" in text and "- stage x: rc=0" in text
     assert "1 entries without complete results" in text
     assert "| ShuffleNetV2_swish c=58 hw=28 k=3 stride=1 act=identity | fp16 | nchw | both | 3.0000 | 1.8000 " in text
-    assert "| 1000.0 | 1700.0 | 1800.0 | 1.80x | 1.06x |" in text  # the training-step table
-    assert "| MobileNetV2 | fp16 | channels_last | 256 | 224 | 10.0 | - | 5000.0 | 500.00x | - |" in text
+    # the throughput table: train eager, compile, fused, ratios, infer; the reader's rate over the fastest step
+    row = "| ShuffleNetV2_swish | fp16 channels_last b256 224px | Triton | 1000.0 | 1700.0 | 1800.0 | 1.80x | 1.06x |"
+    assert row + " 2000.0 | 3400.0 | 3600.0 | 1.0e-03 | 2.22 |" in text
+    assert "| MobileNetV2 | fp16 channels_last b256 224px | Triton | 10.0 | - | 5000.0 | 500.00x | - |" in text
+    assert "fills 4000 training images/s (best batch; median 3900) with 16 threads on 16 CPUs" in text
 
 
 def test_fused_fallback_step_is_no_evidence(bench, tmp_path: Path) -> None:
     """A fused step that ran the reference (no Triton) must not count for the training-step goal."""
-    entries = [step_entry("ShuffleNetV2_swish", "eager", 1000.0), step_entry("ShuffleNetV2_swish", "fused", 9e3, "x")]
-    path = tmp_path / "run.json"
-    path.write_text(json.dumps({"benchmarks": entries}))
-    text = bench.make_kernel_table.render(bench.make_kernel_table.load_runs([path]), {}, [], [])
+    path = tmp_path / "throughput.jsonl"
+    path.write_text(throughput_line("ShuffleNetV2_swish", {"eager": 1000.0, "fused": 9e3}, device="cpu") + "\n")
+    text = bench.make_kernel_table.render(bench.make_kernel_table.load_runs([], path), {}, [], [])
     assert goal_row(text, "ShuffleNetV2_swish training step vs eager").endswith("| not measured |")
 
 
@@ -160,10 +166,13 @@ def test_cli_writes_file_and_notes_missing_json(bench, run_json: Path, tmp_path:
     env = json.loads(env_path.read_text())
     assert env["torch"] and env["triton"] and env["slug"] == ("no_gpu" if env["gpu"] is None else env["slug"])
     gone = tmp_path / "never_written.json"
-    mkt.main([str(run_json), str(gone), "--env", str(env_path), "--command", "a b", "--out", str(out)])
+    reader = tmp_path / "no_reader.json"
+    argv = [str(run_json), str(gone), "--reader", str(reader), "--env", str(env_path), "--command", "a b"]
+    mkt.main([*argv, "--out", str(out)])
     text = out.read_text()
     assert f"- {gone}: not written (its stage did not finish or did not run)" in text
-    assert f"triton {env['triton']}" in text and "## Goals (issue 5)" in text
+    assert f"- {reader}: not written (its stage did not finish or did not run)" in text
+    assert f"triton {env['triton']}" in text and "## Goals\n" in text
 
 
 def test_table_knows_every_kernel_bench(bench) -> None:

@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tune():
-    """bench/tune_dwconv.py imported as the GPU session runs it (bench/ first on sys.path, its conftest as
-    ``conftest``), then taken off sys.path and sys.modules again."""
-    names = ("conftest", "bench_dwconv_bn_act", "tune_dwconv")
+    """bench/tune_dwconv.py imported as the GPU session runs it (bench/ first on sys.path, its helpers as
+    ``_harness``), then taken off sys.path and sys.modules again."""
+    names = ("_harness", "bench_dwconv_bn_act", "tune_dwconv")
     saved = {n: sys.modules.pop(n) for n in names if n in sys.modules}
     path_before = list(sys.path)
     sys.path.insert(0, str(REPO / "bench"))

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+# The SMs of the GPU the configs are written for (H100 SXM and H200: 132); on a CUDA machine, its own count.
+GPU_SMS = torch.cuda.get_device_properties(0).multi_processor_count if ON_GPU else 132
 
 if not ON_GPU:
     _before = os.environ.get("TRITON_INTERPRET")
@@ -48,6 +51,61 @@ def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(module, "_INTERPRETER_CONFIG", (16, 32, 1))
     monkeypatch.setattr(reductions, "_INTERPRETER_REDUCE", (4, 16))
     monkeypatch.setattr(se, "_FC_BLOCK_C", 16)
+
+
+@dataclass
+class Launch:
+    """One kernel launch: the kernel's name, its grid and every argument by name (launch options included)."""
+
+    kernel: str
+    grid: tuple[int, ...]
+    args: dict
+
+    def picked(self, names: list[str]) -> tuple[str, tuple[int, ...], dict]:
+        """(kernel, grid, the named arguments): what a test states it expects of a launch."""
+        return self.kernel, self.grid, {name: self.args.get(name) for name in names}
+
+
+class _RecordingKernel:
+    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](...)`` is logged, then launched as usual."""
+
+    def __init__(self, name: str, kernel, log: list[Launch]) -> None:
+        self.name, self.kernel, self.log = name, kernel, log
+
+    def __getitem__(self, grid: tuple[int, ...]) -> Callable:
+        launch = self.kernel[grid]
+
+        def run(*args, **kwargs):
+            self.log.append(Launch(self.name, tuple(grid), {**dict(zip(self.kernel.arg_names, args)), **kwargs}))
+            return launch(*args, **kwargs)
+
+        return run
+
+
+@pytest.fixture
+def gpu_launches(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Launch]]:
+    """Inside, the ops take the tile configs, warp counts and reduction splits of a ``GPU_SMS``-SM GPU
+    (``assume_gpu``; the interpreter then runs them numerically on the CPU), and every kernel launch is logged in
+    the list this yields, so that a test can assert which configs, grids and splits really ran."""
+    import imgcls.kernels._reductions as reductions
+    import imgcls.kernels.channel_shuffle as cs
+    import imgcls.kernels.dwconv_bn_act as dw
+    import imgcls.kernels.squeeze_excite as se
+    from imgcls.kernels._tiles import assume_gpu
+
+    log: list[Launch] = []
+    for module in (reductions, cs, dw, se):
+        for name, kernel in list(vars(module).items()):
+            if name.endswith("_kernel"):
+                monkeypatch.setattr(module, name, _RecordingKernel(name, kernel, log))
+    with assume_gpu(GPU_SMS):
+        yield log
+
+
+def assert_launches(log: list[Launch], expected: list[tuple[str, tuple[int, ...], dict]]) -> None:
+    """The logged launches are exactly ``expected``, in order: (kernel, grid, {argument: value})."""
+    got = [launch.picked(list(want)) for launch, (_, _, want) in zip(log, expected)]
+    assert len(log) == len(expected) and got == expected, f"launches:\n{got}\nexpected:\n{expected}"
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str = "") -> None:

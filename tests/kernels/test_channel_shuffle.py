@@ -6,8 +6,9 @@ import pytest
 import torch
 from imgcls.kernels import channel_shuffle as op
 from imgcls.kernels._tiles import to_layout
+from triton import cdiv
 
-from .conftest import DEVICE, reference_forbidden
+from .conftest import DEVICE, assert_launches, reference_forbidden
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = ["nchw", "channels_last"]
@@ -98,3 +99,40 @@ def test_layer_fused_matches_reference():
             fused = shuffle(a, b), shuffle(a)
         assert torch.equal(fused[0], ChannelShuffle(groups)(a, b))
         assert torch.equal(fused[1], ChannelShuffle(groups)(a))
+
+
+def gpu_launch(kernel: str, shape, channels: int, layout: str, **args) -> tuple:
+    """One launch of the GPU's config for ``layout`` over [N, channels, H, W] tiles of ``shape``'s positions."""
+    n, _, h, w = shape
+    block_c, block_p, warps = op._GPU_CONFIGS[layout]
+    grid = (cdiv(n * h * w, block_p), cdiv(channels, block_c))
+    return kernel, grid, dict(BLOCK_C=block_c, BLOCK_P=block_p, num_warps=warps, **args)
+
+
+# Position tiles that cross image boundaries with a ragged last one; ragged channel blocks (4 NCHW, 64 NHWC).
+@pytest.mark.parametrize(
+    "shape,layout,dtype",
+    [((3, 66, 9, 11), "nchw", torch.float16), ((2, 69, 5, 7), "channels_last", torch.bfloat16)],
+)
+def test_gpu_configs(gpu_launches, shape, layout, dtype):
+    """concat + shuffle and a 3-group shuffle, forward and backward, with the GPU's tile configs and warp counts
+    (the interpreter runs them): the launches are the GPU's and the results exact."""
+    a, b, x = rand(shape, dtype, layout, 0), rand(shape, dtype, layout, 1), rand(shape, dtype, layout, 2)
+    ar, br, xr = (t.detach().clone().requires_grad_() for t in (a, b, x))
+    k = shape[1]
+    out, ref = op.concat_shuffle(a, b), op.concat_shuffle_reference(ar, br)
+    grad = to_layout(torch.randn(ref.shape, generator=torch.Generator().manual_seed(3)).to(DEVICE, dtype), layout)
+    out.backward(grad), ref.backward(grad)
+    shuffled, shuffled_ref = op.channel_shuffle(x, 3), op.reference(xr, 3)
+    shuffled.backward(grad[:, :k]), shuffled_ref.backward(grad[:, :k])
+    assert torch.equal(out, ref) and torch.equal(a.grad, ar.grad) and torch.equal(b.grad, br.grad)
+    assert torch.equal(shuffled, shuffled_ref) and torch.equal(x.grad, xr.grad)
+    assert_launches(
+        gpu_launches,
+        [
+            gpu_launch("_interleave_kernel", shape, k, layout, SPLIT=False),
+            gpu_launch("_interleave_kernel", shape, k, layout, SPLIT=True),
+            gpu_launch("_shuffle_kernel", shape, k, layout, GROUPS=3),
+            gpu_launch("_shuffle_kernel", shape, k, layout, GROUPS=k // 3),
+        ],
+    )

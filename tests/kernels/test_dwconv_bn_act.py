@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from imgcls.kernels import _reductions as reductions
 from imgcls.kernels import dwconv_bn_act as op
 from imgcls.kernels._tiles import to_layout
+from triton import cdiv
 
-from .conftest import DEVICE, ON_GPU, assert_close, reference_forbidden
+from .conftest import DEVICE, GPU_SMS, ON_GPU, assert_close, assert_launches, reference_forbidden
 
 FP16 = torch.float16
 # Low-precision inputs are compared with the fp32 reference on the same (rounded) values.
@@ -211,3 +213,88 @@ def test_layer_momentum_none_takes_the_reference_path():
     for _ in range(2):
         assert_close(fused(x), ref(x), 1e-6)
     assert_close(fused.bn.running_mean, ref.bn.running_mean, 1e-6, "running mean")
+
+
+# ---------------------------------------------------------------------------- the GPU's tile configs and splits
+
+
+def gpu_plan(shape, k, stride, layout) -> dict:
+    """What a ``GPU_SMS``-SM GPU launches for this case, worked out here from the config tables (not by the
+    launchers' own helpers): tile config, position tiles, channel blocks, persistent rows and tiles per row."""
+    n, c, h, w = shape
+    block_c, block_p, warps = op._GPU_CONFIGS[k][layout]
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    tiles, c_blocks = cdiv(n * oh * ow, block_p), cdiv(c, block_c)
+    target = max(1, reductions._GPU_WAVES * GPU_SMS // c_blocks)
+    tpr = cdiv(tiles, min(target, tiles))
+    tile = dict(BLOCK_C=block_c, BLOCK_P=block_p, num_warps=warps)
+    plan = dict(tile=tile, tiles=tiles, c_blocks=c_blocks, rows=cdiv(tiles, tpr), tpr=tpr)
+    return plan | dict(dx_tiles=cdiv(n * h * w, block_p))
+
+
+def expected_launches(shape, k, training, plan) -> list:
+    """Forward then backward: every kernel, its grid and the arguments that carry the config and the split."""
+    n, c, h, w = shape
+    block_r, block_l = reductions._GPU_REDUCE
+    tile, rows, cb = plan["tile"], plan["rows"], plan["c_blocks"]
+    split = dict(TILES=plan["tiles"], TPR=plan["tpr"], **tile)
+    apply = ("_fwd_apply_kernel", (plan["tiles"], cb), dict(FOLD=not training, **tile))
+    forward = [apply]
+    if training:
+        finalize = dict(R=rows, ROW_SPAN=plan["tpr"] * tile["BLOCK_P"], BLOCK_R=block_r, BLOCK_C=block_l)
+        forward = [("_fwd_stats_kernel", (rows, cb), split), ("_bn_finalize_kernel", (cdiv(c, block_l),), finalize)]
+        forward.append(apply)
+    sums = [("_sum_rows_kernel", (cdiv(length, block_l),), dict(R=rows, L=length, BLOCK_R=block_r, BLOCK_L=block_l))
+            for length in (2 * c, c * k * k)]  # fmt: skip
+    return forward + [
+        ("_bwd_stats_kernel", (rows, cb), split),
+        sums[0],
+        ("_bwd_dy_kernel", (rows, cb), dict(TRAINING=training, **split)),
+        sums[1],
+        ("_bwd_dx_kernel", (plan["dx_tiles"], cb), tile),
+    ]
+
+
+def check_on_gpu_configs(log, act, k, stride, layout, dtype, training, shape) -> dict:
+    """Run the case under ``gpu_launches``; the launches must be the GPU's, every result the reference's."""
+    fused, ref = run_both(shape, k, stride, act, dtype, layout, training)
+    plan = gpu_plan(shape, k, stride, layout)
+    assert_launches(log, expected_launches(shape, k, training, plan))
+    for key in ref:
+        assert_close(fused[key], ref[key], TOL[dtype], key)
+    return plan
+
+
+BF16 = torch.bfloat16
+# Small shapes (the interpreter pays ~0.1 s per program and tile here): ragged channel blocks and position tiles,
+# tiles that cross image boundaries, stride 2 on odd sizes, every layout, dtype, kernel size, mode.
+GPU_CONFIG_CASES = [
+    ("swish", 3, 1, "nchw", FP16, True, (3, 12, 7, 7)),  # 3 tiles of 64 (the last one partial), channels 8 + 4
+    ("relu6", 3, 2, "channels_last", BF16, True, (2, 40, 7, 5)),  # 2 tiles of 16 (dx: 5), channels 32 + 8
+    ("hardswish", 5, 1, "channels_last", FP16, False, (2, 33, 5, 4)),  # eval: 3 tiles of 16, channels 32 + 1
+    ("identity", 5, 2, "nchw", BF16, True, (3, 9, 9, 9)),  # 2 tiles of 64 (dx: 4), channels 8 + 1
+]
+
+
+@pytest.mark.parametrize("act,k,stride,layout,dtype,training,shape", GPU_CONFIG_CASES)
+def test_gpu_configs(gpu_launches, act, k, stride, layout, dtype, training, shape):
+    plan = check_on_gpu_configs(gpu_launches, act, k, stride, layout, dtype, training, shape)
+    assert plan["tiles"] >= 2 and plan["c_blocks"] >= 2 and plan["rows"] >= 2
+
+
+# Persistent splits of a GPU_SMS-SM GPU: more rows than one step of the GPU's row reduction (BLOCK_R = 32) takes,
+# then 2 position tiles per row (the last row 1). Minutes each under the interpreter: each of the ~530 (tile,
+# channel block) pairs a kernel walks is a program or a loop step of its own. (rows, tiles per row) last.
+GPU_SPLIT_CASES = [
+    ("relu", 3, 1, "channels_last", FP16, True, (2, 20, 17, 16), (34, 1)),  # 34 tiles of 16, channels 20
+    ("swish", 3, 1, "nchw", FP16, True, (3, 12, 71, 80), (134, 2)),  # 267 tiles of 64, channels 8 + 4
+    ("relu6", 3, 1, "channels_last", BF16, True, (2, 40, 46, 46), (133, 2)),  # 265 tiles of 16, channels 32 + 8
+    ("hardswish", 3, 1, "nchw", BF16, False, (3, 12, 71, 80), (134, 2)),  # eval: the backward walks the split
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act,k,stride,layout,dtype,training,shape,split", GPU_SPLIT_CASES)
+def test_gpu_split(gpu_launches, act, k, stride, layout, dtype, training, shape, split):
+    plan = check_on_gpu_configs(gpu_launches, act, k, stride, layout, dtype, training, shape)
+    assert (plan["rows"], plan["tpr"]) == split and plan["rows"] > reductions._GPU_REDUCE[0]

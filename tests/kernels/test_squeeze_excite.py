@@ -6,8 +6,9 @@ import pytest
 import torch
 from imgcls.kernels import squeeze_excite as op
 from imgcls.kernels._tiles import to_layout
+from triton import cdiv, next_power_of_2
 
-from .conftest import DEVICE, ON_GPU, assert_close, reference_forbidden
+from .conftest import DEVICE, ON_GPU, assert_close, assert_launches, reference_forbidden
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 6e-2}
 NAMES = ("dx", "dw1", "db1", "dw2", "db2", "dres")
@@ -114,3 +115,42 @@ def test_layer_fused_matches_reference():
         outs = fused(x), fused(x, res)
     assert_close(outs[0], ref(x), 2e-5)
     assert_close(outs[1], ref(x, res), 2e-5)
+
+
+def expected_launches(shape, r, residual, layout) -> list:
+    """The GPU's launches for this case, from the config table: forward (pool, excite, scale), then backward."""
+    n, c, h, w = shape
+    block_c, block_p, warps = op._GPU_CONFIGS[layout]
+    tile = dict(BLOCK_C=block_c, BLOCK_P=block_p, num_warps=warps)
+    per_image, positions = (n, cdiv(c, block_c)), (cdiv(n * h * w, block_p), cdiv(c, block_c))
+    fc = ((n,), dict(BLOCK_C=op._FC_BLOCK_C, BLOCK_R=next_power_of_2(r)))
+    return [
+        ("_pool_kernel", per_image, tile),
+        ("_excite_kernel", *fc),
+        ("_scale_kernel", positions, dict(HAS_RES=residual, **tile)),
+        ("_gate_grad_kernel", per_image, dict(HAS_RES=residual, **tile)),
+        ("_excite_grad_kernel", *fc),
+        ("_x_grad_kernel", positions, tile),
+    ]
+
+
+# Each image's H * W spans several position blocks of the pool and gate-gradient loops (256 NCHW, 16
+# channels_last), C several channel blocks and FC steps (64) with a ragged last one; R is no power of 2.
+GPU_CONFIG_CASES = [
+    ((2, 70, 17, 17), 6, True, "nchw", torch.float16),
+    ((3, 70, 9, 7), 5, False, "channels_last", torch.bfloat16),
+    ((2, 130, 5, 4), 9, True, "channels_last", torch.float16),
+    ((2, 9, 23, 12), 3, False, "nchw", torch.bfloat16),
+]
+
+
+@pytest.mark.parametrize("shape,r,residual,layout,dtype", GPU_CONFIG_CASES)
+def test_gpu_configs(gpu_launches, shape, r, residual, layout, dtype):
+    """The tile configs and warp counts of a GPU, run by the interpreter: launches and results checked."""
+    fused, ref = run_both(shape, r, residual, layout, dtype)
+    assert_launches(gpu_launches, expected_launches(shape, r, residual, layout))
+    for name, a, b in zip(("out", *NAMES), fused, ref):
+        if b is None:
+            assert a is None, name
+        else:
+            assert_close(a, b, TOL[dtype], name)
