@@ -63,9 +63,10 @@ def batch_norm(
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     # Momentum 1 leaves the batch mean and unbiased variance in fresh buffers: torch's native (cuDNN) kernel still
     # does the work, and the moving averages are formed here from the biased variance.
-    batch_mean, batch_var = torch.zeros_like(running_mean), torch.zeros_like(running_var)
+    batch_mean, batch_var = running_mean.new_zeros((2, *running_mean.shape), dtype=running_var.dtype)
     out = F.batch_norm(x, batch_mean, batch_var, weight, bias, True, 1.0, eps)
     count = x.numel() // x.shape[1]
+    # (out of place: the backward reads the statistics buffers it was given)
     update_moving_stats(running_mean, running_var, batch_mean, batch_var * ((count - 1) / count), momentum)
     return out
 
