@@ -6,8 +6,9 @@ NCCL with one GPU per LOCAL_RANK, gloo on CPU. Without those variables everythin
 code runs as a single process.
 
 - the seed's ``--batch_size`` is the global batch; ``per_rank_batch`` splits it (it must divide evenly);
-- ``wrap_model`` gives DistributedDataParallel (gradients averaged across ranks), optionally with synchronized BN:
-  PyTorch's SyncBatchNorm on GPU, ``CpuSyncBatchNorm`` (below, differentiable all-reduces over gloo) on CPU;
+- ``wrap_model`` gives DistributedDataParallel (gradients averaged across ranks), optionally with synchronized BN
+  keeping Paddle's moving statistics: ``CudaSyncBatchNorm`` (PyTorch's SyncBatchNorm kernels) over NCCL,
+  ``CpuSyncBatchNorm`` (differentiable all-reduces) over gloo;
 - ``reduce_sums`` adds per-rank counters (loss sums, correct counts, images), so every rank reports global metrics;
 - ``is_main`` / ``print0``: only rank 0 prints, logs and saves checkpoints.
 """
@@ -20,9 +21,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.modules._functions import SyncBatchNorm as torch_sync_batch_norm  # what nn.SyncBatchNorm runs
 from torch.nn.parallel import DistributedDataParallel
 
-from imgcls.layers import count_fused, set_fused
+from imgcls.kernels.references import batch_norm, update_moving_stats
+from imgcls.layers import BatchNorm2d, count_fused, set_fused
+from imgcls.layers.batch_norm import track_batch
 
 
 @dataclass(frozen=True)
@@ -140,14 +144,15 @@ class AllReduceSum(torch.autograd.Function):
         return out
 
 
-class CpuSyncBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the whole global batch, for gloo (PyTorch's SyncBatchNorm
+class CpuSyncBatchNorm(BatchNorm2d):
+    """The zoo's BatchNorm2d with training statistics over the whole global batch, for gloo (PyTorch's SyncBatchNorm
     is CUDA-only).
 
     Mean and variance are formed from all-reduced per-channel sums (two passes: the sum, then the squared
     deviations from the global mean, as a single-process BN computes them). The all-reduces are differentiable
     (``AllReduceSum``), so gradients flow through the global statistics exactly as through a single-process BN
-    over the whole batch. Eval mode uses the running statistics, as BatchNorm2d.
+    over the whole batch. The moving averages take the global mean and biased variance (Paddle's, as BatchNorm2d).
+    Eval mode uses the running statistics.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,49 +165,79 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         mean = total[:-1] / count
         centered = xf - mean.view(1, -1, 1, 1)
         var = AllReduceSum.apply(centered.pow(2).sum(dim=(0, 2, 3))) / count
-        if self.track_running_stats and self.running_mean is not None:
-            self._update_running_stats(mean.detach(), var.detach(), count.item())
+        momentum = track_batch(self)
+        if momentum is not None:
+            update_moving_stats(self.running_mean, self.running_var, mean.detach(), var.detach(), momentum)
         out = centered * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
         if self.affine:
             out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return out.to(x.dtype)
 
-    @torch.no_grad()
-    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
-        self.num_batches_tracked.add_(1)
-        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        unbiased = var * (count / max(count - 1.0, 1.0))  # BN keeps the unbiased variance for eval
-        self.running_mean.mul_(1 - momentum).add_(mean.to(self.running_mean.dtype), alpha=momentum)
-        self.running_var.mul_(1 - momentum).add_(unbiased.to(self.running_var.dtype), alpha=momentum)
+
+class CudaSyncBatchNorm(nn.SyncBatchNorm):
+    """torch's SyncBatchNorm (its CUDA kernels, for NCCL) with Paddle's moving statistics: the running variance
+    moves toward the biased variance of the global batch, as BatchNorm2d's toward its batch's.
+
+    torch's synchronized step leaves the global mean and unbiased variance in fresh buffers (momentum 1); the
+    moving averages are formed from them with the global count, every rank's batch being the same size (imgcls's
+    loader gives each rank an equal share of the global batch and drops the last partial one)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        momentum = track_batch(self)
+        if momentum is None:  # eval, or nothing to track: torch's forward
+            return super().forward(x)
+        self._check_input_dim(x)
+        group = self.process_group or dist.group.WORLD
+        world = dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+        if world == 1:
+            return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
+        batch_mean, batch_var = torch.zeros_like(self.running_mean), torch.zeros_like(self.running_var)
+        out = torch_sync_batch_norm.apply(x, self.weight, self.bias, batch_mean, batch_var, self.eps, 1.0, group, world)
+        count = world * (x.numel() // x.shape[1])
+        biased_var = batch_var * ((count - 1) / count)
+        update_moving_stats(self.running_mean, self.running_var, batch_mean, biased_var, momentum)
+        return out
 
 
-def convert_cpu_sync_bn(module: nn.Module) -> nn.Module:
-    """Swap every BatchNorm2d for a CpuSyncBatchNorm sharing its parameters and buffers (in place)."""
+def convert_bn(module: nn.Module, sync_class: type[nn.modules.batchnorm._BatchNorm]) -> nn.Module:
+    """Swap every BatchNorm2d (the zoo's or torch's) for a ``sync_class`` sharing its parameters and buffers, in
+    place; the state_dict keys stay the same."""
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            sync = CpuSyncBatchNorm(
-                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+        if type(child) in (BatchNorm2d, nn.BatchNorm2d):
+            sync = sync_class(
+                child.num_features,
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
             )
             # The same Parameter and buffer objects: an optimizer built before the swap still updates them.
             for key, value in [*child._parameters.items(), *child._buffers.items()]:
                 setattr(sync, key, value)
             setattr(module, name, sync)
         else:
-            convert_cpu_sync_bn(child)
+            convert_bn(child, sync_class)
     return module
 
 
+def convert_cpu_sync_bn(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d -> ``CpuSyncBatchNorm`` (gloo), in place."""
+    return convert_bn(module, CpuSyncBatchNorm)
+
+
+def convert_cuda_sync_bn(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d -> ``CudaSyncBatchNorm`` (NCCL), in place."""
+    return convert_bn(module, CudaSyncBatchNorm)
+
+
 def convert_sync_bn(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Synchronized BN for the current backend (NCCL: torch's SyncBatchNorm; gloo: CpuSyncBatchNorm). A fused model
-    goes through the fused switch again, which keeps the blocks whose BN is now synchronized on their reference path
-    (their kernel would normalize with this rank's statistics alone)."""
+    """Synchronized BN for the current backend (NCCL: CudaSyncBatchNorm; gloo: CpuSyncBatchNorm), both with
+    Paddle's moving statistics. A fused model goes through the fused switch again, which keeps the blocks whose BN is
+    now synchronized on their reference path (their kernel would normalize with this rank's statistics alone)."""
     if not info.enabled:
         return model
     fused_before = count_fused(model)
-    if info.backend == "nccl":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    else:
-        model = convert_cpu_sync_bn(model)
+    model = convert_cuda_sync_bn(model) if info.backend == "nccl" else convert_cpu_sync_bn(model)
     if fused_before:
         held = fused_before - count_fused(set_fused(model, True))
         if held:

@@ -1,8 +1,16 @@
 """The training step and the loops the CLIs share: ``train_step``, ``train_one_epoch`` and ``evaluate``.
 
-``train_step`` is the one training step of the library (the CLI's, the benchmarks' and the Paddle parity tests'):
-the LR of the global step (as Paddle's schedules), mixup, the forward pass under a ``Precision`` (autocast dtype,
-channels_last input), the loss (label smoothing, auxiliary heads), backward and the optimizer step.
+``imgcls.engine.train_step`` is the one training step of the library (the CLI's, the benchmarks' and the Paddle
+parity tests'): the LR of the global step (as Paddle's schedules), mixup, the forward pass under a ``Precision``
+(autocast dtype, channels_last input), the loss (label smoothing, auxiliary heads), backward and the optimizer step.
+From the same start (weights, BN statistics, momentum buffers, step) and batches, it reproduces Paddle 1.8.5's
+training program step for step (tests/test_train_parity.py):
+
+    model = create_model(name, num_classes=K)                  # train mode; BN moves Paddle's statistics
+    optimizer = build_optimizer(model, lr, momentum, l2_decay)  # Momentum + L2Decay; its momentum buffers are state
+    schedule = LRSchedule.from_config(ScheduleConfig(...), schedule_steps_per_epoch(images, batch))
+    for step, (images, labels) in enumerate(batches, start=first_step):
+        result = train_step(model, images, labels, optimizer, schedule, step, loss_cfg=LossConfig(label_smoothing=0.1))
 
 Both loops, in a distributed run, sum their counters over ranks before averaging, so every rank returns the global
 metrics of the epoch. Mixup draws come from a seed of (random_seed, epoch, iteration) (``imgcls.randomness``), so an
@@ -27,7 +35,7 @@ from imgcls.data.read_report import printable, warned_summary
 from imgcls.distributed import is_main, reduce_sums
 from imgcls.losses import mixup_batch, training_loss
 from imgcls.metrics import ProgressBar, topk_hits
-from imgcls.optim import LRSchedule, set_lr
+from imgcls.optim import LRSource, set_lr
 from imgcls.randomness import mixup_seed
 
 
@@ -135,7 +143,7 @@ def train_step(
     images: torch.Tensor,
     labels: torch.Tensor,
     optimizer: torch.optim.Optimizer,
-    schedule: LRSchedule,
+    schedule: LRSource,
     step: int,
     *,
     loss_cfg: LossConfig = LossConfig(),
@@ -145,7 +153,12 @@ def train_step(
 ) -> StepResult:
     """One step of the training recipe on a batch already on the model's device: set the LR of global ``step``,
     mix the batch (``loss_cfg.mixup_alpha`` > 0, drawn from ``mix_seed``), forward under ``precision``, the loss in
-    fp32 (label smoothing, auxiliary heads), backward and the optimizer step (through ``scaler`` for fp16)."""
+    fp32 (label smoothing, auxiliary heads), backward and the optimizer step (through ``scaler`` for fp16).
+
+    The state a step reads and leaves: the model's weights and BN statistics (the caller sets train mode, as
+    ``train_one_epoch`` does), the optimizer's momentum buffers (``optimizer.state``; ``build_optimizer`` makes
+    it, zero at the start as Paddle's velocities), and the LR of ``step`` from ``schedule`` (an ``LRSchedule``, or
+    any ``lr_at(step)``). The gradients stay in ``.grad`` until the next step (raw: the optimizer adds L2 decay)."""
     lr = schedule.lr_at(step)
     set_lr(optimizer, lr)
     mix = mixup_batch(images, labels, loss_cfg.mixup_alpha, mix_seed) if loss_cfg.mixup_alpha > 0 else None
@@ -165,7 +178,7 @@ def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
-    schedule: LRSchedule,
+    schedule: LRSource,
     epoch: int,
     *,
     device: torch.device,

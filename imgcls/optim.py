@@ -2,8 +2,7 @@
 
 Paddle evaluates the schedule at a global step counter that starts at 0 and grows by one per mini-batch, so the LR
 changes every iteration (``cosine_decay`` changes only at epoch boundaries because it floors step / steps_per_epoch).
-With ``s`` = step, ``E`` = steps per epoch (floor(train images / global batch): the last partial batch of an epoch
-is dropped, so every step has a full batch and every rank the same step count), ``lr0`` = --lr:
+With ``s`` = step, ``E`` = the schedule's steps per epoch, ``lr0`` = --lr:
 
 - piecewise_decay:          lr0 * 0.1 ** (number of step_epochs boundaries b with s >= b * E)
 - cosine_decay:             lr0 * (cos(floor(s / E) * pi / num_epochs) + 1) / 2
@@ -11,8 +10,16 @@ is dropped, so every step has a full batch and every rank the same step count), 
                             lr0 * (cos((s - W E) * pi / (num_epochs * E)) + 1) / 2   (the seed's formula, as is)
 - exponential_decay_warmup: warmup as above, then lr0 * decay_rate ** floor((s - W E) / (d E))
                             (the seed: decay_rate 0.97 every d = 2.4 epochs after W = 5 warmup epochs)
-- linear_decay:             lr0 * (1 - s / (num_epochs * E)), clamped at 0. The seed passed one epoch's steps as the
-                            decay length (its LR hit 0 after epoch 1); we decay over the whole run, which it meant.
+- linear_decay:             lr0 * (1 - s / (num_epochs * E)), clamped at 0: decays over the whole run, which the
+                            seed meant.
+- linear_decay_paddle:      lr0 * (1 - s / E), clamped at 0: what the seed ran. Its optimizer handed
+                            ``polynomial_decay`` one epoch's steps as the decay length, so its LR reached 0 after
+                            the first epoch and training stood still from then on. Kept to reproduce Paddle exactly.
+
+``E`` is Paddle's: ``ceil(train images / global batch)`` (``schedule_steps_per_epoch``), while an epoch runs
+``floor(train images / global batch)`` steps, the last partial batch being dropped (Paddle's reader drops it too).
+So the global step after e epochs is ``e * floor(...)`` and every boundary falls on the same iteration as in
+Paddle's run, a little after the epoch boundary when the batch does not divide the images.
 
 Paddle's ``L2Decay`` regularizer adds ``l2 * w`` to every parameter's gradient (BN scales and biases included) and
 its Momentum does ``v = mu v + g; w -= lr v``: exactly ``torch.optim.SGD(momentum=mu, weight_decay=l2)``.
@@ -22,14 +29,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from imgcls.config import ScheduleConfig
 
-LR_STRATEGIES = ("piecewise_decay", "cosine_decay", "cosine_decay_warmup", "exponential_decay_warmup", "linear_decay")
+LR_STRATEGIES = (
+    "piecewise_decay",
+    "cosine_decay",
+    "cosine_decay_warmup",
+    "exponential_decay_warmup",
+    "linear_decay",
+    "linear_decay_paddle",
+)
 SEED_WARMUP_EPOCHS = 5.0  # the seed hard-codes 5 warmup epochs in cosine_decay_with_warmup
+
+
+def schedule_steps_per_epoch(train_images: int, global_batch: int) -> int:
+    """The schedule's steps per epoch, as Paddle's optimizer counts them: ``ceil(train_images / global_batch)``."""
+    return math.ceil(train_images / global_batch)
+
+
+class LRSource(Protocol):
+    """What a training step takes its learning rate from: ``LRSchedule``, or e.g. a recorded table of another run's
+    per-step LRs (the Paddle parity tests replay Paddle's)."""
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of global step ``step`` (0-based, counted over the whole run)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -102,6 +131,9 @@ class LRSchedule:
         total = self.num_epochs * self.steps_per_epoch
         return self.base_lr * max(0.0, 1.0 - step / total)
 
+    def _linear_decay_paddle(self, step: int) -> float:
+        return self.base_lr * max(0.0, 1.0 - step / self.steps_per_epoch)
+
 
 # The strategy name -> its formula (an explicit table, not a lookup of method names by string).
 _STRATEGY_FUNCTIONS = {
@@ -110,6 +142,7 @@ _STRATEGY_FUNCTIONS = {
     "cosine_decay_warmup": LRSchedule._cosine_decay_warmup,
     "exponential_decay_warmup": LRSchedule._exponential_decay_warmup,
     "linear_decay": LRSchedule._linear_decay,
+    "linear_decay_paddle": LRSchedule._linear_decay_paddle,
 }
 assert tuple(_STRATEGY_FUNCTIONS) == LR_STRATEGIES
 

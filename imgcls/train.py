@@ -25,7 +25,7 @@ from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
 from imgcls.data.loader import NoReadableImageError
 from imgcls.metrics import MetricsLog, plot_metrics
-from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
+from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer, schedule_steps_per_epoch
 from imgcls.randomness import seed_everything, torch_epoch_seed
 
 
@@ -51,7 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--lr_strategy",
         default=None,
         choices=LR_STRATEGIES,
-        help="LR schedule, stepped every iteration (Paddle: piecewise_decay)",
+        help="LR schedule, stepped every iteration (Paddle: piecewise_decay); linear_decay decays to 0 over the whole "
+        "run, linear_decay_paddle over the first epoch, as Paddle's program did",
     )
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (Paddle: 0.1)")
     p.add_argument("--l2_decay", type=float, default=1e-4, help="L2 decay on every parameter (Paddle's L2Decay)")
@@ -172,8 +173,9 @@ def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
     seed_everything(train.random_seed)
     model = prepare_model(config, device)
     train_loader, val_loader = train_loaders(config, dataset, info.rank, info.world_size, device)
-    # Steps per epoch are global: every rank runs the same count, each on its share of the global batch.
-    schedule = LRSchedule.from_config(train.schedule, len(train_loader))
+    # Paddle's schedule counts ceil(images / global batch) steps per epoch while an epoch runs floor(...) of them
+    # (imgcls.optim): its LR boundaries fall on the same iterations here. Every rank runs the same global steps.
+    schedule = LRSchedule.from_config(train.schedule, schedule_steps_per_epoch(len(dataset.train), config.batch_size))
     optimizer = build_optimizer(model, train.schedule.lr, train.optimizer.momentum, train.optimizer.l2_decay)
     scaler = engine.make_scaler(precision, device)
     num_epochs = train.schedule.num_epochs

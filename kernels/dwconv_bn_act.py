@@ -3,7 +3,8 @@
 Math, per channel c (M = N * OH * OW positions, PAD = (K - 1) // 2):
     y[n, c, o]  = sum_{kh, kw} w[c, kh, kw] * x[n, c, o * S + (kh, kw) - PAD]          (zero outside the image)
     train:  mean = sum(y) / M,  var = sum((y - mean)^2) / M                            (biased, as BN normalizes)
-            running_mean <- (1 - m) running_mean + m mean;  running_var <- (1 - m) running_var + m var * M / (M - 1)
+            running_mean <- (1 - m) running_mean + m mean;  running_var <- (1 - m) running_var + m var
+            (the biased var, as Paddle 1.x's moving average; torch's BatchNorm would take var * M / (M - 1))
     eval:   mean = running_mean, var = running_var
     yhat = (y - mean) * rstd, rstd = 1 / sqrt(var + eps);  z = gamma * yhat + beta;  out = act(z)
 Backward (dz = dout * act'(z)):
@@ -140,7 +141,7 @@ def _bn_finalize_kernel(
     part_mean_ptr, part_m2_ptr,  # [R, C] from _fwd_stats
     gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr,  # BN parameters and running stats [C] (read only)
     mean_ptr, rstd_ptr, new_rmean_ptr, new_rvar_ptr,  # [C] fp32 outputs: batch mean, rstd, updated running stats
-    # (without running stats, rmean/rvar are unused and the last two get the batch mean and unbiased variance)
+    # (without running stats, rmean/rvar are unused and the last two get the batch mean and (biased) variance)
     scale_ptr, shift_ptr,  # [C] fp32 outputs: gamma * rstd, beta - mean * gamma * rstd
     C, NP, R, ROW_SPAN, eps, momentum,  # ROW_SPAN = positions per row (TPR * BLOCK_P), fewer in the last row
     HAS_RUNNING: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -174,7 +175,7 @@ def _bn_finalize_kernel(
     tl.store(scale_ptr + c, scale, mask=c_mask)
     tl.store(shift_ptr + c, shift, mask=c_mask)
     new_rm = mean
-    new_rv = var * total / (total - 1.0)
+    new_rv = var
     if HAS_RUNNING:
         rm = tl.load(rmean_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         rv = tl.load(rvar_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
@@ -373,7 +374,7 @@ def dwconv_bn_act_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward; returns (out, stats). Training: stats fp32 [4, C], the batch mean and rstd the backward
     needs, then the updated running mean and var (the caller copies them into its buffers; without running stats,
-    the batch mean and unbiased variance). Eval: stats is empty [0, C], as the forward is the one folded kernel."""
+    the batch mean and variance). Eval: stats is empty [0, C], as the forward is the one folded kernel."""
     _check(x, weight, stride, act, momentum)
     n, c, h, w = x.shape
     k = weight.shape[-1]

@@ -42,8 +42,42 @@ def dwconv_bn_act(
     """Depthwise conv2d ("same" padding) -> batch_norm (updates the running stats in training) -> activation."""
     k = weight.shape[-1]
     y = F.conv2d(x, weight, None, stride, (k - 1) // 2, groups=x.shape[1])
-    y = F.batch_norm(y, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps)
+    y = batch_norm(y, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps)
     return _ACT_FNS[act](y)
+
+
+def batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> torch.Tensor:
+    """``F.batch_norm`` with Paddle 1.x's moving averages: training moves ``running_var`` toward the BIASED batch
+    variance (the one it normalizes with; torch takes the unbiased one), ``running_mean`` toward the batch mean:
+    ``running <- (1 - momentum) running + momentum batch``. Eval, or no running stats: ``F.batch_norm`` as is."""
+    if not training or running_mean is None or running_var is None:
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    # Momentum 1 leaves the batch mean and unbiased variance in fresh buffers: torch's native (cuDNN) kernel still
+    # does the work, and the moving averages are formed here from the biased variance.
+    batch_mean, batch_var = running_mean.new_zeros((2, *running_mean.shape), dtype=running_var.dtype)
+    out = F.batch_norm(x, batch_mean, batch_var, weight, bias, True, 1.0, eps)
+    count = x.numel() // x.shape[1]
+    # (out of place: the backward reads the statistics buffers it was given)
+    update_moving_stats(running_mean, running_var, batch_mean, batch_var * ((count - 1) / count), momentum)
+    return out
+
+
+@torch.no_grad()
+def update_moving_stats(
+    running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, momentum: float
+) -> None:
+    """``running <- (1 - momentum) running + momentum batch`` for the mean and the (biased) variance, in place."""
+    running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+    running_var.lerp_(var.to(running_var.dtype), momentum)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

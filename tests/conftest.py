@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -14,6 +16,7 @@ SHARED = Path(os.environ.get("IMGCLS_SHARED", REPO.parent / "shared"))
 if not SHARED.exists() and (REPO / "shared").exists():
     SHARED = REPO / "shared"
 PARITY = SHARED / "paddle_parity"
+TRAIN_PARITY = SHARED / "paddle_train_parity"
 
 
 def on_ci() -> bool:
@@ -55,6 +58,14 @@ def needs_native() -> None:
     """``require_native`` as a fixture: ``pytestmark = pytest.mark.usefixtures("needs_native")``. Session-scoped, so
     that it runs before the session fixtures that use the module (pytest sets up wider scopes first)."""
     require_native()
+
+
+def shared_module(folder: Path, name: str) -> ModuleType:
+    """Import ``folder/name.py`` (the numpy-only rules that ship with the ground truth, e.g. ``paddle_weights``)."""
+    spec = importlib.util.spec_from_file_location(f"shared_{name}", require_shared(folder / f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -113,7 +113,7 @@ def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
         *common,
         f"--model_save_dir={out}",
         "--image_shape=3,32,32",
-        "--batch_size=16",
+        "--batch_size=24",
         "--num_epochs=2",
         "--lr_strategy=linear_decay",
         "--lr=0.05",
@@ -129,10 +129,10 @@ def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
     assert [r["epoch"] for r in rows] == ["0", "1"]
     for field in ("train_loss", "val_top1", "val_top5", "lr", "images_per_sec"):
         assert all(math.isfinite(float(r[field])) for r in rows), field
-    # the LR logged is the schedule's value at each epoch's last iteration (per-iteration stepping)
-    steps = 64 // 16
-    sched = LRSchedule("linear_decay", 0.05, steps, 2)
-    assert float(rows[1]["lr"]) == pytest.approx(sched.lr_at(2 * steps - 1), rel=1e-5)
+    # The LR logged is the schedule's value at each epoch's last iteration (per-iteration stepping). An epoch runs
+    # floor(64 / 24) = 2 steps; the schedule counts Paddle's ceil(64 / 24) = 3 per epoch (0.025, not 0.0125).
+    sched = LRSchedule("linear_decay", 0.05, 3, 2)
+    assert float(rows[1]["lr"]) == pytest.approx(sched.lr_at(2 * 2 - 1), rel=1e-5) == 0.025
     assert (run / "curves.png").stat().st_size > 1000 and list((run / "tb").iterdir())
     checkpoint = run / "1"
 

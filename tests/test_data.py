@@ -448,7 +448,8 @@ def test_loader_early_stop_and_errors(small_builtin: Path, monkeypatch: pytest.M
 
 
 def test_train_steps_per_epoch_are_floor_of_images_over_batch() -> None:
-    """The README's E: the train loader drops the last partial batch (floor), val keeps it (ceil)."""
+    """An epoch's steps: the train loader drops the last partial batch (floor), val keeps it (ceil). (The LR
+    schedule counts Paddle's ceil(images / batch) per epoch: imgcls.optim.schedule_steps_per_epoch.)"""
     samples = [Sample(f"img{i}.jpg", 0) for i in range(70)]
     common = dict(batch_size=16, preprocess=spec_for(size=8, resize_short=9), random_seed=0)
     train = Loader(samples, train=True, num_workers=0, prefetch=2, reader="opencv", **common)

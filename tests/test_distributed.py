@@ -161,6 +161,91 @@ def test_torchrun_cli_matches_one_process_and_resumes_at_another_world_size(shap
     assert torch.load(two / MODEL / "1" / "state.pt", weights_only=True)["step"] == 2 * 64 // GLOBAL_BATCH
 
 
+# ---- synchronized BN with Paddle's moving statistics ---------------------------------------------------------------
+
+SYNC_BN_BATCH = (8, 3, 5, 4)  # the global batch; each of 2 ranks takes half
+SYNC_BN_STEPS = 2
+
+
+def sync_bn_batch() -> torch.Tensor:
+    return torch.randn(SYNC_BN_BATCH, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * 1.5 + 0.2
+
+
+class TorchSyncContract:
+    """torch's synchronized BN step (``nn.SyncBatchNorm``'s function, CUDA-only) on CPU over gloo, forward only, to
+    its contract: normalize with the global batch statistics; move the running statistics toward the global mean and
+    the UNBIASED variance over the global count (``batch_norm_gather_stats_with_counts``)."""
+
+    @staticmethod
+    def apply(x, weight, bias, running_mean, running_var, eps, momentum, group, world):
+        c = x.shape[1]
+        sums = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_tensor([x.numel() / c])])
+        torch.distributed.all_reduce(sums, group=group)
+        count = sums[-1]
+        mean = sums[:c] / count
+        var = sums[c : 2 * c] / count - mean * mean
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var * count / (count - 1))
+        shape = (1, c, 1, 1)
+        return (x - mean.view(shape)) * torch.rsqrt(var + eps).view(shape) * weight.view(shape) + bias.view(shape)
+
+
+def run_sync_bn_steps(out_file: str) -> None:
+    """SYNC_BN_STEPS of both synchronized BNs on this rank's half of the global batch (torch's CUDA step replaced by
+    ``TorchSyncContract``); rank 0 writes its outputs and the running statistics."""
+    info = dist.init_distributed(torch.device("cpu"))
+    dist.torch_sync_batch_norm = TorchSyncContract  # this worker process only
+    half = sync_bn_batch().chunk(info.world_size)[info.rank]
+    results = {}
+    for cls in (dist.CudaSyncBatchNorm, dist.CpuSyncBatchNorm):
+        bn = cls(SYNC_BN_BATCH[1]).double().train()
+        outs = [bn(half * (step + 1)).detach() for step in range(SYNC_BN_STEPS)]
+        results[cls.__name__] = {"outs": outs, **{k: v.clone() for k, v in bn.state_dict().items()}}
+    if info.is_main:
+        torch.save(results, out_file)
+    dist.barrier()
+    dist.cleanup()
+
+
+def test_sync_bns_move_paddles_statistics_of_the_global_batch(tmp_path):
+    """Both synchronized BNs, 2 ranks x half a batch = the zoo's BatchNorm2d on the whole batch in one process: the
+    same outputs, and running statistics moved toward the global batch's mean and BIASED variance."""
+    from imgcls.layers import BatchNorm2d
+
+    out = tmp_path / "sync_bn.pt"
+    torchrun(2, "-m", "tests.test_distributed", "--sync-bn-worker", str(out))
+    results = torch.load(out)
+    whole = BatchNorm2d(SYNC_BN_BATCH[1]).double().train()
+    outs = [whole(sync_bn_batch() * (step + 1)).detach() for step in range(SYNC_BN_STEPS)]
+    for name, got in results.items():
+        for a, b in zip(got["outs"], outs):
+            torch.testing.assert_close(a, b[: SYNC_BN_BATCH[0] // 2], rtol=1e-10, atol=1e-12, msg=name)
+        for key, value in whole.state_dict().items():
+            torch.testing.assert_close(got[key], value, rtol=1e-10, atol=1e-12, msg=f"{name} {key}")
+
+
+def test_cuda_sync_bn_alone_is_the_zoo_bn():
+    """Without a process group (one process, eval) CudaSyncBatchNorm is the zoo's BatchNorm2d; the conversion keeps
+    the parameter and buffer objects and the state_dict keys."""
+    from imgcls.layers import BatchNorm2d
+    from imgcls.models import create_model
+
+    model = create_model(MODEL, num_classes=10).double()
+    before = {k: v for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    reference = create_model(MODEL, num_classes=10).double()
+    reference.load_state_dict(model.state_dict())
+    dist.convert_cuda_sync_bn(model)
+    assert not any(type(m) is BatchNorm2d for m in model.modules())
+    after = dict([*model.named_parameters(), *model.named_buffers()])
+    assert list(after) == list(before) and all(after[k] is before[k] for k in before)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for train in (True, False):
+        model.train(train), reference.train(train)
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-12, atol=1e-12)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-12, atol=1e-12, msg=key)
+
+
 def test_global_batch_must_divide_by_world_size():
     assert dist.per_rank_batch(16, 2) == 8
     with pytest.raises(ValueError, match="global batch"):
@@ -183,3 +268,5 @@ def test_same_seed_same_metrics(shapes, tmp_path):
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     run_steps(sys.argv[2], sys.argv[3])
     print(json.dumps({"rank": int(os.environ.get("RANK", 0)), "done": True}))
+if __name__ == "__main__" and sys.argv[1:2] == ["--sync-bn-worker"]:
+    run_sync_bn_steps(sys.argv[2])

@@ -66,10 +66,10 @@ def test_block_constructors_take_no_fused_keyword() -> None:
         assert cls.fused is False  # a new block starts on its reference path
 
 
-SYNC_CONVERTERS = [dist.convert_cpu_sync_bn, nn.SyncBatchNorm.convert_sync_batchnorm]
+SYNC_CONVERTERS = [dist.convert_cpu_sync_bn, dist.convert_cuda_sync_bn, nn.SyncBatchNorm.convert_sync_batchnorm]
 
 
-@pytest.mark.parametrize("convert", SYNC_CONVERTERS, ids=["CpuSyncBatchNorm", "SyncBatchNorm"])
+@pytest.mark.parametrize("convert", SYNC_CONVERTERS, ids=["CpuSyncBatchNorm", "CudaSyncBatchNorm", "SyncBatchNorm"])
 def test_switch_keeps_synced_blocks_on_their_reference_path(convert, monkeypatch) -> None:
     model = create_model("ShuffleNetV2_x0_25", num_classes=10, fused=True)
     depthwise = [m for m in model.modules() if isinstance(m, DWConvBNAct)]

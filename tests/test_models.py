@@ -30,7 +30,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgcls.layers import ChannelShuffle, DWConvBNAct, FusableBlock, SqueezeExcite
+from imgcls.layers import BatchNorm2d, ChannelShuffle, DWConvBNAct, FusableBlock, SqueezeExcite
 from imgcls.models import canonical_name, create_model, get_model_cfg, list_models
 from imgcls.models.testing import randomize_bn
 
@@ -186,6 +186,13 @@ def test_unknown_name_raises_with_close_matches() -> None:
 
 
 # ---------------------------------------------------------------- construction on meta (every model, cheap)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_bn_keeps_paddles_moving_statistics(name: str) -> None:
+    """Every BN the model builds is the zoo's BatchNorm2d (biased running variance, as Paddle's batch_norm)."""
+    kinds = {type(m) for m in meta_model(name).modules() if isinstance(m, nn.modules.batchnorm._NormBase)}
+    assert kinds <= {BatchNorm2d}, kinds
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer
+from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer, schedule_steps_per_epoch
 
 SPE = 10  # steps per epoch in these hand computations
 
@@ -63,6 +63,18 @@ def test_exponential_decay_warmup(step, expected):
 @pytest.mark.parametrize("step, expected", [(0, 0.1), (10, 0.075), (20, 0.05), (39, 0.0025), (40, 0.0), (55, 0.0)])
 def test_linear_decay(step, expected):
     assert schedule("linear_decay", 4).lr_at(step) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("step, expected", [(0, 0.1), (5, 0.05), (9, 0.01), (10, 0.0), (35, 0.0)])
+def test_linear_decay_paddle_reaches_zero_after_one_epoch(step, expected):
+    """Paddle's program: polynomial_decay over one epoch's steps, whatever num_epochs says."""
+    assert schedule("linear_decay_paddle", 4).lr_at(step) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("images, batch, steps", [(64, 16, 4), (70, 16, 5), (1281167, 256, 5005), (8, 8, 1)])
+def test_schedule_counts_paddles_steps_per_epoch(images, batch, steps):
+    """ceil, as Paddle's optimizer; the loader's epoch is floor(images / batch) steps (tests/test_data.py)."""
+    assert schedule_steps_per_epoch(images, batch) == steps
 
 
 def test_unknown_strategy_and_bad_sizes():

@@ -8,8 +8,6 @@ fixtures these tests skip, and fail on CI (``CI`` set): a green CI run has check
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,7 @@ import torch
 from imgcls.convert import paddle_to_state_dict, read_paddle_checkpoint
 from imgcls.models import create_model
 
-from .conftest import PARITY, require_shared, shared_missing
+from .conftest import PARITY, require_shared, shared_missing, shared_module
 
 SLOW_VALUES = 150_000_000
 
@@ -35,12 +33,7 @@ def _fixtures() -> list:
 
 
 def _paddle_weights():
-    sys.path.insert(0, str(PARITY))
-    try:
-        import paddle_weights
-    finally:
-        sys.path.pop(0)
-    return paddle_weights
+    return shared_module(PARITY, "paddle_weights")
 
 
 def assert_logits_close(out: np.ndarray, ref: np.ndarray) -> None:

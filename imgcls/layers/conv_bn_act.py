@@ -6,10 +6,7 @@ import torch
 from torch import nn
 
 from .activations import make_activation
-
-# Paddle 1.x batch_norm: epsilon 1e-5, moving average momentum 0.9 (= PyTorch momentum 0.1).
-BN_EPS = 1e-5
-BN_MOMENTUM = 0.1
+from .batch_norm import BatchNorm2d
 
 
 class ConvBNAct(nn.Module):
@@ -32,7 +29,7 @@ class ConvBNAct(nn.Module):
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=False
         )
-        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn = BatchNorm2d(out_channels)
         self.act = make_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,11 @@ interchange between fused and reference modes.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from imgcls.kernels.references import dwconv_unsupported
 
 from .activations import activation_name
+from .batch_norm import BatchNorm2d
 from .conv_bn_act import ConvBNAct
 from .fused import FusableBlock, use_fused
 
@@ -20,8 +20,8 @@ class DWConvBNAct(FusableBlock, ConvBNAct):
     """Depthwise ``kernel_size`` conv ("same" padding) + BN + activation.
 
     Switched to its kernel (``set_fused``) where the kernel supports the block: 3x3/5x5, stride 1/2, its activations,
-    a plain ``BatchNorm2d`` with a float momentum; any other block keeps its reference path, as
-    ``kernel_unsupported`` (None when supported) says."""
+    the zoo's ``BatchNorm2d`` (Paddle's moving statistics) with a float momentum; any other block keeps its reference
+    path, as ``kernel_unsupported`` (None when supported) says."""
 
     def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, act: str | None = "relu") -> None:
         super().__init__(channels, channels, kernel_size, stride, groups=channels, act=act)
@@ -29,8 +29,11 @@ class DWConvBNAct(FusableBlock, ConvBNAct):
     @property
     def kernel_unsupported(self) -> str | None:
         """Read per call: the BN can change after construction (its momentum is public; DDP swaps in a synced BN)."""
-        if type(self.bn) is not nn.BatchNorm2d:  # a synchronized BN needs every rank's statistics; a folded BN is gone
-            return f"fused dwconv normalizes with this process's batch statistics; bn is a {type(self.bn).__name__}"
+        # The kernel is the zoo's BatchNorm2d: this process's batch statistics, Paddle's moving averages. A synchronized
+        # BN needs every rank's statistics; torch's own BatchNorm2d keeps the unbiased variance.
+        if type(self.bn) is not BatchNorm2d:
+            name = f"{type(self.bn).__module__}.{type(self.bn).__name__}"
+            return f"fused dwconv needs the zoo's BatchNorm2d (this process's batch statistics); bn is a {name}"
         k, stride = self.conv.kernel_size[0], self.conv.stride[0]
         return dwconv_unsupported(k, stride, activation_name(self.act), self.bn.momentum)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import BN_EPS, BN_MOMENTUM, ConvBNAct
+from ..layers import BatchNorm2d, ConvBNAct
 from ._paddle_names import PADDLE_BN, TORCH_BN, conv_bn_names, linear_names
 from ._registry import ModelCfg, paddle_tar, register_model
 
@@ -27,7 +27,7 @@ VARIANTS = {
 
 
 def bn_relu(channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM), nn.ReLU(inplace=True))
+    return nn.Sequential(BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
 class BNReLUConv(nn.Module):
@@ -35,7 +35,7 @@ class BNReLUConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(in_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn = BatchNorm2d(in_channels)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
