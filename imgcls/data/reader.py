@@ -19,7 +19,11 @@ import numpy as np
 from .transforms import AugConfig, decode_image, train_transform, val_transform
 
 READER_KINDS = ("auto", "opencv", "native")
-NATIVE_NOT_BUILT = "native reader not built: run `python setup.py build_ext` (or use --reader opencv)"
+# Also the first-use notice of an install built with IMGCLS_NO_NATIVE_READER=1.
+NATIVE_NOT_BUILT = (
+    "native reader not built (it needs libjpeg-turbo at build time, or IMGCLS_NO_NATIVE_READER=1 skipped it): "
+    "install libjpeg-turbo, then `pip install .` or `python setup.py build_ext` again (or use --reader opencv)"
+)
 _warned_native_missing = False
 # In entropy-coded data FF is stuffed as FF 00 and restart markers are FF D0..D7: anything else ends the scan.
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
