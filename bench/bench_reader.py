@@ -28,11 +28,20 @@ from imgcls.data.native_reader import MAX_DIFF_DCT, MAX_DIFF_FULL_SCALE, MEAN_DI
 
 SIZES = {"500x375": (375, 500), "1024x768": (768, 1024), "2048x1536": (1536, 2048)}
 OUT, SHORT = 224, 256
+JPEG_ZOO = Path(__file__).resolve().parents[1] / "csrc" / "fuzz" / "jpeg_zoo.py"
+
+
+def import_jpeg_zoo():
+    """csrc/fuzz/jpeg_zoo.py by its path: a checkout file, not in the package, so not on sys.path under ``pytest``."""
+    spec = importlib.util.spec_from_file_location("jpeg_zoo", JPEG_ZOO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_corpus(per_kind: int = 4) -> dict[tuple[str, int, str, bool], list[bytes]]:
     """{(size, quality, subsampling, progressive): [jpeg bytes]}, from the cache when already built."""
-    from csrc.fuzz import jpeg_zoo  # imports imgcls._reader: only once the benchmark knows it is built
+    jpeg_zoo = import_jpeg_zoo()  # imports imgcls._reader: only once the benchmark knows it is built
     from imgcls import _reader
 
     cache = Path(os.environ.get("IMGCLS_CACHE", Path.home() / ".cache" / "imgcls")) / "reader_corpus"
