@@ -39,7 +39,7 @@ def torchrun(nproc: int, *args: str, timeout: int = 120) -> subprocess.Completed
     """``torchrun --nproc_per_node nproc ARGS`` on this machine (gloo, one thread per process)."""
     # --standalone: the rendezvous binds a free port itself (a port picked here could be taken before torchrun binds it)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("TRITON_INTERPRET", None)
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, f"torchrun failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"

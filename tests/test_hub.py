@@ -25,7 +25,7 @@ from imgcls.hub import MIRROR_ENV, OFFLINE_ENV, DownloadError, cache_paths, rele
 from imgcls.hub.progress import Progress, eta_text, human_bytes
 from imgcls.models import get_model_cfg
 
-from .conftest import PARITY, REPO
+from .conftest import PARITY
 
 MODEL, OTHER = "ShuffleNetV2_x0_25", "SqueezeNet1_1"
 TAR = f"{MODEL}_pretrained.tar"
@@ -150,7 +150,7 @@ def test_two_processes_fetching_at_once_download_once_and_both_get_the_weights(w
     """The first process is held mid-body by the server until the second has started, found the download under way
     and waits for it; then both finish with the same weights and one good cache."""
     weights_server.behaviours = ["gate"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)
     command = [sys.executable, "-c", FETCH_AND_SUM, MODEL]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     waited, second = False, None

@@ -298,7 +298,7 @@ def test_fused_matches_reference(name: str, request: pytest.FixtureRequest, tmp_
     model = randomize_bn(create_model(name), 1)
     size = str(smallest_input(model))
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
         [sys.executable, "-c", FUSED_SCRIPT, name, str(tmp_path / "weights.pt"), size],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=600,

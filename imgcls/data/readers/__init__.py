@@ -30,7 +30,11 @@ from ..preprocess import PreprocessSpec
 from .opencv import OpenCVReader, Warned
 
 READER_KINDS = ("auto", "opencv", "native")
-NATIVE_NOT_BUILT = "native reader not built: run `python setup.py build_ext` (or use --reader opencv)"
+# Also the first-use notice of an install built with IMGCLS_NO_NATIVE_READER=1.
+NATIVE_NOT_BUILT = (
+    "native reader not built (it needs libjpeg-turbo at build time, or IMGCLS_NO_NATIVE_READER=1 skipped it): "
+    "install libjpeg-turbo, then `pip install .` or `python setup.py build_ext` again (or use --reader opencv)"
+)
 _warned_native_missing = False
 
 
