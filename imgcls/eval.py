@@ -12,7 +12,7 @@ import torch
 
 from imgcls import checkpoint as ckpt
 from imgcls.cli.data import make_loader, resolve_data
-from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, warn
+from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, run_command, warn
 from imgcls.cli.layering import build_run_config, model_cfg
 from imgcls.config import RunConfig
 from imgcls.engine import evaluate, make_precision
@@ -80,6 +80,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     stats = evaluate(model, loader, device, desc="eval", precision=precision)
     for path, reason in loader.skipped:
         print(f"skipped {path}: {reason}")
+    if stats.images == 0:
+        fail(f"none of the {len(dataset.val)} val images of {dataset.root} could be read (see the 'skipped' lines)")
     pre = config.preprocess
     print(
         f"{config.model} on {dataset.root} ({stats.images} images, {pre.input_size}px crop of short side "
@@ -89,4 +91,4 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_command(main, get_args_parser(), "")

@@ -178,6 +178,8 @@ def decode_image(data: bytes, apply_exif: bool = False) -> np.ndarray:
 
     Raises ValueError on an unreadable file.
     """
+    if not data:
+        raise ValueError("empty file (0 bytes)")
     flags = cv2.IMREAD_COLOR if apply_exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if img is None:
