@@ -104,9 +104,9 @@ class Trainer:
                 row, val_images = self.epoch(train_model, epoch)
                 if log is not None:
                     self.publish(epoch, row, log)
+                dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
                 if val_images == 0:
                     self.fail_val(epoch)
-                dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
             if log is not None:
                 log.close()
                 self.plot(log.csv_path)
