@@ -1,8 +1,9 @@
-"""Predict: ``python -m imgcls.infer --model X --pretrained_model P --image a.jpg [b.jpg ...] --topk 5``.
+"""Predict: ``python -m imgcls.infer --model X --pretrained_model P --image a.jpg [b.jpg photos/ ...] --topk 5``.
 
-Without ``--image`` it predicts the val list of ``--data_dir`` (or the built-in set). Per image: the top-k class
-ids, softmax scores and readable names (``--label_path``; default ImageNet's 1000 names for 1000 classes, else the
-dataset's or the checkpoint's names). ``--save_inference=True`` exports a deployable model (BN folded; TorchScript
+A folder given to ``--image`` stands for every image file in it and its subfolders, sorted. Without ``--image`` it
+predicts the val list of ``--data_dir`` (or the built-in set). Per image: the top-k class ids, softmax scores and
+readable names (``--label_path``; default ImageNet's 1000 names for 1000 classes, else the dataset's or the
+checkpoint's names). ``--save_inference=True`` exports a deployable model (BN folded; TorchScript
 and ONNX plus inference.json) and ``--inference_model DIR`` predicts with one.
 """
 
