@@ -7,8 +7,10 @@
 Saving is atomic: both files go into a hidden temp folder beside the target, are fsynced, and the folder is renamed
 into place (a rename within one filesystem is atomic). Overwriting an existing folder takes two renames (target ->
 hidden ``.old-`` copy, temp -> target); a kill between them leaves no target but the whole previous copy, which
-loading falls back to and the next save puts back. The next save also removes stale temp folders of any process.
-So a kill at any moment leaves the previous checkpoint or the complete new one, never a half-written one.
+loading falls back to and the next save puts back. The next save also removes the temp folders that this process or
+a dead one left (a live process's are its saves in progress). So a kill at any moment leaves the previous checkpoint
+or the complete new one, never a half-written one; a save that fails (a full disk, a read-only folder) removes what
+it wrote and raises the ``OSError``, whose errno names the cause.
 
 Both files load with ``torch.load(weights_only=True)``: tensors and plain Python values only (RNG states included),
 so reading a checkpoint (eval and infer read ``state.pt`` for the run's preprocessing) never runs pickled code.
@@ -19,9 +21,12 @@ so reading a checkpoint (eval and infer read ``state.pt`` for the run's preproce
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
+import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +44,7 @@ STATE_FILE = "state.pt"
 MIN_MATCH_FRACTION = 0.5  # fewer matching tensors than this means the file is another model's
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"  # hidden folders beside a target: .<name>.tmp-<pid>, .<name>.old-<pid>
 STATE_FORMAT = 2
+WRITE_CHUNK = 1 << 26  # os.write moves at most ~2 GiB per call
 
 
 def _fsync_path(path: Path) -> None:
@@ -73,43 +79,96 @@ def existing_path(path: str | os.PathLike) -> Path:
     return kept_copy(path) or path
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0 checks without sending anything)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def _left_by_live_other(folder: Path, tag: str) -> bool:
+    """Whether a hidden ``.<name><tag><pid>`` folder belongs to another process that still runs (its save is in
+    progress: not a leftover)."""
+    pid_text = folder.name.rsplit(tag, 1)[1]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    return pid != os.getpid() and pid_alive(pid)
+
+
 def sweep_leftovers(parent: Path) -> None:
-    """Undo what interrupted saves left in ``parent``: a previous copy whose target is missing goes back in place,
-    other ``.old-`` copies and every ``.tmp-`` folder (any pid: a killed run's pid is not ours) are removed."""
+    """Undo what interrupted saves of this process or of dead ones left in ``parent``: a previous copy whose target
+    is missing goes back in place, other ``.old-`` copies and the ``.tmp-`` folders are removed. Those of another
+    live process are its saves in progress and stay."""
     if not parent.is_dir():
         return
     for old in sorted(parent.glob(f".*{OLD_TAG}*"), key=lambda p: p.stat().st_mtime, reverse=True):
+        if _left_by_live_other(old, OLD_TAG):
+            continue
         target = parent / old.name[1:].rsplit(OLD_TAG, 1)[0]
         if not target.exists() and (old / WEIGHTS_FILE).is_file():
             os.replace(old, target)
         else:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in parent.glob(f".*{TMP_TAG}*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not _left_by_live_other(tmp, TMP_TAG):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_synced(path: Path, obj: object) -> None:
+    """``torch.save`` of ``obj`` as a new file ``path``, fsynced. Serialized in memory first and written with
+    ``os.write``, so that a full disk or a read-only folder raises an ``OSError`` whose errno says so."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written : written + WRITE_CHUNK])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_temp_checkpoint(target: Path, weights: dict, state: dict | None) -> Path:
-    """Write the files into a fresh hidden temp folder beside ``target``; fsynced, not yet visible."""
+    """Write the files into a fresh hidden temp folder beside ``target``; fsynced, not yet visible. On any failure
+    (an ``OSError`` from a full disk, an interrupt) the temp folder is removed before the error goes on."""
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(target.parent)
     tmp = _hidden(target, TMP_TAG)
     tmp.mkdir()
-    torch.save(weights, tmp / WEIGHTS_FILE)
-    if state is not None:
-        torch.save(state, tmp / STATE_FILE)
-    for file in tmp.iterdir():
-        _fsync_path(file)
-    _fsync_path(tmp)
+    try:
+        write_synced(tmp / WEIGHTS_FILE, weights)
+        if state is not None:
+            write_synced(tmp / STATE_FILE, state)
+        _fsync_path(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return tmp
 
 
 def publish_checkpoint(tmp: Path, target: Path) -> None:
-    """Rename the temp folder to ``target``; an existing ``target`` is moved aside first and removed after."""
+    """Rename the temp folder to ``target``; an existing ``target`` is moved aside first and removed after. A rename
+    that fails puts the previous ``target`` back and removes the temp folder before the error goes on."""
     old = None
     if target.exists():
         old = _hidden(target, OLD_TAG)
         os.replace(target, old)  # a kill from here to the next rename leaves only ``old``: see kept_copy
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_path(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -124,12 +183,25 @@ def save_checkpoint(target: str | os.PathLike, model: nn.Module, state: dict | N
 
 
 def _load_plain(path: Path) -> object:
-    """``torch.load`` of tensors and plain values only; ValueError for anything else (it could run code)."""
+    """``torch.load`` of tensors and plain values only; ValueError saying what is wrong with the file otherwise (an
+    empty, truncated or foreign file; objects whose unpickling could run code)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a checkpoint file of plain tensors and values ({first})") from None
+        raise ValueError(f"{path}: {_unloadable_reason(path, e)}") from None
+
+
+def _unloadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words (torch's own messages run to a dozen lines)."""
+    if path.stat().st_size == 0:
+        return "empty file"
+    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        return "holds objects other than plain tensors and values (not loaded: unpickling them could run code)"
+    if zipfile.is_zipfile(path) or isinstance(error, EOFError):
+        return "truncated or corrupt torch file (an interrupted copy or download?)"
+    if isinstance(error, pickle.UnpicklingError):
+        return "not a torch.save file (unrecognized bytes)"
+    return "truncated or corrupt torch file (an interrupted copy or download?)"
 
 
 def checkpoint_folder(path: str | os.PathLike) -> Path:
@@ -281,11 +353,14 @@ def read_weights(
     if path.is_dir() and (path / WEIGHTS_FILE).is_file():
         path = path / WEIGHTS_FILE
     if path.is_file() and (path.suffix in (".pt", ".pth") or path.name == WEIGHTS_FILE):
-        return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+        return _unwrap_state_dict(_load_plain(path), path)
     from imgcls.convert import convert_paddle_checkpoint, looks_like_paddle_checkpoint
 
     if looks_like_paddle_checkpoint(path):
-        state, conversion = convert_paddle_checkpoint(path, model_name)
+        try:
+            state, conversion = convert_paddle_checkpoint(path, model_name)
+        except (tarfile.TarError, EOFError) as e:
+            raise ValueError(f"{path}: truncated or corrupt tar archive ({e})") from None
         if log is not None and (conversion.unused or conversion.skipped):
             log(f"converted Paddle checkpoint {path}: {conversion.summary()}")
         return state

@@ -21,6 +21,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from imgcls.data.image_header import DEFAULT_MAX_PIXELS
 from imgcls.data.preprocess import PreprocessSpec
 
 T = typing.TypeVar("T")
@@ -34,6 +35,7 @@ class ReadConfig:
     threads: int = 1
     buffer_images: int = 512  # Paddle's --reader_buf_size unit; the loader keeps whole batches (2..16)
     apply_exif: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS  # an image whose header claims more is skipped, never decoded
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class TrainConfig:
     sync_bn: bool = False
     save_dir: str = "output/"
     checkpoint: str | None = None  # resume from this checkpoint folder
+    overwrite: bool = False  # remove an earlier run in the run folder first
     tensorboard: bool = True
 
 

@@ -24,7 +24,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +60,7 @@ class EpochStats:
 
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+NO_BAD_STEP = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,34 @@ def backward_and_step(
     scaler.update()
 
 
-def finite_loss_sum(sums: torch.Tensor, epoch: int, iteration: int) -> list[float]:
-    """``sums`` (loss sum, ...) read back to the host; a NaN or infinite loss stops the run with advice."""
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message says at which step and what to try."""
+
+
+def non_finite_loss_message(loss: float, epoch: int, iteration: int, step: int, lr: float, precision: Precision) -> str:
+    """Where the loss first stopped being finite, and the likely cause: before any update the learning rate cannot
+    be it (the forward itself overflows); later, a step too large for the weights, or autocast's range."""
+    dtype = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(precision.amp_dtype)
+    where = f"the training loss became {loss} at epoch {epoch + 1} iteration {iteration + 1} (global step {step}"
+    where += f", lr {lr:.4g} there" + (f", {dtype} autocast)" if dtype else ")")
+    if step == 0:
+        amp_hint = "; try --amp=False" if dtype else ""
+        return f"{where}, before any weight update, so not the lr: the forward pass overflows on this data{amp_hint}"
+    if dtype == "fp16":
+        return f"{where}: fp16 overflowed or the lr is too high; try --amp_dtype bf16 or --amp=False, then a lower --lr"
+    return f"{where}: the updates diverged; try a lower --lr (or a longer warmup: --lr_strategy *_warmup)"
+
+
+def finite_loss_sum(sums: torch.Tensor, first_bad: torch.Tensor, epoch: int, step_info: tuple) -> list[float]:
+    """``sums`` (loss sum, ...) read back to the host; a NaN or infinite loss stops the run (NonFiniteLossError)
+    at the iteration ``first_bad`` recorded, with advice. ``step_info``: (first global step, schedule, precision)."""
     values = sums.tolist()
     if not math.isfinite(values[0]):
-        raise FloatingPointError(
-            f"the training loss became {values[0]} by epoch {epoch} iteration {iteration}; try a lower --lr"
+        iteration = int(first_bad.item())
+        start_step, schedule, precision = step_info
+        step = start_step + iteration
+        raise NonFiniteLossError(
+            non_finite_loss_message(values[0], epoch, iteration, step, schedule.lr_at(step), precision)
         )
     return values
 
@@ -195,8 +218,11 @@ def train_one_epoch(
     """
     model.train()
     bar = ProgressBar(len(loader), desc or f"epoch {epoch}") if is_main() else None
-    # (loss sum, top-1 hits) stay on the device: a step never waits for the GPU; they are read when shown.
+    # (loss sum, top-1 hits) stay on the device: a step never waits for the GPU; they are read when shown. So does
+    # the first iteration whose loss is not finite (NO_BAD_STEP while all are), for the message if one is not.
     sums, seen, lr = torch.zeros(2, dtype=torch.float64, device=device), 0, math.nan
+    first_bad = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device)
+    step_info = (start_step, schedule, precision)
     start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
         images, labels = to_device(images, labels, device, precision.channels_last)
@@ -215,13 +241,14 @@ def train_one_epoch(
         lr, n = result.lr, labels.shape[0]
         hits = topk_hits(result.logits, result.target, (1,))[0]
         sums += torch.stack((result.loss.double() * n, hits.double()))
+        first_bad = torch.where(torch.isfinite(result.loss), first_bad, first_bad.clamp(max=i))
         seen += n
         if bar is not None and bar.due(i + 1):
-            bar.update(i + 1, seen, loss=finite_loss_sum(sums, epoch, i)[0] / seen, lr=lr)
+            bar.update(i + 1, seen, loss=finite_loss_sum(sums, first_bad, epoch, step_info)[0] / seen, lr=lr)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
-    total_loss, correct = finite_loss_sum(sums, epoch, i) if seen else (0.0, 0.0)
+    total_loss, correct = finite_loss_sum(sums, first_bad, epoch, step_info) if seen else (0.0, 0.0)
     total_loss, correct, seen = reduce_sums([total_loss, correct, seen], device)
     seen = int(seen)
     if seen == 0:
@@ -291,16 +318,38 @@ def _inner(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def setup_determinism(enabled: bool, device: torch.device) -> None:
-    """Deterministic kernels (exact resume and repeatable runs); on CUDA cuBLAS needs its workspace setting."""
-    if not enabled:
-        torch.backends.cudnn.benchmark = device.type == "cuda"
-        return
-    if device.type == "cuda":
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Inside, deterministic kernels when ``enabled`` (exact resume and repeatable runs), else cuDNN's autotuned
+    ones on CUDA; torch's previous settings come back on exit. On CUDA cuBLAS needs its workspace setting.
+
+    Enforced: an op without a deterministic kernel raises (``nondeterministic_op`` names it) instead of running
+    nondeterministically after a warning; the CLIs turn that into a one-line error that suggests
+    ``--deterministic=False``."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    if enabled and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = False
-    # warn_only: an op without a deterministic kernel warns instead of stopping the run.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not enabled and device.type == "cuda"
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
+def nondeterministic_op(error: BaseException) -> str | None:
+    """The op named by PyTorch's error for an op without a deterministic kernel (under
+    ``use_deterministic_algorithms(True)``), or None for any other error."""
+    text = str(error)
+    marker = " does not have a deterministic implementation"
+    if not isinstance(error, RuntimeError) or marker not in text:
+        return None
+    return text.split(marker, 1)[0].strip().splitlines()[-1]
 
 
 def report_skipped(skipped: list[tuple[str, str]], warned: list[tuple[str, str]] | None = None) -> None:

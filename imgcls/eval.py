@@ -12,7 +12,7 @@ import torch
 
 from imgcls import checkpoint as ckpt
 from imgcls.cli.data import make_loader, resolve_data
-from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, warn
+from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, run_command, warn
 from imgcls.cli.layering import build_run_config, model_cfg
 from imgcls.config import RunConfig
 from imgcls.data.read_report import printable, warned_summary
@@ -83,6 +83,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         print(f"skipped {printable(path)}: {printable(reason)}")
     if loader.warned:
         print(warned_summary(loader.warned))
+    if stats.images == 0:
+        fail(f"none of the {len(dataset.val)} val images of {dataset.root} could be read (see the 'skipped' lines)")
     pre = config.preprocess
     print(
         f"{config.model} on {dataset.root} ({stats.images} images, {pre.input_size}px crop of short side "
@@ -92,4 +94,4 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_command(main, get_args_parser(), "")

@@ -1,8 +1,9 @@
-"""Predict: ``python -m imgcls.infer --model X --pretrained_model P --image a.jpg [b.jpg ...] --topk 5``.
+"""Predict: ``python -m imgcls.infer --model X --pretrained_model P --image a.jpg [b.jpg photos/ ...] --topk 5``.
 
-Without ``--image`` it predicts the val list of ``--data_dir`` (or the built-in set). Per image: the top-k class
-ids, softmax scores and readable names (``--label_path``; default ImageNet's 1000 names for 1000 classes, else the
-dataset's or the checkpoint's names). ``--save_inference=True`` exports a deployable model (BN folded; TorchScript
+A folder given to ``--image`` stands for every image file in it and its subfolders, sorted. Without ``--image`` it
+predicts the val list of ``--data_dir`` (or the built-in set). Per image: the top-k class ids, softmax scores and
+readable names (``--label_path``; default ImageNet's 1000 names for 1000 classes, else the dataset's or the
+checkpoint's names). ``--save_inference=True`` exports a deployable model (BN folded; TorchScript
 and ONNX plus inference.json) and ``--inference_model DIR`` predicts with one.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from imgcls.cli.data import resolve_data
-from imgcls.cli.flags import add_bool, add_model_args, fail, pick_device, positive_int
+from imgcls.cli.flags import add_bool, add_model_args, fail, pick_device, positive_int, run_command
 from imgcls.cli.layering import build_run_config, model_cfg, read_config
 from imgcls.config import ReadConfig
 from imgcls.data import BatchReader, DatasetSpec, make_reader
@@ -31,7 +32,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Flags: the model/data/preprocessing ones every CLI shares, plus images, top-k, labels and export."""
     p = argparse.ArgumentParser("imgcls.infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
-    p.add_argument("--image", nargs="+", default=None, help="image files to classify (default: the val list)")
+    p.add_argument(
+        "--image",
+        nargs="+",
+        default=None,
+        help="image files or folders to classify (a folder: every image file in it and its subfolders, sorted; "
+        "default: the val list)",
+    )
     p.add_argument("--topk", type=positive_int, default=1, help="classes shown per image")
     p.add_argument(
         "--label_path",
@@ -63,6 +70,24 @@ def classifier_width(path: str | None, model_name: str) -> int | None:
     except (OSError, ValueError, NotImplementedError) as e:
         fail(f"cannot load --pretrained_model {path}: {e}")
     return int(biases[-1].shape[0]) if biases else None
+
+
+def expand_images(paths: list[str]) -> list[str]:
+    """``--image`` as files: each folder gives the image files (by extension) in it and below, sorted; a folder
+    without any is a one-line error. Other paths pass as given (the reader reports a missing one)."""
+    from imgcls.data.datasets import IMAGE_EXTENSIONS, is_image_file
+
+    files = []
+    for given in paths:
+        folder = Path(given)
+        if not folder.is_dir():
+            files.append(given)
+            continue
+        found = sorted(str(p) for p in folder.rglob("*") if is_image_file(p))
+        if not found:
+            fail(f"--image {given}: a folder without image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) in it or below")
+        files += found
+    return files
 
 
 def read_label_names(args: argparse.Namespace, num_classes: int, fallback: list[str] | None) -> list[str] | None:
@@ -117,7 +142,12 @@ def image_reader(read: ReadConfig, info: InferenceInfo) -> BatchReader:
     """The ``--reader`` the loaders use, in eval mode (resize short side, center crop) with the model's sizes."""
     try:
         return make_reader(
-            read.reader, info.preprocess, train=False, num_threads=read.threads, apply_exif=read.apply_exif
+            read.reader,
+            info.preprocess,
+            train=False,
+            num_threads=read.threads,
+            apply_exif=read.apply_exif,
+            max_pixels=read.max_pixels,
         )
     except (RuntimeError, ValueError) as e:
         fail(str(e))
@@ -145,7 +175,7 @@ def load_batch(paths: list[str], info: InferenceInfo, reader: BatchReader) -> tu
 def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str]]]]:
     """Predict; returns [(path, [(class id, score, name), ...])] and prints one line per image."""
     model, names, info, dataset, device = build_predictor(args)
-    paths = args.image or [s.path for s in dataset.val]
+    paths = expand_images(args.image) if args.image else [s.path for s in dataset.val]
     reader = image_reader(read_config(args), info)
     results = []
     for start in range(0, len(paths), args.batch_size):
@@ -165,4 +195,4 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_command(main, get_args_parser(), "")

@@ -18,8 +18,13 @@ That holds because no random choice depends on the order in which work happens:
 - **Resume**: ``rng_states()`` / ``restore_rng_states()`` save and restore the python, numpy and torch (CPU and
   CUDA) generators with each checkpoint, for anything outside the streams above.
 
-GPU kernels add one more condition: ``--deterministic`` (the default) makes PyTorch choose deterministic kernels
-(see ``imgcls.engine.setup_determinism``).
+Kernels add one more condition. ``--deterministic`` (the default) runs under
+``torch.use_deterministic_algorithms(True)`` (``imgcls.engine.deterministic_kernels``): PyTorch picks deterministic
+kernels (cuDNN's, cuBLAS with a fixed workspace), and an op that has none raises, which the CLI reports as one line
+suggesting ``--deterministic=False``; so a run that finishes under it was not silently nondeterministic. The fused
+Triton kernels reduce without float atomics, so they are deterministic too. With ``--deterministic=False`` cuDNN
+autotunes its algorithms and GPU runs may differ in the last bits. Across different hardware or library versions
+the float kernels differ, and so do the metrics.
 """
 
 from __future__ import annotations

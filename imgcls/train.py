@@ -11,22 +11,20 @@ Each epoch: a progress bar, one summary line, a metrics.csv row and TensorBoard 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
-import torch
-
-from imgcls import checkpoint as ckpt
 from imgcls import distributed as dist
 from imgcls import engine
-from imgcls.cli.data import resolve_data, train_loaders
-from imgcls.cli.flags import add_bool, add_model_args, add_precision_args, fail, pick_device, positive_int
-from imgcls.cli.layering import build_run_config, model_cfg, resume_changes
+from imgcls.cli.data import resolve_data, warn_sparse_labels
+from imgcls.cli.flags import add_bool, add_model_args, add_precision_args, fail, pick_device, positive_int, run_command
+from imgcls.cli.layering import build_run_config, model_cfg
+from imgcls.cli.run_folder import claimed
+from imgcls.cli.training_run import Trainer
 from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
-from imgcls.data.loader import NoReadableImageError
-from imgcls.metrics import MetricsLog, plot_metrics
-from imgcls.optim import LR_STRATEGIES, LRSchedule, build_optimizer, schedule_steps_per_epoch
-from imgcls.randomness import seed_everything, torch_epoch_seed
+from imgcls.optim import LR_STRATEGIES
+from imgcls.randomness import seed_everything
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -90,6 +88,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="resume exactly from a checkpoint folder <dir>/<model>/<epoch>/ (flags given now win)",
     )
+    add_bool(
+        p,
+        "overwrite",
+        False,
+        "start afresh in a run folder that holds an earlier run: remove its checkpoints, metrics.csv, tb/ and "
+        "curves.png first (without it, such a folder is an error unless resuming one of its checkpoints)",
+    )
     p.add_argument(
         "--crop_size",
         type=positive_int,
@@ -114,7 +119,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=1000,
         help="random seed of initialization, shuffling, augmentation, mixup and dropout",
     )
-    add_bool(p, "deterministic", True, "deterministic algorithms: repeatable runs and exact resume (slower on GPU)")
+    add_bool(
+        p,
+        "deterministic",
+        True,
+        "deterministic kernels, enforced (an op without one is an error): repeatable runs, exact resume",
+    )
     add_bool(p, "tensorboard", True, "TensorBoard events in <model_save_dir>/<model>/tb/")
     return p
 
@@ -124,6 +134,7 @@ def configure(args: argparse.Namespace) -> tuple[RunConfig, DatasetSpec]:
     unusable data."""
     model_cfg(args.model)
     dataset = resolve_data(args.data_dir, args.class_dim, args.total_images)
+    warn_sparse_labels(dataset)
     return build_run_config(args, train=True, num_classes=dataset.num_classes, dataset=dataset), dataset
 
 
@@ -143,109 +154,21 @@ def main(args: argparse.Namespace) -> dict:
         dist.cleanup()
 
 
-def resume(
-    config: RunConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
-) -> tuple[int, int]:
-    """Load ``--checkpoint`` (any world size: weights are unwrapped, steps global); -> (first epoch, its step).
-    This run's settings win over the checkpoint's; one note line lists those that differ."""
+def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
+    """The training run of a config on its data; returns the last epoch's metrics row ({} if none ran).
+
+    Rank 0 holds the run folder (locked, checked writable and free of an earlier run) for the whole run."""
     train = config.train
     try:
-        epoch, step, saved = ckpt.resume_training(
-            train.checkpoint, model, optimizer, scaler, train.optimizer.momentum, train.optimizer.l2_decay
-        )
-    except (OSError, ValueError) as e:
-        fail(f"cannot resume {config.model} from --checkpoint {train.checkpoint}: {e}")
-    changed = resume_changes(saved, config)
-    if changed:
-        dist.print0(f"note: resuming with {', '.join(changed)} (checkpoint -> now): the new values apply")
-    dist.print0(f"resumed from {train.checkpoint} (epoch {epoch - 1} done, step {step})")
-    return epoch, step
-
-
-def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
-    """The training loop of a config on its data; returns the last epoch's metrics row ({} if none ran)."""
-    device, train = info.device, config.train
-    try:
-        precision = engine.make_precision(config.precision, device)
+        precision = engine.make_precision(config.precision, info.device)
     except ValueError as e:
         fail(str(e))
-    engine.setup_determinism(train.deterministic, device)
-    seed_everything(train.random_seed)
-    model = prepare_model(config, device)
-    train_loader, val_loader = train_loaders(config, dataset, info.rank, info.world_size, device)
-    # Paddle's schedule counts ceil(images / global batch) steps per epoch while an epoch runs floor(...) of them
-    # (imgcls.optim): its LR boundaries fall on the same iterations here. Every rank runs the same global steps.
-    schedule = LRSchedule.from_config(train.schedule, schedule_steps_per_epoch(len(dataset.train), config.batch_size))
-    optimizer = build_optimizer(model, train.schedule.lr, train.optimizer.momentum, train.optimizer.l2_decay)
-    scaler = engine.make_scaler(precision, device)
-    num_epochs = train.schedule.num_epochs
-    start_epoch, step = resume(config, model, optimizer, scaler) if train.checkpoint else (0, 0)
-    if start_epoch >= num_epochs:
-        dist.print0(
-            f"nothing to train: {train.checkpoint} has done {start_epoch} epochs and --num_epochs is "
-            f"{num_epochs}; pass a larger --num_epochs to train further"
-        )
-        return {}
-    train_model = dist.prepare_ddp(model, info, train.sync_bn)
     run_dir = Path(train.save_dir) / config.model
-    log = MetricsLog(run_dir, tensorboard=train.tensorboard, keep_before_epoch=start_epoch) if info.is_main else None
-    row = {}
-    for epoch in range(start_epoch, num_epochs):
-        train_loader.set_epoch(epoch)
-        torch.manual_seed(torch_epoch_seed(train.random_seed, epoch, info.rank))
-        desc = f"epoch {epoch + 1}/{num_epochs}"
-        try:
-            stats = engine.train_one_epoch(
-                train_model,
-                train_loader,
-                optimizer,
-                schedule,
-                epoch,
-                device=device,
-                start_step=step,
-                loss_cfg=train.loss,
-                random_seed=train.random_seed,
-                desc=desc,
-                precision=precision,
-                scaler=scaler,
-            )
-        except (engine.EmptyEpochError, NoReadableImageError) as e:
-            bad = train_loader.skipped
-            example = f"; e.g. {bad[0][0]}: {bad[0][1]}" if bad else ""
-            fail(f"{e} ({len(bad)} skipped{example})")
-        step += len(train_loader)
-        val = engine.evaluate(model, val_loader, device, desc="  val", precision=precision)
-        row = engine.epoch_row(epoch, stats, val)
-        dist.print0(f"{desc}: {engine.summary_text(row)}", flush=True)
-        warned = dist.gather_lists(train_loader.warned + val_loader.warned)
-        engine.report_skipped(dist.gather_lists(train_loader.skipped + val_loader.skipped), warned)
-        if info.is_main:
-            log.append(row)
-            state = ckpt.training_state(config, optimizer, epoch, step, dataset.label_names, scaler)
-            print(f"saved {ckpt.save_checkpoint(run_dir / str(epoch), model, state)}", flush=True)
-        dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
-    if info.is_main:
-        log.close()
-        if log.csv_path.exists():
-            curves = plot_metrics(log.csv_path, run_dir / "curves.png", config.model)
-            print(f"metrics: {log.csv_path}; curves: {curves}")
-    return row
-
-
-def prepare_model(config: RunConfig, device: torch.device) -> torch.nn.Module:
-    """The registered model, fine-tuned from ``--pretrained_model`` unless resuming, in the run's layout and device."""
-    from imgcls.models import create_model
-
-    model = create_model(config.model, num_classes=config.num_classes, fused=config.fused)
-    if config.pretrained_model and not config.train.checkpoint:
-        try:
-            ckpt.load_pretrained(model, config.pretrained_model, config.model, log=dist.print0)
-        except ValueError as e:
-            fail(str(e))
-    if config.precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.to(device)
+    claim = claimed(run_dir, train.checkpoint, train.overwrite) if info.is_main else contextlib.nullcontext()
+    with claim, engine.deterministic_kernels(train.deterministic, info.device):
+        seed_everything(train.random_seed)
+        return Trainer(config, dataset, info, precision, run_dir).run()
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_command(main, get_args_parser(), " before the first epoch; nothing was saved")

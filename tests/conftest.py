@@ -53,6 +53,18 @@ def require_native() -> None:
     pytest.skip(reason)
 
 
+def require_triton() -> None:
+    """Triton must be importable for a test that runs the kernels (requirements.txt pins it): a failure on CI, a
+    skip with the reason elsewhere."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        return
+    if on_ci():
+        pytest.fail("Triton is not installed; CI must run this check", pytrace=False)
+    pytest.skip("Triton is not installed")
+
+
 @pytest.fixture(scope="session")
 def needs_native() -> None:
     """``require_native`` as a fixture: ``pytestmark = pytest.mark.usefixtures("needs_native")``. Session-scoped, so

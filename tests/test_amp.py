@@ -4,13 +4,16 @@ On this CPU-only machine autocast means bf16 (fp16 autocast with a GradScaler is
 one-line error). bf16 keeps 8 mantissa bits (relative rounding 2^-9 ~ 2e-3 per op), so through a dozen layers a
 loss may move by ~1e-2 relative: that is the step-0 tolerance against fp32. channels_last changes only the memory
 order, so it must agree with NCHW to fp32 rounding. The fused kernels run here through Triton's interpreter
-(``TRITON_INTERPRET=1``, in a subprocess since the variable must be set before Triton compiles anything); their bf16
-error against fp32 may be at most twice the reference path's own bf16 error (the rule for low-precision kernels).
+(``TRITON_INTERPRET=1``, in a subprocess since the variable must be set before Triton compiles anything) with their
+blocks' reference paths forbidden (``tests/fused_guard.py``), so a silent fallback fails; their bf16 error against
+fp32 may be at most twice the reference path's own bf16 error (the rule for low-precision kernels). Each kernel's
+channels_last support is checked op by op in tests/kernels.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -26,6 +29,8 @@ from imgcls.config import PrecisionConfig
 from imgcls.engine import Precision, make_precision, make_scaler
 from imgcls.losses import training_loss
 from imgcls.models import create_model
+
+from .conftest import require_triton
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "ShuffleNetV2_x0_25"
@@ -54,10 +59,9 @@ def step0(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: P
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_bf16_step0_close_to_fp32(fused):
+def test_bf16_step0_close_to_fp32():
     torch.manual_seed(0)
-    model = create_model(MODEL, num_classes=10, fused=fused)
+    model = create_model(MODEL, num_classes=10)
     # 64 px: at 32 px the last stage is 1x1 and BN over 8 values amplifies bf16 rounding ~10x (measured 4e-2)
     x, y = torch.randn(16, 3, 64, 64), torch.randint(0, 10, (16,))
     loss32, _ = step0(model, x, y, Precision())
@@ -69,12 +73,11 @@ def test_bf16_step0_close_to_fp32(fused):
     assert all(torch.isfinite(g).all() for g in grads_bf16.values())
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_channels_last_is_only_a_layout(fused):
+def test_channels_last_is_only_a_layout():
     """float64, so that the comparison is not about rounding: in float32 the early layers' gradients already differ
     by ~5e-3 between layouts at init (training-mode BN backward cancels most of its input, amplifying rounding)."""
     torch.manual_seed(0)
-    model = create_model(MODEL, num_classes=10, fused=fused).double()
+    model = create_model(MODEL, num_classes=10).double()
     x, y = torch.randn(8, 3, 48, 48, dtype=torch.float64), torch.randint(0, 10, (8,))
     loss, grads = step0(model, x, y, Precision())
     model.to(memory_format=torch.channels_last)
@@ -85,7 +88,8 @@ def test_channels_last_is_only_a_layout(fused):
 
 
 FUSED_BF16_SCRIPT = r"""
-import sys, torch
+import contextlib, sys, torch
+from tests.fused_guard import reference_forbidden
 from imgcls.engine import Precision
 from imgcls.layers import set_fused
 from imgcls.losses import training_loss
@@ -97,10 +101,11 @@ y = torch.randint(0, 10, (4,))
 def run(fused, dtype):
     set_fused(model, fused)
     model.zero_grad()
-    with Precision(dtype, True).autocast(torch.device("cpu")):
-        out = model(x)
-    loss, _ = training_loss(out, y)
-    loss.backward()
+    with reference_forbidden() if fused else contextlib.nullcontext():
+        with Precision(dtype, True).autocast(torch.device("cpu")):
+            out = model(x)
+        loss, _ = training_loss(out, y)
+        loss.backward()
     grad = torch.cat([p.grad.flatten() for p in model.parameters()])
     return loss.item(), grad
 loss32, g32 = run(False, None)
@@ -118,7 +123,7 @@ def test_fused_kernels_under_bf16_autocast_and_channels_last():
     so sensitive that the reference path's own bf16 gradient differs ~100% (relative norm, measured) from fp32;
     tests/kernels compares each kernel's gradients at op level.
     """
-    pytest.importorskip("triton")
+    require_triton()
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
         [sys.executable, "-c", FUSED_BF16_SCRIPT, MODEL], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
@@ -141,33 +146,53 @@ def shapes(tmp_path_factory) -> Path:
     return root
 
 
+# The fused case trains and evaluates in a subprocess under the interpreter, every reference path forbidden.
+FUSED_CLI_SCRIPT = r"""
+import json, sys
+from tests.fused_guard import reference_forbidden
+from imgcls import eval as eval_cli, train as train_cli
+train_flags, eval_flags = json.loads(sys.argv[1])
+with reference_forbidden():
+    train_cli.main(train_cli.get_args_parser().parse_args(train_flags))
+    print(json.dumps(eval_cli.main(eval_cli.get_args_parser().parse_args(eval_flags))))
+"""
+
+
+def run_train_and_eval(train_flags: list[str], eval_flags: list[str], fused: bool) -> dict:
+    """Train then evaluate: in this process, or (``fused``) in a subprocess where the kernels really run."""
+    if not fused:
+        train_cli.main(train_cli.get_args_parser().parse_args(train_flags))
+        return eval_cli.main(eval_cli.get_args_parser().parse_args(eval_flags))
+    require_triton()
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", FUSED_CLI_SCRIPT, json.dumps([train_flags, eval_flags])],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "fused kernels requested but" not in proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize(
     "flags",
-    [
-        ["--amp"],
-        ["--channels_last"],
-        ["--channels_last", "--fused"],
-        ["--amp", "--amp_dtype=bf16", "--channels_last", "--fused"],
-    ],
-    ids=["bf16", "channels_last", "channels_last-fused", "bf16-channels_last-fused"],
+    [["--amp"], ["--channels_last"], ["--amp", "--amp_dtype=bf16", "--channels_last", "--fused"]],
+    ids=["bf16", "channels_last", "bf16-channels_last-fused"],
 )
 def test_cli_runs(shapes, tmp_path, flags):
-    args = train_cli.get_args_parser().parse_args(
-        [
-            f"--model={MODEL}",
-            f"--data_dir={shapes}",
-            "--reader=opencv",
-            "--reader_thread=1",
-            "--image_shape=3,32,32",
-            "--batch_size=16",
-            "--num_epochs=1",
-            "--lr=0.05",
-            "--tensorboard=False",
-            f"--model_save_dir={tmp_path}",
-            *flags,
-        ]
+    common = [f"--model={MODEL}", f"--data_dir={shapes}", "--reader=opencv", "--reader_thread=1", *flags]
+    train_flags = [
+        *common,
+        "--image_shape=3,32,32",
+        "--batch_size=16",
+        "--num_epochs=1",
+        "--lr=0.05",
+        "--tensorboard=False",
+        f"--model_save_dir={tmp_path}",
+    ]
+    result = run_train_and_eval(
+        train_flags, [*common, f"--pretrained_model={tmp_path / MODEL / '0'}"], "--fused" in flags
     )
-    train_cli.main(args)
     with open(tmp_path / MODEL / "metrics.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert all(math.isfinite(float(row[k])) for k in ("train_loss", "val_top1", "val_top5"))
@@ -175,10 +200,6 @@ def test_cli_runs(shapes, tmp_path, flags):
     assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # AMP never changes stored dtypes
     model = create_model(MODEL, num_classes=10)
     model.load_state_dict(weights)  # a channels_last / fused / AMP checkpoint loads into a plain model
-    common = [f"--model={MODEL}", f"--data_dir={shapes}", "--reader=opencv", "--reader_thread=1", *flags]
-    result = eval_cli.main(
-        eval_cli.get_args_parser().parse_args([*common, f"--pretrained_model={tmp_path / MODEL / '0'}"])
-    )
     assert result["images"] == 16 and 0 <= result["top1"] <= result["top5"] <= 100
 
 

@@ -243,7 +243,9 @@ def train_args(data: Path, out: Path, *extra: str):
     return get_args_parser().parse_args(flags)
 
 
-def test_resume_is_bit_exact(tiny_data, tmp_path, monkeypatch):
+def test_resume_is_bit_exact(tiny_data, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in epoch 1 (exit status 130, one line naming the checkpoint to resume from), then a resume from it
+    gives the weights of the uninterrupted run, bit for bit."""
     from imgcls import engine, train
 
     train.main(train_args(tiny_data, tmp_path / "straight"))
@@ -257,11 +259,16 @@ def test_resume_is_bit_exact(tiny_data, tmp_path, monkeypatch):
         return real_epoch(*a, **kw)
 
     monkeypatch.setattr(engine, "train_one_epoch", killed_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         train.main(train_args(tiny_data, tmp_path / "resumed"))
     monkeypatch.undo()
-    torch.manual_seed(12345)  # a different global RNG state: resume must restore its own
     checkpoint = tmp_path / "resumed" / MODEL / "0"
+    assert e.value.code == 130
+    assert (
+        capsys.readouterr().err.splitlines()[-1] == f"interrupted in epoch 2/2; resume with --checkpoint {checkpoint}"
+    )
+    torch.manual_seed(12345)  # a different global RNG state: resume must restore its own
     train.main(train_args(tiny_data, tmp_path / "resumed", f"--checkpoint={checkpoint}"))
     resumed = torch.load(tmp_path / "resumed" / MODEL / "1" / "model.pt", weights_only=True)
     assert_same_weights(resumed, straight)

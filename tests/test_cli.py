@@ -16,9 +16,8 @@ from imgcls.export import fold_bn
 from imgcls.models import create_model
 from imgcls.optim import LRSchedule
 
+from .cli_helpers import MODEL, one_line_error, plain_shapes, tiny_train
 from .conftest import require_native
-
-MODEL = "ShuffleNetV2_x0_25"
 
 
 def parse(*flags: str):
@@ -184,31 +183,6 @@ def test_train_eval_infer_export_reload(shapes, tmp_path, capsys):
 # ---- one-line errors and warnings, rank-0 printing, flag conversions -----------------------------------------------
 
 
-def one_line_error(capsys, call) -> str:
-    """Run ``call``, expect exit status 2 and one ``error: ...`` line on stderr; returns it."""
-    with pytest.raises(SystemExit) as e:
-        call()
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
-
-
-def tiny_train(shapes: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        f"--model={MODEL}",
-        f"--data_dir={shapes}",
-        f"--model_save_dir={out}",
-        "--reader=opencv",
-        "--reader_thread=1",
-        "--image_shape=3,32,32",
-        "--batch_size=16",
-        "--lr=0.05",
-        "--tensorboard=False",
-        *extra,
-    ]
-
-
 def test_checkpoint_errors_are_one_line(shapes, tmp_path, capsys):
     from imgcls import checkpoint as ckpt
 
@@ -334,3 +308,25 @@ def test_infer_uses_the_reader_and_fails_when_nothing_is_read(shapes, tmp_path, 
         flags = [*base, "--image", str(truncated), str(tmp_path / "missing.jpg")]
         err = one_line_error(capsys, lambda f=flags: infer_cli.main(infer_cli.get_args_parser().parse_args(f)))
         assert "none of the 2 images" in err
+
+
+def test_training_learns(tmp_path):
+    """The whole pipeline learns (reader, augmentation, labels, model, loss, optimizer, checkpoint, eval): on four of
+    the built-in shapes drawn plainly (chance 25%), 8 epochs of 25 steps lower the training loss and lift val top-1
+    far above chance. Measured over 10 seeds: final val top-1 74-86.5%, last/first epoch train loss 0.31-0.43."""
+    data = plain_shapes(tmp_path / "data", ("circle", "square", "cross", "bars"), 800, 200)
+    out = tmp_path / "out"
+    flags = tiny_train(data, out, "--batch_size=32", "--num_epochs=8", "--lr_strategy=cosine_decay_warmup")
+    flags += ["--lr=0.05", "--warm_up_epochs=1", "--lower_scale=0.7"]  # tiny_train's lr 0.05 stated: it is measured
+    train_cli.main(parse(*flags))
+    with open(out / MODEL / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    first_loss, last_loss = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])
+    assert last_loss < 0.6 * first_loss, (first_loss, last_loss)
+    assert float(rows[-1]["val_top1"]) >= 55.0, rows[-1]
+    evaluated = eval_cli.main(
+        eval_cli.get_args_parser().parse_args(
+            [f"--model={MODEL}", f"--data_dir={data}", "--reader=opencv", f"--pretrained_model={out / MODEL / '7'}"]
+        )
+    )
+    assert evaluated["top1"] == pytest.approx(float(rows[-1]["val_top1"]), abs=1e-3)  # the checkpoint is the model

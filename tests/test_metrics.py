@@ -54,17 +54,34 @@ def test_progress_bar_redraws_a_terminal_at_most_every_interval(monkeypatch: pyt
     assert bar.due(10)  # the last step always shows
 
 
-def test_non_finite_loss_stops_training_with_advice() -> None:
+@pytest.mark.parametrize("bad_batch", [0, 1])
+def test_non_finite_loss_stops_training_with_advice(bad_batch: int) -> None:
+    """The message names the exact iteration and global step (not just the last one shown) and the lr there."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     batches = [(torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])) for _ in range(3)]
-    batches[1][0][0, 0, 0, 0] = float("inf")
+    batches[bad_batch][0][0, 0, 0, 0] = float("inf")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(FloatingPointError, match="lower --lr"):
+    with pytest.raises(FloatingPointError) as e:
         train_one_epoch(
-            model, batches, optimizer, LRSchedule("piecewise_decay", 0.1, 3, 1), 0,
+            model, batches, optimizer, LRSchedule("linear_decay", 0.1, 3, 2), 1,
+            device=torch.device("cpu"), start_step=3,
+        )  # fmt: skip
+    step = 3 + bad_batch
+    text = str(e.value)
+    assert f"at epoch 2 iteration {bad_batch + 1} (global step {step}, lr {0.1 * (1 - step / 6):.4g} there)" in text
+    assert "lower --lr" in text and "before any weight update" not in text
+
+
+def test_non_finite_loss_at_the_first_step_does_not_blame_the_lr() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    batches = [(torch.full((4, 3, 2, 2), float("nan")), torch.tensor([0, 1, 2, 0]))]
+    with pytest.raises(FloatingPointError, match="before any weight update, so not the lr") as e:
+        train_one_epoch(
+            model, batches, torch.optim.SGD(model.parameters(), lr=0.1), LRSchedule("piecewise_decay", 0.1, 1, 1), 0,
             device=torch.device("cpu"), start_step=0,
         )  # fmt: skip
+    assert "lower --lr" not in str(e.value)
 
 
 def test_fresh_run_starts_fresh_tb_and_csv_resume_keeps_them(tmp_path) -> None:

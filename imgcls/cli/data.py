@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from imgcls import distributed as dist
-from imgcls.cli.flags import MAX_PREFETCH_BATCHES, MIN_PREFETCH_BATCHES, fail
+from imgcls.cli.flags import MAX_PREFETCH_BATCHES, MIN_PREFETCH_BATCHES, fail, warn
 from imgcls.config import RunConfig
 from imgcls.data import DataError, DatasetSpec, Loader, Sample, resolve_dataset
 
@@ -20,6 +20,31 @@ def resolve_data(data_dir: str | None, class_dim: int | None = None, total_image
         return resolve_dataset(data_dir, class_dim, total_images, log=dist.print0)
     except DataError as e:
         fail(str(e))
+
+
+def label_ranges(labels: Sequence[int], shown: int = 4) -> str:
+    """Sorted labels as ranges: '3-69, 72' (the first ``shown`` ranges, then '...')."""
+    ranges: list[list[int]] = []
+    for label in labels:
+        if ranges and label == ranges[-1][1] + 1:
+            ranges[-1][1] = label
+        else:
+            ranges.append([label, label])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:shown]]
+    return ", ".join(text) + (", ..." if len(ranges) > shown else "")
+
+
+def warn_sparse_labels(dataset: DatasetSpec) -> None:
+    """One warning line when some class in 0..num_classes-1 has no train image: the class count is the largest
+    label + 1, so one mistyped label (70 for 7) silently makes a model of 71 classes, most never seen."""
+    used = {s.label for s in dataset.train}
+    missing = [k for k in range(dataset.num_classes) if k not in used]
+    if missing:
+        warn(
+            f"{len(missing)} of the {dataset.num_classes} classes have no train image (labels "
+            f"{label_ranges(missing)}); the class count comes from the largest label, {dataset.num_classes - 1}: "
+            "is a label mistyped?"
+        )
 
 
 def prefetch_batches(buf_images: int, batch_size: int) -> int:
@@ -53,6 +78,7 @@ def make_loader(
         world_size=world_size,
         device=device,
         apply_exif=read.apply_exif,
+        max_pixels=read.max_pixels,
     )
 
 

@@ -9,12 +9,15 @@ Also the CLIs' one-line messages (``fail``, ``warn``) and the device choice.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 import torch
 
 from imgcls import distributed as dist
+from imgcls.data.image_header import DEFAULT_MAX_PIXELS
 from imgcls.data.transforms import INTERPOLATIONS
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
@@ -144,6 +147,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         f"{MAX_PREFETCH_BATCHES}",
     )
     add_bool(parser, "apply_exif", False, "rotate images by their EXIF orientation tag (default: raw pixels)")
+    parser.add_argument(
+        "--max_image_pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help="an image whose header claims more pixels is skipped and reported, never decoded (any format, both "
+        "readers)",
+    )
     add_bool(
         parser, "use_gpu", None, "run on CUDA (default: when a GPU exists; True without one warns once and runs on CPU)"
     )
@@ -174,9 +184,41 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def os_error_text(error: OSError) -> str:
+    """An OSError's cause in words with its errno name: 'No space left on device (ENOSPC)'."""
+    name = errno.errorcode.get(error.errno or 0)
+    text = error.strerror or str(error) or type(error).__name__
+    return f"{text} ({name})" if name else text
+
+
 def warn(message: str) -> None:
     """A one-line ``warning: ...`` on stderr, from rank 0 only (every rank would say the same)."""
     dist.print0(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+def interrupted(message: str) -> NoReturn:
+    """Ctrl-C: one line on stderr (past a progress bar's unfinished line) and exit status 130, no traceback."""
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    dist.print0(f"interrupted{message}", file=sys.stderr, flush=True)
+    raise SystemExit(INTERRUPTED_EXIT)
+
+
+def run_command(
+    main: Callable[[argparse.Namespace], object],
+    parser: argparse.ArgumentParser,
+    message: str,
+    argv: list[str] | None = None,
+) -> None:
+    """A CLI's ``__main__``: ``main`` of the parsed ``argv`` (default: the command line), with Ctrl-C outside what
+    ``main`` handles itself turned into ``interrupted(message)``."""
+    try:
+        main(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        interrupted(message)
 
 
 def pick_device(use_gpu: bool | None) -> torch.device:

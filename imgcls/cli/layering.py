@@ -5,7 +5,9 @@ config > Paddle's defaults. The parsed flags are read, never written."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
+from collections.abc import Callable, Iterable
 
 from imgcls.checkpoint import SavedRun
 from imgcls.cli.flags import fail
@@ -38,6 +40,24 @@ BUILTIN_TRAIN_DEFAULTS = dict(
 )
 # Flags that map one to one onto AugConfig fields.
 AUG_FLAGS = "lower_ratio upper_ratio rotate brightness contrast saturation hue".split()
+# The values each numeric training flag may take (besides being finite): (in words, test).
+AT_LEAST_0 = (">= 0", lambda v: v >= 0)
+VALUE_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("> 0", lambda v: v > 0),
+    "l2_decay": AT_LEAST_0,
+    "momentum_rate": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "label_smoothing_epsilon": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "mixup_alpha": ("> 0", lambda v: v > 0),
+    "warm_up_epochs": AT_LEAST_0,
+    "step_epochs": ("> 0", lambda v: v > 0),
+    "decay_epochs": ("> 0", lambda v: v > 0),
+    "decay_rate": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "rotate": AT_LEAST_0,
+    "brightness": AT_LEAST_0,
+    "contrast": AT_LEAST_0,
+    "saturation": AT_LEAST_0,
+    "hue": ("in [0, 0.5] (a fraction of a full turn)", lambda v: 0 <= v <= 0.5),
+}
 
 
 def first_set(*values: object) -> object:
@@ -60,6 +80,24 @@ def explicit_size(args: argparse.Namespace) -> int | None:
     if crop is not None and shape_size is not None and crop != shape_size:
         fail(f"--crop_size {crop} and --image_shape {','.join(map(str, args.image_shape))} disagree; give one")
     return first_set(crop, shape_size)
+
+
+def check_values(values: dict[str, float | Iterable[float]]) -> None:
+    """A one-line error for the first flag value outside its ``VALUE_RANGES`` range, or not finite."""
+    for flag, value in values.items():
+        allowed, test = VALUE_RANGES[flag]
+        for v in value if isinstance(value, Iterable) else [value]:
+            if not (math.isfinite(v) and test(v)):
+                fail(f"--{flag} must be a finite number {allowed}, got {v}")
+
+
+def check_input_size(name: str, size: int, train: bool) -> None:
+    """A one-line error when the model cannot take ``size`` px inputs (found on the meta device, before any data)."""
+    from imgcls.models.input_size import input_size_problem
+
+    problem = input_size_problem(name, size, train)
+    if problem:
+        fail(f"{problem} (the input size: --image_shape / --crop_size)")
 
 
 def build_preprocess(
@@ -91,8 +129,10 @@ def build_preprocess(
         aug = AugConfig(**{**(vars(saved.aug) if saved else {}), "interpolation": interpolation})
     mean = tuple(first_set(args.image_mean, saved and saved.mean, cfg.mean))
     std = tuple(first_set(args.image_std, saved and saved.std, cfg.std))
-    if any(s <= 0 for s in std):
-        fail(f"--image_std must be positive, got {std}")
+    if not all(math.isfinite(m) for m in mean):
+        fail(f"--image_mean must be finite, got {mean}")
+    if not all(math.isfinite(s) and s > 0 for s in std):
+        fail(f"--image_std must be finite and positive, got {std}")
     return PreprocessSpec(size, resize_short, mean, std, aug)
 
 
@@ -105,6 +145,10 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
         return first_set(getattr(args, flag), *(layer.get(flag) for layer in layers))
 
     batch_size = pick("batch_size")
+    checked = ["l2_decay", "momentum_rate", "step_epochs", "decay_epochs", "decay_rate", *AUG_FLAGS[2:]]
+    checked += ["label_smoothing_epsilon"] if args.use_label_smoothing else []
+    checked += ["mixup_alpha"] if args.use_mixup else []
+    check_values({"lr": pick("lr"), "warm_up_epochs": pick("warm_up_epochs"), **{f: getattr(args, f) for f in checked}})
     schedule = ScheduleConfig(
         pick("lr_strategy"),
         pick("lr"),
@@ -127,6 +171,7 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
         sync_bn=args.sync_bn,
         save_dir=args.model_save_dir,
         checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
         tensorboard=args.tensorboard,
     )
     return batch_size, train
@@ -134,7 +179,8 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
 
 def read_config(args: argparse.Namespace) -> ReadConfig:
     """The reader flags every CLI shares (threads default to the CPU count)."""
-    return ReadConfig(args.reader, args.reader_thread or os.cpu_count() or 1, args.reader_buf_size, args.apply_exif)
+    threads = args.reader_thread or os.cpu_count() or 1
+    return ReadConfig(args.reader, threads, args.reader_buf_size, args.apply_exif, args.max_image_pixels)
 
 
 def build_run_config(
@@ -152,6 +198,7 @@ def build_run_config(
     cfg = model_cfg(args.model)
     builtin_data = dataset is not None and dataset.builtin
     preprocess = build_preprocess(args, cfg, saved.preprocess if saved else None, builtin_data, train)
+    check_input_size(cfg.name, preprocess.input_size, train)
     batch_size, train_config = build_train_config(args, builtin_data) if train else (args.batch_size, None)
     read = read_config(args)
     precision = PrecisionConfig(

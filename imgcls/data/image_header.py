@@ -301,6 +301,8 @@ _FORMATS: tuple[tuple[str, Callable[[bytes], bool], Callable[[bytes], tuple[int,
 
 def image_size(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) from the header of an encoded image; ValueError when it cannot be sized."""
+    if not data:
+        raise ValueError("empty file (0 bytes)")
     for name, matches, size in _FORMATS:
         if matches(data):
             try:

@@ -7,13 +7,14 @@ or interpreter (fused blocks fall back), and re-set per test in this folder only
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 import torch
+
+from ..fused_guard import reference_forbidden  # noqa: F401  (the kernel tests' guard against a silent fallback)
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
@@ -114,24 +115,6 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what:
     scale = max(expected.abs().max().item(), 1.0)
     err = (actual - expected).abs().max().item()
     assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * {scale:.3g}"
-
-
-@contextlib.contextmanager
-def reference_forbidden() -> Iterator[None]:
-    """Inside, a fused block that takes its reference path raises: a fused-vs-reference test cannot then pass by
-    comparing the reference with itself (a silent fallback)."""
-    import imgcls.layers.channel_shuffle as cs
-    import imgcls.layers.squeeze_excite as se
-    from imgcls.layers import DWConvBNAct
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a fused block ran its reference path instead of its kernel")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cs, "channel_shuffle_reference", forbidden)
-        mp.setattr(se, "squeeze_excite_reference", forbidden)
-        mp.setattr(DWConvBNAct, "_reference_forward", forbidden)
-        yield
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,0 +1,80 @@
+"""Helpers the CLI tests share: a tiny generated dataset, the flags of a tiny training run, one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+MODEL = "ShuffleNetV2_x0_25"
+
+
+def tiny_shapes(root: Path, num_train: int = 32, num_val: int = 8) -> Path:
+    """The built-in shapes at a small count (10 classes), written into ``root``."""
+    from imgcls.data.builtin import generate
+
+    generate(root, num_train, num_val)
+    return root
+
+
+def tiny_train(data: Path, out: Path, *extra: str) -> list[str]:
+    """Flags of a tiny training run (32 px, batch 16, OpenCV reader, one thread, no TensorBoard)."""
+    return [
+        f"--model={MODEL}",
+        f"--data_dir={data}",
+        f"--model_save_dir={out}",
+        "--reader=opencv",
+        "--reader_thread=1",
+        "--image_shape=3,32,32",
+        "--batch_size=16",
+        "--lr=0.05",
+        "--tensorboard=False",
+        *extra,
+    ]
+
+
+def parse_train(*flags: str):
+    from imgcls import train as train_cli
+
+    return train_cli.get_args_parser().parse_args(list(flags))
+
+
+def run_train(*flags: str) -> dict:
+    from imgcls import train as train_cli
+
+    return train_cli.main(parse_train(*flags))
+
+
+def one_line_error(capsys: pytest.CaptureFixture, call: Callable[[], object]) -> str:
+    """Run ``call``, expect exit status 2 and, as stderr's last line, its only ``error: ...`` line (progress bars
+    and warnings may come before it; no traceback); returns it."""
+    with pytest.raises(SystemExit) as e:
+        call()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err and err.strip().splitlines()[-1] == errors[0], err
+    return errors[0]
+
+
+def plain_shapes(root: Path, classes: tuple[str, ...], num_train: int, num_val: int, side: int = 40) -> Path:
+    """The built-in dataset's shapes alone (white on black: no background texture, colors or clutter), written into
+    ``root`` as JPEG lists: a task a small net learns in a couple of hundred steps, so a test can check learning."""
+    import cv2
+    import numpy as np
+
+    from imgcls.data.builtin import shape_mask
+
+    for split, count, seed in (("train", num_train, 0), ("val", num_val, 1)):
+        rng = np.random.default_rng(seed)
+        lines = []
+        for i in range(count):
+            label = i % len(classes)
+            mask = shape_mask(classes[label], side, side, rng)
+            relative = f"{split}/{i:05d}.jpg"
+            (root / split).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / relative), np.repeat(np.rint(mask * 255).astype(np.uint8)[..., None], 3, axis=2))
+            lines.append(f"{relative} {label}\n")
+        (root / f"{split}_list.txt").write_text("".join(lines))
+    return root
