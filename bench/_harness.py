@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-NO_GPU = "no CUDA GPU in this session: kernel benchmarks need one (tests/kernels checks correctness on the CPU)"
+NO_GPU = "no CUDA GPU on this machine: kernel benchmarks need one (tests/kernels checks correctness on the CPU)"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = ("nchw", "channels_last")
 # Correctness check before timing: max error within TOL times the reference's scale (max |value|, at least 1).

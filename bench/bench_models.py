@@ -5,7 +5,7 @@
     .venv/bin/python -m pytest bench/bench_models.py --benchmark-only --benchmark-json=models.json
     .venv/bin/python bench/make_model_table.py models.json --command "<pytest cmd>" --out bench/results/models_cpu.md
 
-Inference (the seed's "inference time" table): every registered model at batch 1 (latency) and a large batch
+Inference (Paddle's "inference time" table): every registered model at batch 1 (latency) and a large batch
 (throughput), for three paths on the same weights: ``eager`` (``create_model(name).eval()``), ``fused``
 (``create_model(name, fused=True)``: Triton kernels on CUDA; on a CPU it is the reference path after one warning,
 and ``extra_info["fused_ran"]`` says so) and ``folded`` (``imgcls.export.fold_bn`` then ``torch.jit.trace``, what
@@ -45,7 +45,7 @@ from imgcls.models.testing import randomize_bn
 BENCH_ALL = os.environ.get("IMGCLS_BENCH_ALL", "0") == "1"
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
-NO_GPU = "no CUDA GPU in this session: the batch-256 training-step cases need one"
+NO_GPU = "no CUDA GPU on this machine: the batch-256 training-step cases need one"
 
 # The default CPU run: one model per family under 30M parameters (its base width or smallest depth), plus ResNet50
 # (the usual yardstick); ShuffleNetV2_swish (the fused kernels' target) stands for ShuffleNetV2. Left out: AlexNet

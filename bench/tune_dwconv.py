@@ -26,7 +26,7 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]  # bench/ (its helpers and shapes) 
 
 # Candidates per layout, the current config first: 4 or 2 values per thread (8 per thread took 230-255 registers
 # in the backward). `python bench/compile_sm90.py --tune-candidates` compiles every (candidate, shape) of this
-# sweep for sm_90 on a CPU: 0 spills, every one launches (2026-12-01).
+# sweep for sm_90 on a CPU: 0 spills, every one launches.
 CANDIDATES = {
     "nchw": [(8, 64, 4), (4, 128, 4), (4, 64, 4), (8, 32, 4), (8, 128, 8), (4, 64, 2)],
     "channels_last": [(32, 16, 4), (16, 32, 4), (64, 8, 4), (16, 16, 4), (32, 8, 4), (64, 16, 8)],

@@ -64,7 +64,7 @@ struct TrainParams {
   double angle, brightness, contrast, saturation, hue;
 };
 
-// The seed's random-resized-crop box inside a height x width image (transforms.random_crop_box).
+// Paddle's random-resized-crop box inside a height x width image (transforms.random_crop_box).
 inline void random_crop_box(int64_t height, int64_t width, uint64_t seed, const AugConfig& cfg, TrainParams* p) {
   const double aspect = std::sqrt(uniform(seed, kDrawRatio, cfg.lower_ratio, cfg.upper_ratio));
   const double rel_w = aspect, rel_h = 1.0 / aspect;

@@ -1,4 +1,4 @@
-"""The rows of ``python -m imgcls.benchmark`` and their report: a markdown table in the seed's style (ratios to the
+"""The rows of ``python -m imgcls.benchmark`` and their report: a markdown table in Paddle's style (ratios to the
 baseline row of the same run), one line naming the machine and the versions, and a JSON record of the run."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def fused_note(device: torch.device) -> str:
 
 
 def table(args: argparse.Namespace, rows: list[Row], device: torch.device) -> str:
-    """A markdown table in the seed's style, with ratios to the first (baseline) row of the same run."""
+    """A markdown table in Paddle's style, with ratios to the first (baseline) row of the same run."""
     size = args.image_size or "model"
     amp = args.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
     base = rows[0]

@@ -1,4 +1,4 @@
-"""Checkpoints laid out as the seed's: ``<model_save_dir>/<model>/<epoch>/`` holding
+"""Checkpoints laid out as Paddle's: ``<model_save_dir>/<model>/<epoch>/`` holding
 
 - ``model.pt``: the weights, a plain state_dict (what ``--pretrained_model``, eval and infer load);
 - ``state.pt``: everything else a resume needs (optimizer, LR schedule step, epoch, RNG states) and the run's
@@ -412,7 +412,7 @@ def load_pretrained(
 ) -> LoadReport:
     """Fine-tuning load: every tensor whose name and shape match; a different classifier is skipped with one line.
 
-    The seed's FAQ error (loading a 1000-class checkpoint into a model with another --class_dim) becomes a skip.
+    Paddle's FAQ error (loading a 1000-class checkpoint into a model with another --class_dim) becomes a skip.
     """
     try:
         weights = read_weights(path, model_name, log)

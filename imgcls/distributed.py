@@ -5,7 +5,7 @@ RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; ``init_distributed`` 
 NCCL with one GPU per LOCAL_RANK, gloo on CPU. Without those variables everything here is a no-op, so the same
 code runs as a single process.
 
-- the seed's ``--batch_size`` is the global batch; ``per_rank_batch`` splits it (it must divide evenly);
+- Paddle's ``--batch_size`` is the global batch; ``per_rank_batch`` splits it (it must divide evenly);
 - ``wrap_model`` gives DistributedDataParallel (gradients averaged across ranks), optionally with synchronized BN
   keeping Paddle's moving statistics: ``CudaSyncBatchNorm`` (PyTorch's SyncBatchNorm kernels) over NCCL,
   ``CpuSyncBatchNorm`` (differentiable all-reduces) over gloo;
@@ -102,7 +102,7 @@ def print0(*args, **kwargs) -> None:
 
 
 def per_rank_batch(global_batch: int, world_size: int, flag: str = "--batch_size") -> int:
-    """The seed's batch counts all devices: each rank takes an equal share; ValueError when it does not divide."""
+    """Paddle's batch counts all devices: each rank takes an equal share; ValueError when it does not divide."""
     if global_batch % world_size:
         raise ValueError(f"{flag} {global_batch} is the global batch and must divide by the {world_size} processes")
     return global_batch // world_size

@@ -1,7 +1,7 @@
-"""Training losses as the seed computes them: cross entropy, label smoothing, mixup, GoogLeNet's auxiliary heads.
+"""Training losses as Paddle computes them: cross entropy, label smoothing, mixup, GoogLeNet's auxiliary heads.
 
 Label smoothing (Paddle ``label_smooth``): target q = (1 - eps) * one_hot + eps / K, loss = -sum_k q_k log p_k.
-Mixup (the seed's reader + build_model): per batch lam ~ Beta(alpha, alpha) and a permutation pi; the images become
+Mixup (Paddle's reader + build_model): per batch lam ~ Beta(alpha, alpha) and a permutation pi; the images become
 lam * x + (1 - lam) * x[pi] and the loss is lam * mean(CE(y)) + (1 - lam) * mean(CE(y[pi])).
 """
 

@@ -1,4 +1,4 @@
-"""The seed's learning-rate strategies and its optimizer: momentum SGD with L2 decay, LR set per iteration.
+"""Paddle's learning-rate strategies and its optimizer: momentum SGD with L2 decay, LR set per iteration.
 
 Paddle evaluates the schedule at a global step counter that starts at 0 and grows by one per mini-batch, so the LR
 changes every iteration (``cosine_decay`` changes only at epoch boundaries because it floors step / steps_per_epoch).
@@ -6,13 +6,13 @@ With ``s`` = step, ``E`` = the schedule's steps per epoch, ``lr0`` = --lr:
 
 - piecewise_decay:          lr0 * 0.1 ** (number of step_epochs boundaries b with s >= b * E)
 - cosine_decay:             lr0 * (cos(floor(s / E) * pi / num_epochs) + 1) / 2
-- cosine_decay_warmup:      warmup lr0 * s / (W E) for the first W = warm_up_epochs (the seed: 5), then
-                            lr0 * (cos((s - W E) * pi / (num_epochs * E)) + 1) / 2   (the seed's formula, as is)
+- cosine_decay_warmup:      warmup lr0 * s / (W E) for the first W = warm_up_epochs (Paddle: 5), then
+                            lr0 * (cos((s - W E) * pi / (num_epochs * E)) + 1) / 2   (Paddle's formula, as is)
 - exponential_decay_warmup: warmup as above, then lr0 * decay_rate ** floor((s - W E) / (d E))
-                            (the seed: decay_rate 0.97 every d = 2.4 epochs after W = 5 warmup epochs)
-- linear_decay:             lr0 * (1 - s / (num_epochs * E)), clamped at 0: decays over the whole run, which the
-                            seed meant.
-- linear_decay_paddle:      lr0 * (1 - s / E), clamped at 0: what the seed ran. Its optimizer handed
+                            (Paddle: decay_rate 0.97 every d = 2.4 epochs after W = 5 warmup epochs)
+- linear_decay:             lr0 * (1 - s / (num_epochs * E)), clamped at 0: decays over the whole run, which
+                            Paddle meant.
+- linear_decay_paddle:      lr0 * (1 - s / E), clamped at 0: what Paddle ran. Its optimizer handed
                             ``polynomial_decay`` one epoch's steps as the decay length, so its LR reached 0 after
                             the first epoch and training stood still from then on. Kept to reproduce Paddle exactly.
 
@@ -44,7 +44,7 @@ LR_STRATEGIES = (
     "linear_decay",
     "linear_decay_paddle",
 )
-SEED_WARMUP_EPOCHS = 5.0  # the seed hard-codes 5 warmup epochs in cosine_decay_with_warmup
+PADDLE_WARMUP_EPOCHS = 5.0  # Paddle hard-codes 5 warmup epochs in cosine_decay_with_warmup
 
 
 def schedule_steps_per_epoch(train_images: int, global_batch: int) -> int:
@@ -70,7 +70,7 @@ class LRSchedule:
     steps_per_epoch: int
     num_epochs: int
     step_epochs: tuple[float, ...] = (30, 60, 90)
-    warm_up_epochs: float = SEED_WARMUP_EPOCHS
+    warm_up_epochs: float = PADDLE_WARMUP_EPOCHS
     decay_epochs: float = 2.4
     decay_rate: float = 0.97
 
@@ -107,7 +107,7 @@ class LRSchedule:
         return self.base_lr * (math.cos(epoch * math.pi / self.num_epochs) + 1) / 2
 
     def _warmup(self, step: int, warm_epochs: float) -> float | None:
-        """The warmup LR while step < warm_epochs * E, else None. For whole warm_epochs this is the seed's test
+        """The warmup LR while step < warm_epochs * E, else None. For whole warm_epochs this is Paddle's test
         floor(step / E) < warm_epochs; unlike it, it stays right for fractional ones."""
         if step < warm_epochs * self.steps_per_epoch:
             return self.base_lr * step / (self.steps_per_epoch * warm_epochs)
@@ -148,7 +148,7 @@ assert tuple(_STRATEGY_FUNCTIONS) == LR_STRATEGIES
 
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float, l2_decay: float) -> torch.optim.SGD:
-    """Momentum SGD with L2 decay on every parameter, as the seed's Momentum + L2Decay regularizer."""
+    """Momentum SGD with L2 decay on every parameter, as Paddle's Momentum + L2Decay regularizer."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=l2_decay)
 
 

@@ -85,7 +85,7 @@ def test_kill_inside_publish_falls_back_to_the_kept_copy(tmp_path, monkeypatch):
     target = tmp_path / "run" / "5"
     old_model = small_model(seed=0)
     ckpt.save_checkpoint(target, old_model, {"epoch": 5})
-    # a stale temp folder of another (killed) process: only same-pid ones used to be cleaned
+    # a stale temp folder of another process that is dead: it is swept too
     (target.parent / ".4.tmp-999999").mkdir()
     real_replace = ckpt.os.replace
     calls = []

@@ -1,6 +1,6 @@
 """Every registered model (parametrized over ``list_models()``, so a new model needs no edit here):
 
-- the registry holds exactly the 57 models of the seed's tables and names unknown ones with close matches;
+- the registry holds exactly the 57 models of Paddle's tables and names unknown ones with close matches;
 - built on the meta device, its trainable parameter count equals the Paddle program's trainable tensors
   (``shared/paddle_parity/param_names.tsv.gz``) and its Paddle name map places every tensor of that program;
 - a tiny training step (batch 2, the smallest input the architecture takes) gives a finite gradient everywhere;
@@ -164,7 +164,7 @@ def test_list_models_is_the_seed_zoo() -> None:
 
 
 def test_list_models_matches_the_seed_readme() -> None:
-    """The seed README's table spellings (``SENet_154_vd``, ``Xception_41``) all resolve, to every model once."""
+    """Paddle's README's table spellings (``SENet_154_vd``, ``Xception_41``) all resolve, to every model once."""
     readme = require_shared(SHARED / "seed" / "README_paddle_image_classification.md")
     table_names = re.findall(r"^\|\s*\[([A-Za-z0-9_]+)\]\(", readme.read_text(), flags=re.M)
     assert sorted(canonical_name(n) for n in table_names) == sorted(list_models())

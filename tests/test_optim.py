@@ -1,4 +1,4 @@
-"""LR strategies against values worked out by hand from the seed's formulas; the optimizer against Paddle's update."""
+"""LR strategies against values worked out by hand from Paddle's formulas; the optimizer against Paddle's update."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def test_momentum_l2_matches_paddle_update():
 
 
 def test_fractional_warmup_and_custom_cosine_warmup():
-    """warm_up_epochs=0.5: linear warmup over 5 steps, then the seed's cosine counted from the warmup's end."""
+    """warm_up_epochs=0.5: linear warmup over 5 steps, then Paddle's cosine counted from the warmup's end."""
     s = schedule("cosine_decay_warmup", 4, warm_up_epochs=0.5)
     assert s.lr_at(0) == 0.0 and s.lr_at(4) == pytest.approx(0.08)
     assert s.lr_at(5) == pytest.approx(0.1)

@@ -36,7 +36,7 @@ def hand_converted() -> dict[str, torch.Tensor]:
 
 
 def test_the_weights_table_is_the_seed_readme():
-    """Every model the seed links a tar for has that tar, Paddle's accuracy and its URL (https); the one row that
+    """Every model Paddle links a tar for has that tar, Paddle's accuracy and its URL (https); the one row that
     links another model's tar (ResNeXt101_64x4d -> ResNeXt50_64x4d's) has no weights."""
     rows = SEED_ROW.findall(require_shared(SEED_README).read_text())
     assert len(rows) == 57
@@ -219,5 +219,7 @@ def test_a_failed_fetch_is_one_error_line_and_exit_2(weights_server, tmp_path, c
         with pytest.raises(SystemExit) as e:
             cli.main(cli.get_args_parser().parse_args([*common, *extra]))
         assert e.value.code == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    # (train on this 2-image, 1000-class set also warns, in one line, that most classes have no image)
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if line.strip() and not line.startswith("warning: ")]
     assert len(err) == 1 and err[0].startswith("error: ") and "HTTP 404" in err[0] and TAR in err[0], err

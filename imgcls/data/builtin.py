@@ -1,4 +1,4 @@
-"""The built-in demo dataset: ten classes of drawn shapes, written once as real JPEGs in the seed's list format.
+"""The built-in demo dataset: ten classes of drawn shapes, written once as real JPEGs in Paddle's list format.
 
 Why procedural: the CLIs must run end to end on a fresh machine with no download, and the accuracy they print
 must mean something. Each image draws one shape (the class) at a random position, scale, rotation and stretch,
@@ -37,12 +37,11 @@ BUILTIN_DESCRIPTION = "demo dataset of drawn shapes"
 BUILTIN_MIN_SIDE, BUILTIN_MAX_SIDE = 72, 96  # stored image sides (px)
 
 # Training defaults on the built-in set (train/eval/infer use them when the built-in data is used). With them,
-# `python -m imgcls.train --model ShuffleNetV2_swish --fused` reaches val top-1 ~81% in 12 epochs, under 3 minutes on
-# a quiet 2-core CPU (README has the measured figure). An earlier session measured 59.4% after 8 epochs, with the
-# loss still falling steeply: the extra epochs pay.
+# `python -m imgcls.train --model ShuffleNetV2_swish --fused` reaches val top-1 above 80% in 12 epochs, in minutes on
+# a 2-core CPU (bench/results/headline_cpu.md has the measured runs); at 8 epochs the loss still falls steeply.
 BUILTIN_MODEL = "ShuffleNetV2_swish"
 BUILTIN_IMAGE_SIZE = 48
-BUILTIN_RESIZE_SHORT = 55  # 48 / 55 ~ 0.875, the seed's 224 / 256 crop ratio
+BUILTIN_RESIZE_SHORT = 55  # 48 / 55 ~ 0.875, Paddle's 224 / 256 crop ratio
 BUILTIN_BATCH_SIZE = 64
 BUILTIN_EPOCHS = 12
 BUILTIN_LR = 0.2

@@ -1,6 +1,6 @@
-"""Where the images are: the seed's list format, a class-per-folder tree, or the built-in demo set.
+"""Where the images are: Paddle's list format, a class-per-folder tree, or the built-in demo set.
 
-List format (the seed's ``train_list.txt`` / ``val_list.txt`` under the data dir)::
+List format (Paddle's ``train_list.txt`` / ``val_list.txt`` under the data dir)::
 
     train/n02483708/n02483708_2436.jpeg 369
     val/ILSVRC2012_val_00000001.jpeg 65
@@ -125,7 +125,7 @@ def scan_class_folders(split_dir: Path, class_names: list[str] | None = None) ->
 
 
 def load_list_dataset(root: Path) -> DatasetSpec:
-    """The seed's layout: ``train_list.txt`` and ``val_list.txt`` under ``root``."""
+    """Paddle's layout: ``train_list.txt`` and ``val_list.txt`` under ``root``."""
     splits = {}
     for split, name in LIST_FILES.items():
         list_path = root / name
@@ -149,7 +149,7 @@ def load_list_dataset(root: Path) -> DatasetSpec:
                 f"{root / LABELS_FILE} names {len(label_names)} classes but the lists use labels 0..{num_classes - 1}"
             )
     elif num_classes == IMAGENET_NUM_CLASSES:
-        # The seed's ImageNet lists: the standard class order, so the ImageNet names apply.
+        # Paddle's ImageNet lists: the standard class order, so the ImageNet names apply.
         label_names = load_labels(IMAGENET_LABELS_PATH)
     return DatasetSpec(root, splits["train"], splits["val"], num_classes, label_names, builtin=False)
 

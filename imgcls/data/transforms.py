@@ -2,7 +2,7 @@
 
 Random draws come from the counter-based per-sample streams of ``imgcls.randomness`` (draw number ``DRAW_*`` of
 the sample's seed): a sample's crop, flip, rotation and color jitter depend only on (random_seed, epoch, index), so
-any number of workers, and the C++ reader (csrc/), reproduce the same geometry. The crop box follows the seed's
+any number of workers, and the C++ reader (csrc/), reproduce the same geometry. The crop box follows Paddle's
 ``random_crop`` (Paddle reader.py): aspect ratio sqrt(U(lower_ratio, upper_ratio)), area U(lower_scale, 1) bounded
 so the box fits, then a uniform offset.
 
@@ -41,8 +41,8 @@ class AugConfig:
     lower_ratio: float = 3.0 / 4.0
     upper_ratio: float = 4.0 / 3.0
     flip: bool = True
-    rotate: float = 0.0  # max |angle| in degrees; 0 = off (the seed's default)
-    brightness: float = 0.0  # jitter strengths; 0 = off (the seed never implemented jitter)
+    rotate: float = 0.0  # max |angle| in degrees; 0 = off (Paddle's default)
+    brightness: float = 0.0  # jitter strengths; 0 = off (Paddle never implemented jitter)
     contrast: float = 0.0
     saturation: float = 0.0
     hue: float = 0.0  # fraction of a full turn, at most 0.5
@@ -66,7 +66,7 @@ class TrainParams:
 
 
 def random_crop_box(height: int, width: int, seed: int, cfg: AugConfig) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the seed's random-resized-crop box inside a height x width image."""
+    """(x, y, w, h) of Paddle's random-resized-crop box inside a height x width image."""
     aspect = math.sqrt(uniform(seed, DRAW_RATIO, cfg.lower_ratio, cfg.upper_ratio))
     rel_w, rel_h = aspect, 1.0 / aspect
     bound = min((height / width) / (rel_h * rel_h), (width / height) / (rel_w * rel_w))
@@ -103,7 +103,7 @@ def sample_train_params(height: int, width: int, seed: int, cfg: AugConfig) -> T
 
 
 def resize_short_dims(height: int, width: int, short: int) -> tuple[int, int]:
-    """(new_h, new_w) with the short side equal to ``short`` (the seed's resize_short rounding)."""
+    """(new_h, new_w) with the short side equal to ``short`` (Paddle's resize_short rounding)."""
     percent = short / min(height, width)
     return int(round(height * percent)), int(round(width * percent))
 

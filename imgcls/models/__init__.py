@@ -1,12 +1,12 @@
 """The model zoo: ``create_model(name, num_classes=..., fused=..., pretrained=...)``, ``list_models(pattern,
 pretrained=...)``, ``model_info(name)``.
 
-Importing this package registers every family (one module each, in the order of the seed's tables). A family's
+Importing this package registers every family (one module each, in the order of Paddle's tables). A family's
 builders take ``num_classes`` and the family's own options, never ``fused``: ``create_model`` flips the built
 model's fusable blocks through the one switch, ``imgcls.layers.set_fused``.
 """
 
-from . import (  # noqa: F401, I001  (imported for their registrations, in the seed tables' order)
+from . import (  # noqa: F401, I001  (imported for their registrations, in the order of Paddle's tables)
     alexnet,
     squeezenet,
     vgg,

@@ -40,7 +40,7 @@ class ModelCfg:
     resize_short: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    top1: float | None = None  # the seed's published ImageNet val accuracy, in percent
+    top1: float | None = None  # Paddle's published ImageNet val accuracy, in percent
     top5: float | None = None
     # File name of Paddle's released ImageNet weights on PADDLE_WEIGHTS_HOST (top1/top5 are theirs); None: none.
     weights: str | None = None

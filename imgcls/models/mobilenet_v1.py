@@ -1,7 +1,7 @@
 """MobileNetV1 (Howard et al. 2017) exactly as the 2019 Paddle program builds it.
 
 A 3x3 stem conv, then 13 depthwise-separable blocks (3x3 depthwise conv + BN + ReLU, 1x1 conv + BN + ReLU),
-global average pool, FC. Widths are ``int(c * scale)``; the seed releases only scale 1.0.
+global average pool, FC. Widths are ``int(c * scale)``; Paddle releases only scale 1.0.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def resnext101_32x4d(num_classes: int = 1000) -> ResNet:
     return ResNet(resnext_spec(101, 32), num_classes)
 
 
-# The seed README lists ResNeXt50_64x4d's accuracy (and tar link) for this row too; recorded as published.
+# Paddle's README lists ResNeXt50_64x4d's accuracy (and tar link) for this row too; recorded as published.
 # Paddle's README links ResNeXt50_64x4d's tar (and repeats its accuracy) on this row: no weights of its own.
 @register_model(_cfg("ResNeXt101_64x4d", 78.43, 94.13, released=False))
 def resnext101_64x4d(num_classes: int = 1000) -> ResNet:
