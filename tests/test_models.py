@@ -35,7 +35,7 @@ from imgcls.models.testing import randomize_bn
 
 from .conftest import PARITY, REPO, SHARED, require_shared, require_triton
 
-SEED_ZOO = [
+PADDLE_ZOO = [
     "AlexNet",
     *["SqueezeNet1_0", "SqueezeNet1_1", "VGG11", "VGG13", "VGG16", "VGG19"],
     *["MobileNetV1", "MobileNetV2", "MobileNetV2_x0_25", "MobileNetV2_x0_5", "MobileNetV2_x1_5", "MobileNetV2_x2_0"],
@@ -138,10 +138,10 @@ def training_loss(out) -> torch.Tensor:
     return torch.logsumexp(out, 1).mean() - out[:, 0].mean()
 
 
-def _model_params(smallest_of_family_only: bool) -> list:
-    """pytest params over every model; the slow mark goes on models over 150M parameters, on models over
-    ``DEFAULT_PARAMS`` that are not the smallest of their family, or (``smallest_of_family_only``) on every model
-    but the smallest of its family."""
+def _model_params(smallest_of_family_only: bool, fusable_only: bool = False) -> list:
+    """pytest params over every model (``fusable_only``: those with fusable blocks); the slow mark goes on models
+    over 150M parameters, on models over ``DEFAULT_PARAMS`` that are not the smallest of their family, or
+    (``smallest_of_family_only``) on every model but the smallest of its family."""
     facts = model_facts()
     smallest: dict[str, str] = {}
     for name, (count, family) in facts.items():
@@ -151,16 +151,17 @@ def _model_params(smallest_of_family_only: bool) -> list:
     for name, (count, family) in facts.items():
         representative = smallest[family] == name
         slow = count > SLOW_PARAMS or not representative and (smallest_of_family_only or count > DEFAULT_PARAMS)
-        params.append(pytest.param(name, marks=[pytest.mark.slow] if slow else [], id=name))
+        if not fusable_only or fused_ops(meta_model(name)):
+            params.append(pytest.param(name, marks=[pytest.mark.slow] if slow else [], id=name))
     return params
 
 
 # ---------------------------------------------------------------- registry
 
 
-def test_list_models_is_the_seed_zoo() -> None:
-    assert sorted(list_models()) == sorted(SEED_ZOO)
-    assert len(SEED_ZOO) == 57
+def test_list_models_is_paddles_zoo() -> None:
+    assert sorted(list_models()) == sorted(PADDLE_ZOO)
+    assert len(PADDLE_ZOO) == 57
 
 
 def test_list_models_matches_the_seed_readme() -> None:
@@ -285,12 +286,9 @@ assert err < 1e-5, err
 
 
 # The other models' fused checks (the same blocks, wider or deeper) run with -m slow: 12 cases, ~95 s on 2 cores.
-@pytest.mark.parametrize("name", _model_params(smallest_of_family_only=True))
+@pytest.mark.parametrize("name", _model_params(smallest_of_family_only=True, fusable_only=True))
 def test_fused_matches_reference(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Same weights, same input: ``fused=True`` (Triton interpreter on CPU) reproduces the reference path."""
-    ops = fused_ops(meta_model(name))
-    if not ops:
-        pytest.skip(f"{name} has no fused blocks")
     require_triton()  # requirements.txt pins triton: a CI without it would pass this check without running it
     torch.manual_seed(0)
     model = randomize_bn(create_model(name), 1)
