@@ -86,7 +86,7 @@ stage() {
     fi
     log "stage $name (timeout ${t}s): $*"
     COMMANDS+=("timeout --foreground -s INT -k 20 $t $*")
-    # SIGINT to the command alone (--foreground): pytest ends the session and still writes its JSON; sent to the
+    # SIGINT to the command alone (--foreground): pytest stops its run and still writes its JSON; sent to the
     # whole group it would also kill inductor's compile workers and lose the JSON.
     timeout --foreground -s INT -k 20 "$t" "$@" 2>&1 | tee -a "$LOG"
     rc=${PIPESTATUS[0]}

@@ -89,7 +89,7 @@ class TrainConfig:
     sync_bn: bool = False
     save_dir: str = "output/"
     checkpoint: str | None = None  # resume from this checkpoint folder
-    overwrite: bool = False  # remove an earlier run in the run folder first
+    overwrite: bool = False  # remove a previous run in the run folder first
     tensorboard: bool = True
 
 

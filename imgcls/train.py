@@ -92,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         p,
         "overwrite",
         False,
-        "start afresh in a run folder that holds an earlier run: remove its checkpoints, metrics.csv, tb/ and "
+        "start afresh in a run folder that holds a previous run: remove its checkpoints, metrics.csv, tb/ and "
         "curves.png first (without it, such a folder is an error unless resuming one of its checkpoints)",
     )
     p.add_argument(
@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> dict:
 def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
     """The training run of a config on its data; returns the last epoch's metrics row ({} if none ran).
 
-    Rank 0 holds the run folder (locked, checked writable and free of an earlier run) for the whole run."""
+    Rank 0 holds the run folder (locked, checked writable and free of a previous run) for the whole run."""
     train = config.train
     try:
         precision = engine.make_precision(config.precision, info.device)

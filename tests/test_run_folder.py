@@ -1,4 +1,4 @@
-"""The run folder keeps what is in it: one run at a time (a lock), no silent overwrite of an earlier run, and a full or
+"""The run folder keeps what is in it: one run at a time (a lock), no silent overwrite of a previous run, and a full or
 read-only disk as one line that leaves no partial checkpoint and no metrics row without its checkpoint.
 
 CI runs as root, where a chmod'ed folder stays writable: the disk errors are raised by patching ``os.write`` /

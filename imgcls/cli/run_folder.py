@@ -6,7 +6,7 @@ run overwritten unless asked.
   the process dies, however it dies, so a stale lock file never blocks anyone.
 - **Writable first.** Taking the lock creates the folder and writes the lock file, and a probe folder is made and
   removed (checkpoints are written into fresh folders): a read-only or full disk fails before any training.
-- **No silent overwrite.** A folder that holds an earlier run (checkpoints ``<epoch>/``, ``metrics.csv``, ``tb/``,
+- **No silent overwrite.** A folder that holds a previous run (checkpoints ``<epoch>/``, ``metrics.csv``, ``tb/``,
   ``curves.png``) is used only to resume from one of its checkpoints (``--checkpoint``); ``--overwrite`` removes
   that run first. Any other file in the folder is left alone.
 """
@@ -78,7 +78,7 @@ def epoch_folders(folder: Path) -> list[int]:
 
 
 def run_contents(folder: Path) -> list[str]:
-    """What an earlier run left in ``folder``, in words (empty when it holds none)."""
+    """What a previous run left in ``folder``, in words (empty when it holds none)."""
     epochs = epoch_folders(folder)
     found = []
     if epochs:
