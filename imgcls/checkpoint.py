@@ -44,7 +44,6 @@ STATE_FILE = "state.pt"
 MIN_MATCH_FRACTION = 0.5  # fewer matching tensors than this means the file is another model's
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"  # hidden folders beside a target: .<name>.tmp-<pid>, .<name>.old-<pid>
 STATE_FORMAT = 2
-WRITE_CHUNK = 1 << 26  # os.write moves at most ~2 GiB per call
 
 
 def _fsync_path(path: Path) -> None:
@@ -121,20 +120,38 @@ def sweep_leftovers(parent: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _RecordingFile(io.RawIOBase):
+    """A file torch.save streams into that keeps the OSError of a failed write: torch's zip writer reports it only
+    as "unexpected pos ...", which never says the disk is full."""
+
+    def __init__(self, file: io.BufferedWriter) -> None:
+        super().__init__()
+        self.file, self.error = file, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+
 def write_synced(path: Path, obj: object) -> None:
-    """``torch.save`` of ``obj`` as a new file ``path``, fsynced. Serialized in memory first and written with
-    ``os.write``, so that a full disk or a read-only folder raises an ``OSError`` whose errno says so."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = buffer.getbuffer()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written : written + WRITE_CHUNK])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """``torch.save`` of ``obj`` as a new file ``path``, streamed and fsynced; a full disk or a read-only folder
+    raises the ``OSError`` whose errno says so."""
+    with open(path, "xb") as file:
+        recorder = _RecordingFile(file)
+        try:
+            torch.save(obj, recorder)
+            file.flush()
+        except RuntimeError:
+            if recorder.error is None:
+                raise
+            raise recorder.error from None
+        os.fsync(file.fileno())
 
 
 def write_temp_checkpoint(target: Path, weights: dict, state: dict | None) -> Path:

@@ -1,8 +1,9 @@
 """The run folder keeps what is in it: one run at a time (a lock), no silent overwrite of a previous run, and a full or
 read-only disk as one line that leaves no partial checkpoint and no metrics row without its checkpoint.
 
-CI runs as root, where a chmod'ed folder stays writable: the disk errors are raised by patching ``os.write`` /
-``os.mkdir`` / ``os.open`` for the paths under the run folder (the errno is what a full or read-only disk gives).
+CI runs as root, where a chmod'ed folder stays writable: the disk errors are raised by patching the checkpoint's
+file writes / ``os.mkdir`` / ``os.open`` for the paths under the run folder (the errno is what a full or read-only
+disk gives).
 """
 
 from __future__ import annotations
@@ -101,24 +102,21 @@ def test_rerun_into_a_used_folder_refuses_until_overwrite(data, tmp_path, capsys
     assert metrics_epochs(run_dir) == ["0"]
 
 
-def fd_path(fd: int) -> str:
-    return os.readlink(f"/proc/self/fd/{fd}")
-
-
 def test_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch, capsys):
     """ENOSPC halfway through epoch 1's weights file: one line naming the folder and the cause, no partial folder,
     no metrics row for epoch 1, epoch 0's checkpoint intact and named for resuming."""
     out = tmp_path / "out"
     run_dir = out / MODEL
-    real_write = os.write
+    real_write = ckpt._RecordingFile.write
 
-    def disk_full_in_epoch_1(fd: int, data: bytes) -> int:
-        if f"{os.sep}.1{TMP_TAG}" in fd_path(fd):
-            real_write(fd, bytes(data[: len(data) // 2]))
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(fd, data)
+    def disk_full_in_epoch_1(self, data: bytes) -> int:
+        if f"{os.sep}.1{TMP_TAG}" in self.file.name:  # what the file object raises when the disk fills up
+            self.file.write(bytes(data[: len(data) // 2]))
+            self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise self.error
+        return real_write(self, data)
 
-    monkeypatch.setattr(os, "write", disk_full_in_epoch_1)
+    monkeypatch.setattr(ckpt._RecordingFile, "write", disk_full_in_epoch_1)
     err = one_line_error(capsys, lambda: run_train(*tiny_train(data, out, "--num_epochs=2")))
     monkeypatch.undo()
     assert f"cannot save checkpoint {run_dir / '1'}: No space left on device (ENOSPC)" in err
