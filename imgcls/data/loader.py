@@ -14,6 +14,13 @@ PCIe, no CPU pass.
 A bad image is dropped from its batch and reported in ``loader.skipped``; one decoded in spite of damage (libjpeg
 warnings) is kept and listed in ``loader.warned``; any other exception in the producer is re-raised in the
 consumer. Leaving a loop early stops the thread (the iterator's ``close``).
+
+Where the loader is in its epoch is one notion, ``EpochPosition(epoch, batch)``: the epoch, and how many of this
+rank's planned batches of it the consumer has been handed (a planned batch whose images all failed counts as handed
+once a later one is, or the epoch ends). The plan of an epoch is a pure function of (random_seed, epoch, rank,
+world_size), so ``set_epoch(epoch, start_batch=k)`` continues an epoch exactly where a position left it: the same
+remaining samples with the same augmentations. Mid-epoch checkpoints store ``loader.position``; any data source
+that feeds the loader keeps the same contract (batch k of an epoch is always the same samples).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -35,6 +43,7 @@ from .preprocess import PreprocessSpec, normalize
 from .readers import make_reader
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+PlannedBatch = tuple[int, np.ndarray]  # (its number in the epoch's plan, the sample indices it reads)
 POLL_SECONDS = 0.1  # how often a blocked producer or consumer checks whether it should stop
 
 
@@ -42,8 +51,24 @@ class NoReadableImageError(RuntimeError):
     """Every image of the dataset failed to load (a rank needed a stand-in batch and found none)."""
 
 
+@dataclass(frozen=True)
+class EpochPosition:
+    """Where a loader stands: ``epoch``, and ``batch``, how many of this rank's planned batches of that epoch the
+    consumer has been handed (the number of the next planned batch it will get)."""
+
+    epoch: int
+    batch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epoch < 0 or self.batch < 0:
+            raise ValueError(f"epoch and batch must be >= 0, got {self.epoch}, {self.batch}")
+
+
 class _End:
-    """Queue marker: the epoch is over."""
+    """Queue marker: the epoch is over; ``last`` is the number of its last planned batch (None if it had none)."""
+
+    def __init__(self, last: int | None):
+        self.last = last
 
 
 class _Failure:
@@ -69,8 +94,8 @@ def epoch_order(
     return order[:usable][rank::world_size]
 
 
-def _produce(load: Callable, batches: list[np.ndarray], out: queue.Queue, stop: threading.Event) -> None:
-    """Thread body: load each batch and hand it over, until done or told to stop."""
+def _produce(load: Callable, batches: Iterable[PlannedBatch], out: queue.Queue, stop: threading.Event) -> None:
+    """Thread body: load each planned batch and hand it over with its number, until done or told to stop."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -82,22 +107,33 @@ def _produce(load: Callable, batches: list[np.ndarray], out: queue.Queue, stop: 
         return False
 
     try:
-        for indices in batches:
+        number = None
+        for number, indices in batches:
             if stop.is_set():
                 return
             batch = load(indices)
-            if batch is not None and not put(batch):
+            if batch is not None and not put((number, batch)):
                 return
-        put(_End())
+        put(_End(number))
     except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
         put(_Failure(e))
 
 
 class EpochIterator:
-    """One pass over the loader's batches, fed by a background thread; ``close()`` stops it early."""
+    """One pass over the loader's planned batches, fed by a background thread; ``close()`` stops it early.
+    ``handed(n)`` is called by the consumer with the number of each planned batch as it is handed out, and with the
+    last planned number when the pass ends (trailing batches that failed whole count as handed)."""
 
-    def __init__(self, load: Callable, batches: list[np.ndarray], prefetch: int, finish: Callable | None = None):
+    def __init__(
+        self,
+        load: Callable,
+        batches: Iterable[PlannedBatch],
+        prefetch: int,
+        handed: Callable[[int], None],
+        finish: Callable | None = None,
+    ):
         self._finish = finish  # run by the consumer on each batch (the GPU step, on the consumer's stream)
+        self._handed = handed
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._done = False
@@ -123,11 +159,15 @@ class EpochIterator:
                     raise RuntimeError("imgcls loader thread exited without finishing the epoch") from None
         if isinstance(item, _End):
             self.close()
+            if item.last is not None:
+                self._handed(item.last)
             raise StopIteration
         if isinstance(item, _Failure):
             self.close()
             raise item.error
-        return item if self._finish is None else self._finish(item)
+        number, batch = item
+        self._handed(number)
+        return batch if self._finish is None else self._finish(batch)
 
     def close(self) -> None:
         """Stop the producer and wait for it (it checks every POLL_SECONDS and after each batch)."""
@@ -202,27 +242,50 @@ class Loader:
         )
         self._scale, self._shift = preprocess.scale_shift()
         self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on self.device
-        self.epoch = 0
+        self.epoch, self.start_batch = 0, 0
+        self._next_batch = 0  # the consumer's position in the current pass
         self.skipped: list[tuple[str, str]] = []
         self.warned: list[tuple[str, str]] = []  # this epoch's (path, warning): decoded in spite of damage
         self._current: weakref.ref | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order and augmentations the next iteration uses."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the epoch whose order and augmentations the next iteration uses, and its first planned batch:
+        ``start_batch`` > 0 continues the epoch where a saved ``position`` left it."""
+        if not 0 <= start_batch <= len(self.batches_of(epoch)):
+            raise ValueError(f"start_batch {start_batch} outside 0..{len(self.batches_of(epoch))} of epoch {epoch}")
+        self.epoch, self.start_batch, self._next_batch = epoch, start_batch, start_batch
 
-    def indices(self) -> np.ndarray:
-        """This rank's sample indices for the current epoch, in reading order."""
-        return epoch_order(len(self.paths), self.random_seed, self.epoch, self.shuffle, self.rank, self.world_size)
+    @property
+    def position(self) -> EpochPosition:
+        """Where the consumer is in the current epoch (what a mid-epoch checkpoint saves)."""
+        return EpochPosition(self.epoch, self._next_batch)
 
-    def batches(self) -> list[np.ndarray]:
-        order = self.indices()
+    def _handed(self, number: int) -> None:
+        self._next_batch = number + 1
+
+    def indices(self, epoch: int | None = None) -> np.ndarray:
+        """This rank's sample indices for ``epoch`` (default: the current one), in reading order."""
+        epoch = self.epoch if epoch is None else epoch
+        return epoch_order(len(self.paths), self.random_seed, epoch, self.shuffle, self.rank, self.world_size)
+
+    def batches_of(self, epoch: int) -> list[np.ndarray]:
+        """The planned batches of ``epoch`` on this rank: batch k is always the same samples."""
+        order = self.indices(epoch)
         cut = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         return [order[i : i + self.batch_size] for i in range(0, cut, self.batch_size)]
 
+    def batches(self) -> list[np.ndarray]:
+        """The current epoch's planned batches from ``start_batch`` on (what the next iteration reads)."""
+        return self.batches_of(self.epoch)[self.start_batch :]
+
     def __len__(self) -> int:
+        """Planned batches of a whole epoch (``remaining()`` after a mid-epoch ``set_epoch``)."""
         count = len(self.indices())
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+
+    def remaining(self) -> int:
+        """Planned batches the next iteration reads (the epoch's, from ``start_batch`` on)."""
+        return len(self) - self.start_batch
 
     def load_batch(self, indices: np.ndarray, epoch: int) -> Batch | None:
         """Read one batch; failed images are dropped and recorded.
@@ -278,16 +341,32 @@ class Loader:
         return normalize(pixels, *self._device_affine), labels.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[Batch]:
+        """One pass over the current epoch's planned batches from ``start_batch`` on. A pass that ends sets the
+        position to the end of the epoch; the next pass starts at ``start_batch`` again unless ``set_epoch``."""
         self.close_iterator()
         self.skipped, self.warned = [], []
-        batches = self.batches()
+        self._next_batch = self.start_batch
+        planned = enumerate(self.batches(), start=self.start_batch)
         load = partial(self.load_batch, epoch=self.epoch)  # a set_epoch() during the pass changes nothing
         finish = self.to_device if self.normalize_on_device else None
         if self.num_workers == 0:  # synchronous: handy for debugging, same batches
-            return (b if finish is None else finish(b) for b in map(load, batches) if b is not None)
-        it = EpochIterator(load, batches, self.prefetch, finish)
+            return self._iterate_inline(planned, load, finish)
+        it = EpochIterator(load, planned, self.prefetch, self._handed, finish)
         self._current = weakref.ref(it)
         return it
+
+    def _iterate_inline(
+        self, planned: Iterable[PlannedBatch], load: Callable, finish: Callable | None
+    ) -> Iterator[Batch]:
+        """The synchronous pass (``num_workers == 0``): same batches, same positions."""
+        number = None
+        for number, indices in planned:
+            batch = load(indices)
+            if batch is not None:
+                self._handed(number)
+                yield batch if finish is None else finish(batch)
+        if number is not None:
+            self._handed(number)
 
     def close_iterator(self) -> None:
         """Stop a previous epoch's thread if its iterator is still alive."""
