@@ -32,6 +32,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,7 +254,9 @@ def file_digest(path: Path) -> tuple[int, str]:
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     """A cached state_dict, plain tensors only."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about an odd file: the error below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise ValueError(f"{path}: unreadable ({str(e).strip()[:120]}); delete it to fetch the weights again") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
