@@ -12,7 +12,15 @@ import torch
 
 from imgcls import checkpoint as ckpt
 from imgcls.cli.data import make_loader, resolve_data
-from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, run_command
+from imgcls.cli.flags import (
+    ArgumentParser,
+    add_model_args,
+    add_precision_args,
+    fail,
+    pick_device,
+    positive_int,
+    run_command,
+)
 from imgcls.cli.layering import build_run_config, model_cfg
 from imgcls.config import RunConfig
 from imgcls.data.read_report import printable, warned_summary
@@ -21,7 +29,7 @@ from imgcls.engine import evaluate, make_precision
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The shared model/data/preprocessing flags, precision and the eval batch (alias ``--test_batch_size``)."""
-    p = argparse.ArgumentParser("imgcls.eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser("imgcls.eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
     p.add_argument(

@@ -17,7 +17,17 @@ from pathlib import Path
 from imgcls import distributed as dist
 from imgcls import engine
 from imgcls.cli.data import resolve_data, warn_sparse_labels
-from imgcls.cli.flags import add_bool, add_model_args, add_precision_args, fail, pick_device, positive_int, run_command
+from imgcls.cli.flags import (
+    ArgumentParser,
+    add_bool,
+    add_model_args,
+    add_precision_args,
+    fail,
+    input_side,
+    pick_device,
+    positive_int,
+    run_command,
+)
 from imgcls.cli.layering import build_run_config, model_cfg
 from imgcls.cli.run_folder import claimed
 from imgcls.cli.training_run import Trainer
@@ -29,7 +39,7 @@ from imgcls.randomness import seed_everything
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Paddle's train.py flags (same names and value forms), plus this project's."""
-    p = argparse.ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
     add_bool(
@@ -97,7 +107,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--crop_size",
-        type=positive_int,
+        type=input_side,
         default=None,
         help="train crop size (default: --image_shape; both given must agree)",
     )
