@@ -103,9 +103,9 @@ def real_blocks(*drop: str) -> list[bytes]:
 
 
 def sparse_tensor_misshapen() -> bytes:
-    """The classifier weights replaced by a sparse member whose header claims a 3 GB tensor."""
-    dims = (CLAIMED // 4,)
-    return archive(*real_blocks("fc6_weights"), sparse(f"{FOLDER}/fc6_weights", tensor_header(dims), CLAIMED))
+    """The classifier weights replaced by a sparse member holding the 3 GB tensor its header describes."""
+    header = tensor_header((CLAIMED // 4,))
+    return archive(*real_blocks("fc6_weights"), sparse(f"{FOLDER}/fc6_weights", header, len(header) + CLAIMED))
 
 
 def sparse_tensor_padded() -> bytes:
@@ -185,12 +185,12 @@ def test_the_hostile_tars_are_what_they_claim(tmp_path):
 
 
 HOSTILE = {
-    "sparse-misshapen-tensor": (sparse_tensor_misshapen, "fc6_weights"),
-    "sparse-padded-tensor": (sparse_tensor_padded, "fc6_offset"),
-    "sparse-non-tensor": (sparse_non_tensor, "notes"),
-    "sparse-unused-tensor": (sparse_unused_tensor, "velocity_0"),
-    "gzip-bomb": (gzip_bomb, "decompress"),
-    "cut-short": (cut_short, "truncated or corrupt"),
+    "sparse-misshapen-tensor": (sparse_tensor_misshapen, "fc6_weights: Paddle shape (750000000,) does not fit"),
+    "sparse-padded-tensor": (sparse_tensor_padded, "fc6_offset: the file holds 3000000000 bytes but its header"),
+    "sparse-non-tensor": (sparse_non_tensor, "1 non-tensor files skipped: notes"),
+    "sparse-unused-tensor": (sparse_unused_tensor, "1 Paddle tensors not used: velocity_0"),
+    "gzip-bomb": (gzip_bomb, "the gzip archive decompresses to more than"),
+    "cut-short": (cut_short, "truncated or corrupt tar archive"),
 }
 
 
