@@ -25,6 +25,7 @@ from imgcls.models import get_model_cfg
 
 from .cli_helpers import one_error_line, run_limited
 from .conftest import PARITY
+from .test_convert import _varint
 
 MODEL = "ShuffleNetV2_x0_25"
 TAR = f"{MODEL}_pretrained.tar"
@@ -43,19 +44,10 @@ def real_members() -> list[tuple[tarfile.TarInfo, bytes]]:
         return [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
 
 
-def varint(n: int) -> bytes:
-    out = b""
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out += bytes([byte | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
 def tensor_header(dims: tuple[int, ...]) -> bytes:
-    """The bytes before the data of a float32 Paddle LoDTensor file of shape ``dims`` (written from the format's
-    description, independently of the converter)."""
-    desc = b"\x08\x05" + b"".join(b"\x10" + varint(d) for d in dims)
+    """The bytes before the data of a float32 Paddle LoDTensor file of shape ``dims`` (test_convert's writer of the
+    format, which shares nothing with the converter, without the data)."""
+    desc = b"\x08\x05" + b"".join(b"\x10" + _varint(d) for d in dims)
     return (0).to_bytes(4, "little") + (0).to_bytes(8, "little") + (0).to_bytes(4, "little") + len(desc).to_bytes(
         4, "little"
     ) + desc  # fmt: skip
