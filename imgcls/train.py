@@ -33,6 +33,7 @@ from imgcls.cli.run_folder import claimed
 from imgcls.cli.training_run import Trainer
 from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
+from imgcls.limits import MAX_INPUT_SIZE
 from imgcls.optim import LR_STRATEGIES
 from imgcls.randomness import seed_everything
 
@@ -109,7 +110,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--crop_size",
         type=input_side,
         default=None,
-        help="train crop size (default: --image_shape; both given must agree)",
+        help=f"train crop size, at most {MAX_INPUT_SIZE} px (default: --image_shape; both given must agree)",
     )
     p.add_argument(
         "--lower_scale", type=float, default=None, help="random resized crop: min area fraction (Paddle: 0.08)"

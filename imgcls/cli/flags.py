@@ -117,7 +117,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--image_shape",
         type=image_shape,
         default=None,
-        help="C,H,W of the network input (default: the model's, 3,224,224 for most)",
+        help=f"C,H,W of the network input, square, 8 to {MAX_INPUT_SIZE} px (default: the model's, 3,224,224 for most)",
     )
     parser.add_argument(
         "--resize_short_size",
