@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from imgcls.benchmark_report import Config, Row, describe, record, table
-from imgcls.cli.flags import add_bool, fail, pick_device, positive_int
+from imgcls.cli.flags import ArgumentParser, add_bool, fail, input_side, pick_device, positive_int, run_command
 from imgcls.config import PrecisionConfig
 from imgcls.engine import Precision, backward_and_step, make_precision, make_scaler
 from imgcls.losses import training_loss
@@ -38,10 +38,10 @@ BASELINE = Config(False, False, False)
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Model, batch, image size, the switches (left out: both values; --compile: off), timing rounds."""
-    p = argparse.ArgumentParser("imgcls.benchmark", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser("imgcls.benchmark", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="ShuffleNetV2_swish", help="registered model name")
     p.add_argument("--batch_size", type=positive_int, default=32, help="images per step")
-    p.add_argument("--image_size", type=positive_int, default=None, help="input side (default: the model's)")
+    p.add_argument("--image_size", type=input_side, default=None, help="input side (default: the model's)")
     p.add_argument("--class_dim", type=positive_int, default=1000, help="classifier width")
     for name, help_text in (("fused", "Triton kernels"), ("amp", "autocast"), ("channels_last", "NHWC layout")):
         add_bool(p, name, None, f"{help_text}: True, False, or both when left out")
@@ -225,4 +225,4 @@ def main(args: argparse.Namespace) -> list[Row]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_command(main, get_args_parser(), "")

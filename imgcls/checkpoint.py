@@ -14,6 +14,9 @@ it wrote and raises the ``OSError``, whose errno names the cause.
 
 Both files load with ``torch.load(weights_only=True)``: tensors and plain Python values only (RNG states included),
 so reading a checkpoint (eval and infer read ``state.pt`` for the run's preprocessing) never runs pickled code.
+Each save also writes ``checksums.sha256`` (``imgcls.checksums``: the sha256 of each file, hashed as it is
+written), and each read checks the file against it first: a damaged file is an error naming it, never weights with
+flipped bits. A checkpoint without the manifest loads unchecked.
 
 ``state.pt`` formats: 2 (``format: 2``, the run's ``config`` under the config's own field names) and 1 (no
 ``format`` key; the CLI's flags under ``args``), which still loads for eval, infer, fine-tuning and resume.
@@ -21,11 +24,13 @@ so reading a checkpoint (eval and infer read ``state.pt`` for the run's preproce
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
 import shutil
 import tarfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imgcls.checksums import verify, write_manifest
 from imgcls.config import RunConfig, from_plain, to_plain
 from imgcls.data.preprocess import PreprocessSpec
 from imgcls.data.transforms import AugConfig
@@ -121,27 +127,29 @@ def sweep_leftovers(parent: Path) -> None:
 
 
 class _RecordingFile(io.RawIOBase):
-    """A file torch.save streams into that keeps the OSError of a failed write: torch's zip writer reports it only
-    as "unexpected pos ...", which never says the disk is full."""
+    """A file torch.save streams into that hashes what it writes (sha256) and keeps the OSError of a failed write:
+    torch's zip writer reports it only as "unexpected pos ...", which never says the disk is full."""
 
     def __init__(self, file: io.BufferedWriter) -> None:
         super().__init__()
-        self.file, self.error = file, None
+        self.file, self.error, self.sha256 = file, None, hashlib.sha256()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:
         try:
-            return self.file.write(data)
+            written = self.file.write(data)
         except OSError as e:
             self.error = e
             raise
+        self.sha256.update(memoryview(data)[:written])
+        return written
 
 
-def write_synced(path: Path, obj: object) -> None:
-    """``torch.save`` of ``obj`` as a new file ``path``, streamed and fsynced; a full disk or a read-only folder
-    raises the ``OSError`` whose errno says so."""
+def write_synced(path: Path, obj: object) -> str:
+    """``torch.save`` of ``obj`` as a new file ``path``, streamed and fsynced; returns the file's sha256 (hex). A
+    full disk or a read-only folder raises the ``OSError`` whose errno says so."""
     with open(path, "xb") as file:
         recorder = _RecordingFile(file)
         try:
@@ -152,6 +160,7 @@ def write_synced(path: Path, obj: object) -> None:
                 raise
             raise recorder.error from None
         os.fsync(file.fileno())
+    return recorder.sha256.hexdigest()
 
 
 def write_temp_checkpoint(target: Path, weights: dict, state: dict | None) -> Path:
@@ -162,9 +171,10 @@ def write_temp_checkpoint(target: Path, weights: dict, state: dict | None) -> Pa
     tmp = _hidden(target, TMP_TAG)
     tmp.mkdir()
     try:
-        write_synced(tmp / WEIGHTS_FILE, weights)
+        digests = {WEIGHTS_FILE: write_synced(tmp / WEIGHTS_FILE, weights)}
         if state is not None:
-            write_synced(tmp / STATE_FILE, state)
+            digests[STATE_FILE] = write_synced(tmp / STATE_FILE, state)
+        write_manifest(tmp, digests)
         _fsync_path(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -200,10 +210,14 @@ def save_checkpoint(target: str | os.PathLike, model: nn.Module, state: dict | N
 
 
 def _load_plain(path: Path) -> object:
-    """``torch.load`` of tensors and plain values only; ValueError saying what is wrong with the file otherwise (an
-    empty, truncated or foreign file; objects whose unpickling could run code)."""
+    """``torch.load`` of tensors and plain values only, after the file matched its checkpoint's checksum manifest;
+    ValueError saying what is wrong with the file otherwise (damaged since it was saved; an empty, truncated or
+    foreign file; objects whose unpickling could run code). torch's own warnings are not shown: the error says it."""
+    verify(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise ValueError(f"{path}: {_unloadable_reason(path, e)}") from None
 
@@ -327,7 +341,7 @@ def _format1_preprocess(args: dict) -> PreprocessSpec | None:
 
 def read_run_info(path: str | os.PathLike) -> SavedRun | None:
     """The ``SavedRun`` of the ``state.pt`` beside ``path`` (a checkpoint folder or its model.pt); None when there
-    is none (a plain state_dict or a Paddle file). Loaded as plain data only."""
+    is none (a plain state_dict or a Paddle file); ValueError when it cannot be read. Loaded as plain data only."""
     folder = checkpoint_folder(path)
     if folder.is_file():
         folder = folder.parent
@@ -336,7 +350,7 @@ def read_run_info(path: str | os.PathLike) -> SavedRun | None:
         return None
     state = _load_plain(state_file)
     if not isinstance(state, dict):
-        return None
+        raise ValueError(f"{state_file}: not a training state (a {type(state).__name__}, not a dict)")
     try:
         return saved_run(state)
     except (KeyError, TypeError, ValueError) as e:

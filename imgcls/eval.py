@@ -12,7 +12,15 @@ import torch
 
 from imgcls import checkpoint as ckpt
 from imgcls.cli.data import make_loader, resolve_data
-from imgcls.cli.flags import add_model_args, add_precision_args, fail, pick_device, positive_int, run_command, warn
+from imgcls.cli.flags import (
+    ArgumentParser,
+    add_model_args,
+    add_precision_args,
+    fail,
+    pick_device,
+    positive_int,
+    run_command,
+)
 from imgcls.cli.layering import build_run_config, model_cfg
 from imgcls.config import RunConfig
 from imgcls.data.read_report import printable, warned_summary
@@ -21,7 +29,7 @@ from imgcls.engine import evaluate, make_precision
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The shared model/data/preprocessing flags, precision and the eval batch (alias ``--test_batch_size``)."""
-    p = argparse.ArgumentParser("imgcls.eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser("imgcls.eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
     p.add_argument(
@@ -32,14 +40,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def saved_run_of(path: str | None) -> ckpt.SavedRun | None:
     """What the checkpoint at ``path`` says of its run (its preprocessing, classes); None for other files.
-    An unreadable record is a warning: the model's defaults apply."""
+    An unreadable record is a one-line error: evaluating with guessed preprocessing would give a wrong answer."""
     if not path:
         return None
     try:
         return ckpt.read_run_info(path)
-    except ValueError as e:
-        warn(f"{e}; using the model's defaults")
-        return None
+    except (OSError, ValueError) as e:
+        fail(f"{e}: the preprocessing {path} was trained with cannot be read, and is not guessed")
 
 
 def load_for_inference(config: RunConfig, device: torch.device) -> torch.nn.Module:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from imgcls.cli.data import resolve_data
-from imgcls.cli.flags import add_bool, add_model_args, fail, pick_device, positive_int, run_command
+from imgcls.cli.flags import ArgumentParser, add_bool, add_model_args, fail, pick_device, positive_int, run_command
 from imgcls.cli.layering import build_run_config, model_cfg, read_config
 from imgcls.config import ReadConfig
 from imgcls.data import BatchReader, DatasetSpec, make_reader
@@ -30,7 +30,7 @@ DEFAULT_EXPORT_DIR = "inference_model"
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Flags: the model/data/preprocessing ones every CLI shares, plus images, top-k, labels and export."""
-    p = argparse.ArgumentParser("imgcls.infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser("imgcls.infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     p.add_argument(
         "--image",

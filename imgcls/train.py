@@ -17,19 +17,30 @@ from pathlib import Path
 from imgcls import distributed as dist
 from imgcls import engine
 from imgcls.cli.data import resolve_data, warn_sparse_labels
-from imgcls.cli.flags import add_bool, add_model_args, add_precision_args, fail, pick_device, positive_int, run_command
+from imgcls.cli.flags import (
+    ArgumentParser,
+    add_bool,
+    add_model_args,
+    add_precision_args,
+    fail,
+    input_side,
+    pick_device,
+    positive_int,
+    run_command,
+)
 from imgcls.cli.layering import build_run_config, model_cfg
 from imgcls.cli.run_folder import claimed
 from imgcls.cli.training_run import Trainer
 from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
+from imgcls.limits import MAX_INPUT_SIZE
 from imgcls.optim import LR_STRATEGIES
 from imgcls.randomness import seed_everything
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Paddle's train.py flags (same names and value forms), plus this project's."""
-    p = argparse.ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
     add_bool(
@@ -97,9 +108,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--crop_size",
-        type=positive_int,
+        type=input_side,
         default=None,
-        help="train crop size (default: --image_shape; both given must agree)",
+        help=f"train crop size, at most {MAX_INPUT_SIZE} px (default: --image_shape; both given must agree)",
     )
     p.add_argument(
         "--lower_scale", type=float, default=None, help="random resized crop: min area fraction (Paddle: 0.08)"

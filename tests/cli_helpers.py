@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +58,42 @@ def one_line_error(capsys: pytest.CaptureFixture, call: Callable[[], object]) ->
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in err and err.strip().splitlines()[-1] == errors[0], err
+    return errors[0]
+
+
+# Runs Python code after the usual imports, under an address-space limit of what they took plus an allowance: an
+# allocation beyond it fails (MemoryError, or the process dies), so passing proves the bound.
+_LIMITED = """
+import importlib, resource, runpy, sys
+code, allowance = sys.argv[1], int(sys.argv[2])
+for name in ("imgcls.models", "imgcls.convert", "imgcls.hub", "imgcls.data", "imgcls.engine", "imgcls.export", "cv2"):
+    importlib.import_module(name)
+with open("/proc/self/status") as f:
+    used = next(int(line.split()[1]) for line in f if line.startswith("VmSize")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (used + allowance, resource.RLIM_INFINITY))
+sys.argv = [sys.argv[0], *sys.argv[3:]]
+exec(code)
+"""
+_RUN_MODULE = "sys.argv = sys.argv[1:]\nrunpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+
+
+def run_python_limited(code: str, args: list[str], allowance: int, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``code`` (``sys.argv[1:]`` = ``args``) in a subprocess whose address space may grow by ``allowance`` bytes
+    past its imports (one malloc arena and one math thread, so that threads reserve no extra address space)."""
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", _LIMITED, code, str(allowance), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_limited(module: str, flags: list[str], allowance: int, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m module *flags`` under ``run_python_limited``'s address-space limit."""
+    return run_python_limited(_RUN_MODULE, [module, *flags], allowance, timeout)
+
+
+def one_error_line(run: subprocess.CompletedProcess) -> str:
+    """The only ``error:`` line of a finished CLI run, which exited with status 2 and printed no traceback."""
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert run.returncode == 2 and len(errors) == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
     return errors[0]
 
 

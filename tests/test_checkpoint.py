@@ -32,7 +32,7 @@ def test_round_trip(tmp_path):
     opt.step()
     state = {"epoch": 3, "step": 40, "optimizer": opt.state_dict(), "rng": ckpt.rng_states(), "args": {"lr": 0.1}}
     target = ckpt.save_checkpoint(tmp_path / MODEL / "3", model, state)
-    assert sorted(p.name for p in target.iterdir()) == ["model.pt", "state.pt"]
+    assert sorted(p.name for p in target.iterdir()) == ["checksums.sha256", "model.pt", "state.pt"]
     weights, loaded = ckpt.load_training_state(target)
     assert_same_weights(weights, model.state_dict())
     assert loaded["epoch"] == 3 and loaded["step"] == 40
@@ -135,9 +135,10 @@ def test_state_loads_as_plain_data_only(tmp_path, capsys):
     bad = ckpt.save_checkpoint(tmp_path / "bad", model, {"args": {"lr": _RunsCodeWhenUnpickled()}})
     with pytest.raises(ValueError, match="plain tensors"):
         ckpt.load_training_state(bad)
-    assert saved_run_of(str(bad / "model.pt")) is None
+    with pytest.raises(SystemExit) as e:
+        saved_run_of(str(bad / "model.pt"))
     err = capsys.readouterr().err.strip()
-    assert err.startswith("warning: ") and "\n" not in err
+    assert e.value.code == 2 and err.startswith("error: ") and "plain tensors" in err and "\n" not in err
     assert _RunsCodeWhenUnpickled.ran == []
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -11,37 +13,51 @@ from imgcls import distributed as dist
 from imgcls.cli.flags import MAX_PREFETCH_BATCHES, MIN_PREFETCH_BATCHES, fail, warn
 from imgcls.config import RunConfig
 from imgcls.data import DataError, DatasetSpec, Loader, Sample, resolve_dataset
+from imgcls.data.read_report import printable
 
 
 def resolve_data(data_dir: str | None, class_dim: int | None = None, total_images: int | None = None) -> DatasetSpec:
     """The dataset of ``--data_dir`` (or ./data/ILSVRC2012/, or the built-in set); a one-line error and exit 2 when
-    it cannot be used or disagrees with ``--class_dim`` / ``--total_images``."""
+    it cannot be used or disagrees with ``--class_dim`` / ``--total_images``; one warning line naming the files of
+    its class folders that are left out."""
     try:
-        return resolve_dataset(data_dir, class_dim, total_images, log=dist.print0)
+        dataset = resolve_dataset(data_dir, class_dim, total_images, log=dist.print0)
     except DataError as e:
         fail(str(e))
+    if dataset.left_out:
+        kinds = Counter(Path(p).suffix.lower() or "(no extension)" for p in dataset.left_out)
+        counts = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        warn(
+            f"{dataset.root}: {len(dataset.left_out)} files in the class folders are not images by their extension "
+            f"and are left out ({counts}; e.g. {printable(dataset.left_out[0])})"
+        )
+    return dataset
 
 
-def label_ranges(labels: Sequence[int], shown: int = 4) -> str:
-    """Sorted labels as ranges: '3-69, 72' (the first ``shown`` ranges, then '...')."""
-    ranges: list[list[int]] = []
-    for label in labels:
-        if ranges and label == ranges[-1][1] + 1:
-            ranges[-1][1] = label
-        else:
-            ranges.append([label, label])
+def label_ranges(ranges: Sequence[tuple[int, int]], shown: int = 4) -> str:
+    """Ranges of labels as text: '3-69, 72' (the first ``shown`` ranges, then '...')."""
     text = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:shown]]
     return ", ".join(text) + (", ..." if len(ranges) > shown else "")
+
+
+def unused_label_ranges(used: set[int], num_classes: int) -> list[tuple[int, int]]:
+    """The ranges of 0..num_classes-1 that ``used`` leaves out, in order (work: the used labels, not the classes)."""
+    ranges, start = [], 0
+    for label in sorted(used) + [num_classes]:
+        if label > start:
+            ranges.append((start, label - 1))
+        start = label + 1
+    return ranges
 
 
 def warn_sparse_labels(dataset: DatasetSpec) -> None:
     """One warning line when some class in 0..num_classes-1 has no train image: the class count is the largest
     label + 1, so one mistyped label (70 for 7) silently makes a model of 71 classes, most never seen."""
-    used = {s.label for s in dataset.train}
-    missing = [k for k in range(dataset.num_classes) if k not in used]
+    missing = unused_label_ranges({s.label for s in dataset.train}, dataset.num_classes)
     if missing:
+        count = sum(b - a + 1 for a, b in missing)
         warn(
-            f"{len(missing)} of the {dataset.num_classes} classes have no train image (labels "
+            f"{count} of the {dataset.num_classes} classes have no train image (labels "
             f"{label_ranges(missing)}); the class count comes from the largest label, {dataset.num_classes - 1}: "
             "is a label mistyped?"
         )

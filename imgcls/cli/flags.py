@@ -3,13 +3,16 @@
 Every flag takes ``--flag=value`` and ``--flag value``; list flags take ``--step_epochs 30 60 90``; booleans take
 Paddle's ``--use_mixup=True`` as well as a bare ``--use_mixup``. Flags whose default depends on the data or the
 model default to None here; ``layering.build_run_config`` resolves them (see ``imgcls.config`` for the order).
-Also the CLIs' one-line messages (``fail``, ``warn``) and the device choice.
+Also the CLIs' parser (``ArgumentParser``: a usage error is one line), their one-line messages (``fail``,
+``warn``, and ``run_command`` for running out of memory) and the device choice.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -19,6 +22,7 @@ import torch
 from imgcls import distributed as dist
 from imgcls.data.image_header import DEFAULT_MAX_PIXELS
 from imgcls.data.transforms import INTERPOLATIONS
+from imgcls.limits import MAX_INPUT_SIZE
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
@@ -51,14 +55,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def input_side(text: str) -> int:
+    """An input size in pixels, 1..MAX_INPUT_SIZE (argparse type)."""
+    value = positive_int(text)
+    if value > MAX_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INPUT_SIZE} (the readers' limit), got {value}")
+    return value
+
+
 def image_shape(text: str) -> tuple[int, int, int]:
-    """Paddle's '3,224,224' (channels, height, width); only square 3-channel shapes are trained."""
+    """Paddle's '3,224,224' (channels, height, width); only square 3-channel shapes of 8..MAX_INPUT_SIZE px."""
     try:
         c, h, w = (int(v) for v in text.replace(" ", "").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected C,H,W like 3,224,224, got {text!r}") from None
-    if c != 3 or h != w or h < 8:
-        raise argparse.ArgumentTypeError(f"image_shape must be 3,S,S with S >= 8, got {text!r}")
+    if c != 3 or h != w or not 8 <= h <= MAX_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(f"image_shape must be 3,S,S with 8 <= S <= {MAX_INPUT_SIZE}, got {text!r}")
     return c, h, w
 
 
@@ -105,7 +117,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--image_shape",
         type=image_shape,
         default=None,
-        help="C,H,W of the network input (default: the model's, 3,224,224 for most)",
+        help=f"C,H,W of the network input, square, 8 to {MAX_INPUT_SIZE} px (default: the model's, 3,224,224 for most)",
     )
     parser.add_argument(
         "--resize_short_size",
@@ -184,6 +196,19 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """The CLIs' parser: a usage error (a bad value, an unknown flag, a missing one) is one ``error:`` line naming
+    ``--help`` (and the flag meant, for a misspelled one), exit status 2, instead of argparse's whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's hook for every usage error."""
+        unknown = message.removeprefix("unrecognized arguments: ") if message.startswith("unrecognized") else ""
+        flags = [word.split("=", 1)[0] for word in unknown.split() if word.startswith("--")]
+        meant = [m for flag in flags for m in difflib.get_close_matches(flag, self._option_string_actions, n=1)]
+        hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
+        fail(f"{message}{hint}; see python -m {self.prog} --help")
+
+
 def os_error_text(error: OSError) -> str:
     """An OSError's cause in words with its errno name: 'No space left on device (ENOSPC)'."""
     name = errno.errorcode.get(error.errno or 0)
@@ -214,11 +239,26 @@ def run_command(
     argv: list[str] | None = None,
 ) -> None:
     """A CLI's ``__main__``: ``main`` of the parsed ``argv`` (default: the command line), with Ctrl-C outside what
-    ``main`` handles itself turned into ``interrupted(message)``."""
+    ``main`` handles itself turned into ``interrupted(message)``, and an allocation that failed into one line."""
     try:
         main(parser.parse_args(argv))
     except KeyboardInterrupt:
         interrupted(message)
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        out_of_memory(e)
+    except RuntimeError as e:
+        if "DefaultCPUAllocator" not in str(e):  # torch's CPU allocator raises a plain RuntimeError
+            raise
+        out_of_memory(e)
+
+
+def out_of_memory(error: BaseException) -> NoReturn:
+    """An allocation that failed: one line with what was asked for, and what asks for less."""
+    text = " ".join(str(error).split())
+    asked = re.search(r"allocate (\d+) bytes", text)
+    if asked:
+        text = f"{int(asked.group(1)) / 2**30:.1f} GiB asked for"
+    fail(f"out of memory ({text or type(error).__name__}): a smaller --batch_size or --image_shape needs less")
 
 
 def pick_device(use_gpu: bool | None) -> torch.device:

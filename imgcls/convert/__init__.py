@@ -2,17 +2,16 @@
 
 from .paddle import (
     ConversionReport,
-    PaddleCheckpoint,
     checkpoint_class_count,
     convert_complete,
     convert_paddle,
     convert_paddle_checkpoint,
-    load_paddle_checkpoint,
+    expected_tensors,
     looks_like_paddle_checkpoint,
     paddle_to_state_dict,
-    read_lod_tensor,
     read_paddle_checkpoint,
 )
+from .paddle_files import PaddleCheckpoint, load_paddle_checkpoint, read_lod_tensor
 
 __all__ = [
     "ConversionReport",
@@ -21,6 +20,7 @@ __all__ = [
     "convert_complete",
     "convert_paddle",
     "convert_paddle_checkpoint",
+    "expected_tensors",
     "load_paddle_checkpoint",
     "looks_like_paddle_checkpoint",
     "paddle_to_state_dict",

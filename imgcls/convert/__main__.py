@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
+from ..cli.flags import ArgumentParser, positive_int
 from ..hub import model_named_by, released_weights
 from ..models import canonical_name
 from .paddle import ConversionReport, convert_paddle_checkpoint
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m imgcls.convert", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="imgcls.convert", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="zoo model name, e.g. ResNet50_vd")
     parser.add_argument(
         "--paddle",
@@ -27,7 +28,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="<Model>_pretrained.tar or its unpacked folder, or a model name: Paddle's released weights of it",
     )
     parser.add_argument("--out", required=True, help="where to write the state_dict (.pt)")
-    parser.add_argument("--class_dim", type=int, default=None, help="classes of the checkpoint (default: read from it)")
+    parser.add_argument(
+        "--class_dim", type=positive_int, default=None, help="classes of the checkpoint (default: read from it)"
+    )
     return parser
 
 

@@ -1,22 +1,20 @@
 """Paddle 1.x checkpoints -> our state_dict.
 
-A released ``<Model>_pretrained.tar`` holds one folder with one file per variable (file name = variable name),
-each in Paddle's LoDTensor format (little-endian):
+The files (``paddle_files``): one Paddle LoDTensor file per variable, in a released ``<Model>_pretrained.tar`` or
+its unpacked folder. Names map to our keys through each model family's ``paddle_names`` (in the model cfg).
+Paddle's FC weights are [in, out] (transposed for ``nn.Linear``), and Paddle's dropout multiplies by (1 - p) at
+inference, which we fold into the weight of the following layer (``cfg.paddle_dropout``).
 
-    uint32 version (0) | uint64 lod_level, then per level uint64 nbytes + offsets
-    uint32 tensor version (0) | int32 desc_len | TensorDesc protobuf (1: data_type varint, 2: dims int64)
-    raw data, C order
-
-Names map to our keys through each model family's ``paddle_names`` (in the model cfg). Paddle's FC weights are
-[in, out] (transposed for ``nn.Linear``), and Paddle's dropout multiplies by (1 - p) at inference, which we fold
-into the weight of the following layer (``cfg.paddle_dropout``).
+The model knows every tensor's shape before a byte of data is read (``expected_tensors``), so converting reads
+only the tensors the model takes, each after its header matched the shape it must have; tensors the model has no
+place for and files that are not tensors are passed over, never read. A class count read from the file is at
+most ``MAX_INFERRED_CLASSES`` unless given.
 """
 
 from __future__ import annotations
 
-import io
+import math
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,128 +22,88 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgcls.limits import COMPRESSED_BYTES_PER_VALUE, COMPRESSED_SLACK, MAX_INFERRED_CLASSES
+
 # The registry itself, not the models package's create_model: the hub (which create_model(pretrained=True) uses)
 # converts through this module.
 from ..models._registry import build_model, get_model_cfg
-
-PADDLE_DTYPES = {
-    0: np.bool_,
-    1: np.int16,
-    2: np.int32,
-    3: np.int64,
-    4: np.float16,
-    5: np.float32,
-    6: np.float64,
-    20: np.uint8,
-    21: np.int8,
-}
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint in TensorDesc")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _parse_tensor_desc(desc: bytes) -> tuple[int, list[int]]:
-    """(data_type, dims) from a VarType.TensorDesc message; dims packed or not."""
-    dtype, dims, pos = None, [], 0
-    while pos < len(desc):
-        key, pos = _varint(desc, pos)
-        field_no, wire = key >> 3, key & 7
-        if field_no == 1 and wire == 0:
-            dtype, pos = _varint(desc, pos)
-        elif field_no == 2 and wire == 0:
-            d, pos = _varint(desc, pos)
-            dims.append(d - (1 << 64) if d >= 1 << 63 else d)
-        elif field_no == 2 and wire == 2:
-            n, pos = _varint(desc, pos)
-            end = pos + n
-            while pos < end:
-                d, pos = _varint(desc, pos)
-                dims.append(d - (1 << 64) if d >= 1 << 63 else d)
-        else:
-            raise ValueError(f"unexpected field {field_no} (wire {wire}) in TensorDesc")
-    if dtype is None:
-        raise ValueError("TensorDesc without data_type")
-    return dtype, dims
-
-
-def read_lod_tensor(data: bytes) -> np.ndarray:
-    """Decode one Paddle LoDTensor file."""
-    f = io.BytesIO(data)
-
-    def take(n: int) -> bytes:
-        b = f.read(n)
-        if len(b) != n:
-            raise ValueError("truncated Paddle tensor file")
-        return b
-
-    if int.from_bytes(take(4), "little") != 0:
-        raise ValueError("unsupported LoDTensor version")
-    for _ in range(int.from_bytes(take(8), "little")):
-        take(int.from_bytes(take(8), "little"))
-    if int.from_bytes(take(4), "little") != 0:
-        raise ValueError("unsupported Tensor version")
-    desc_len = int.from_bytes(take(4), "little", signed=True)
-    dtype_id, dims = _parse_tensor_desc(take(desc_len))
-    if dtype_id not in PADDLE_DTYPES:
-        raise ValueError(f"unsupported Paddle dtype {dtype_id}")
-    dtype = np.dtype(PADDLE_DTYPES[dtype_id]).newbyteorder("<")
-    count = int(np.prod(dims)) if dims else 1
-    raw = take(count * dtype.itemsize)
-    if f.read(1):
-        raise ValueError("trailing bytes after Paddle tensor data")
-    return np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
-
-
-@dataclass
-class PaddleCheckpoint:
-    """What ``load_paddle_checkpoint`` read: the tensors, and the files that were not Paddle tensors."""
-
-    tensors: dict[str, np.ndarray]
-    skipped: list[str] = field(default_factory=list)  # released tars hold some non-tensor files
-
-
-def load_paddle_checkpoint(path: str | os.PathLike) -> PaddleCheckpoint:
-    """Read a ``<Model>_pretrained.tar`` or its unpacked folder; files that are not Paddle tensors are skipped and
-    named in the result."""
-    path = Path(path)
-    tensors: dict[str, np.ndarray] = {}
-    skipped: list[str] = []
-
-    def add(name: str, data: bytes) -> None:
-        try:
-            tensors[name] = read_lod_tensor(data)
-        except ValueError:
-            skipped.append(name)
-
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            add(file.name, file.read_bytes())
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                if member.isfile():
-                    add(Path(member.name).name, tar.extractfile(member).read())
-    else:
-        raise FileNotFoundError(f"{path}: not a Paddle checkpoint folder or .tar")
-    if not tensors:
-        raise ValueError(f"{path}: no Paddle tensors found")
-    return PaddleCheckpoint(tensors, skipped)
+from .paddle_files import Plan, TensorHeader, is_tar_archive, load_paddle_checkpoint
 
 
 def read_paddle_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a ``<Model>_pretrained.tar`` or its unpacked folder -> {variable name: array} (non-tensor files are
-    dropped; ``load_paddle_checkpoint`` names them)."""
+    """Read a ``<Model>_pretrained.tar`` or its unpacked folder -> {variable name: array}, every tensor whole
+    (non-tensor files are dropped; ``load_paddle_checkpoint`` names them). For a file you do not trust, convert it
+    (``convert_paddle_checkpoint``): that reads only what the model takes."""
     return load_paddle_checkpoint(path).tensors
+
+
+@dataclass(frozen=True)
+class ExpectedTensors:
+    """The Paddle tensors a model takes: Paddle name -> (our key, shape in Paddle's layout with None at the class
+    dimension)."""
+
+    model: str
+    shapes: dict[str, tuple[str, tuple[int | None, ...]]]
+
+    def values(self, num_classes: int | None) -> int:
+        """How many values the tensors hold at ``num_classes`` (None: the most a file may say)."""
+        classes = num_classes or MAX_INFERRED_CLASSES
+        return sum(math.prod(classes if d is None else d for d in shape) for _, shape in self.shapes.values())
+
+    def unpacked_limit(self, num_classes: int | None) -> int:
+        """The most bytes a compressed checkpoint of this model may decompress to."""
+        return self.values(num_classes) * COMPRESSED_BYTES_PER_VALUE + COMPRESSED_SLACK
+
+    def plan(self, num_classes: int | None) -> Plan:
+        """Read a tensor the model takes when its header has the shape it must have (the class count given, or the
+        first classifier tensor's, at most MAX_INFERRED_CLASSES); pass over the others; refuse a misfit."""
+        classes = [num_classes]
+
+        def plan(name: str, header: TensorHeader) -> bool:
+            if name not in self.shapes:
+                return False
+            key, want = self.shapes[name]
+            got = header.shape
+            fits = len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
+            class_dims = {g for w, g in zip(want, got) if w is None}
+            if fits and class_dims:
+                count = class_dims.pop() if len(class_dims) == 1 else -1
+                if classes[0] is None and count > MAX_INFERRED_CLASSES:
+                    raise ValueError(
+                        f"{name}: a classifier of {count} classes, more than the {MAX_INFERRED_CLASSES} a checkpoint "
+                        f"may give by itself (python -m imgcls.convert --class_dim {count} converts it)"
+                    )
+                classes[0] = classes[0] or count
+                fits = count == classes[0] and count >= 1
+            if not fits:
+                shown = tuple("K" if d is None else d for d in want) if classes[0] is None else tuple(
+                    classes[0] if d is None else d for d in want
+                )  # fmt: skip
+                raise ValueError(
+                    f"{name}: Paddle shape {got} does not fit {self.model}'s {key} (Paddle layout {shown}; is it "
+                    "another model's checkpoint?)"
+                )
+            return True
+
+        return plan
+
+
+def expected_tensors(model_name: str) -> ExpectedTensors:
+    """The Paddle tensors ``model_name`` takes and their shapes (from two meta-device builds: the dimensions that
+    follow the class count are the class dimensions)."""
+    cfg = get_model_cfg(model_name)
+    if cfg.paddle_names is None:
+        raise NotImplementedError(f"{cfg.name} has no Paddle name map")
+    with torch.device("meta"):
+        model = build_model(cfg.name, num_classes=1000)
+        other = build_model(cfg.name, num_classes=1001).state_dict()
+    names, linear = cfg.paddle_names(model), _linear_weight_keys(model)
+    shapes = {}
+    for key, ref in model.state_dict().items():
+        if key in names:
+            shape = tuple(None if a != b else a for a, b in zip(ref.shape, other[key].shape))
+            shapes[names[key]] = (key, shape[::-1] if key in linear else shape)
+    return ExpectedTensors(cfg.name, shapes)
 
 
 def looks_like_paddle_checkpoint(path: str | os.PathLike) -> bool:
@@ -153,7 +111,7 @@ def looks_like_paddle_checkpoint(path: str | os.PathLike) -> bool:
     path = Path(path)
     if path.is_dir():
         return not any(p.suffix in (".pt", ".pth") or p.name == "model.pt" for p in path.iterdir())
-    return path.is_file() and tarfile.is_tarfile(path)
+    return path.is_file() and is_tar_archive(path)
 
 
 @dataclass
@@ -255,8 +213,11 @@ def convert_paddle_checkpoint(
 ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Read a Paddle tar/folder and convert it for ``model_name`` (``convert_complete``). The report names what was
     not placed: ``unused`` (Paddle tensors the model has no place for) and ``skipped`` (files that are not tensors).
-    Raises ValueError if a tensor is missing or does not fit, FileNotFoundError if ``path`` is not a checkpoint."""
-    ckpt = load_paddle_checkpoint(path)
+    Raises ValueError if a tensor is missing or does not fit, FileNotFoundError if ``path`` is not a checkpoint.
+    Memory: the model's tensors (each read after its header matched), never a file it does not take."""
+    expected = expected_tensors(model_name)
+    ckpt = load_paddle_checkpoint(path, expected.plan(num_classes), expected.unpacked_limit(num_classes))
     state, report = convert_complete(ckpt.tensors, model_name, num_classes)
     report.skipped = ckpt.skipped
+    report.unused = sorted({*report.unused, *ckpt.unread})
     return state, report

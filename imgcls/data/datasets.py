@@ -8,21 +8,32 @@ List format (Paddle's ``train_list.txt`` / ``val_list.txt`` under the data dir):
 paths relative to the data dir, a space, an integer label in 0..K-1; blank lines and ``#`` comments are skipped.
 List files are UTF-8 (a BOM is dropped); a byte that is not UTF-8 stays that byte of the file name (surrogate
 escape, as ``os.fsdecode``), so a list can name any file the disk holds. A NUL byte (a UTF-16 file) is an error.
-Folder tree: ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``, classes sorted by name, label = position.
+The class count is the largest label + 1: a label of ``MAX_INFERRED_CLASSES`` (100,000) or more is an error naming
+its file and line unless ``--class_dim`` allows it (with ``--class_dim K``, any label outside 0..K-1 is), so a
+mistyped label never sizes a model by itself.
+Folder tree: ``train/<class>/*`` and ``val/<class>/*``, classes sorted by name, label = position. The images are the
+files directly in a class folder whose extension is one of ``IMAGE_EXTENSIONS`` (every format the readers decode);
+hidden files (``.DS_Store``) pass unnoticed, other files are left out and listed in ``DatasetSpec.left_out``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from imgcls.limits import MAX_INFERRED_CLASSES
 
 IMAGENET_LABELS_PATH = Path(__file__).with_name("imagenet_labels.txt")
 DEFAULT_DATA_DIR = Path("data") / "ILSVRC2012"
 LIST_FILES = {"train": "train_list.txt", "val": "val_list.txt"}
 LABELS_FILE = "labels.txt"
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# Every format the readers decode (image_header.KNOWN_FORMATS), by the extensions OpenCV gives them.
+IMAGE_EXTENSIONS = {
+    *(".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif"),
+    *(".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pam", ".pfm", ".ras", ".sr", ".jp2", ".j2k", ".hdr", ".pic", ".avif"),
+}
 IMAGENET_NUM_CLASSES = 1000
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -49,6 +60,7 @@ class DatasetSpec:
     num_classes: int
     label_names: list[str] | None
     builtin: bool
+    left_out: list[str] = field(default_factory=list)  # files in class folders that are not images by extension
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:
@@ -69,8 +81,9 @@ def load_labels(path: str | os.PathLike) -> list[str]:
     return [line.strip() for line in lines]
 
 
-def parse_list_line(line: str, where: str) -> tuple[str, int] | None:
-    """``relative/path label`` -> (path, label); None for a blank or comment line; ValueError otherwise."""
+def parse_list_line(line: str, where: str, class_dim: int | None = None) -> tuple[str, int] | None:
+    """``relative/path label`` -> (path, label); None for a blank or comment line; ValueError otherwise, and for a
+    label outside 0..class_dim-1 (given) or of ``MAX_INFERRED_CLASSES`` or more (not given)."""
     text = line.strip()
     if not text or text.startswith("#"):
         return None
@@ -87,18 +100,28 @@ def parse_list_line(line: str, where: str) -> tuple[str, int] | None:
         raise ValueError(f"{where}: label {label_text!r} is not an integer in {line.rstrip()!r}") from None
     if label < 0:
         raise ValueError(f"{where}: negative label {label} in {line.rstrip()!r}; labels are 0..K-1")
+    if class_dim is not None and label >= class_dim:
+        raise ValueError(f"{where}: label {label} is outside 0..{class_dim - 1} (--class_dim {class_dim})")
+    if class_dim is None and label >= MAX_INFERRED_CLASSES:
+        raise ValueError(
+            f"{where}: label {label} would make a model of {label + 1} classes, more than the {MAX_INFERRED_CLASSES} "
+            "a list may give by itself (a mistyped label? pass --class_dim to allow more)"
+        )
     return path, label
 
 
-def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
-    """Read a list file; image paths are joined to ``root`` (default: the list file's folder)."""
+def parse_list_file(
+    list_path: str | os.PathLike, root: str | os.PathLike | None = None, class_dim: int | None = None
+) -> list[Sample]:
+    """Read a list file; image paths are joined to ``root`` (default: the list file's folder); labels must be in
+    0..class_dim-1 when it is given, else below ``MAX_INFERRED_CLASSES``."""
     list_path = Path(list_path)
     base = Path(root) if root is not None else list_path.parent
     samples = []
     # utf-8-sig drops a BOM; surrogateescape keeps a non-UTF-8 byte as that byte of the path (as os.fsdecode).
     with open(list_path, encoding="utf-8-sig", errors="surrogateescape") as f:
         for number, line in enumerate(f, 1):
-            parsed = parse_list_line(line, f"{list_path}:{number}")
+            parsed = parse_list_line(line, f"{list_path}:{number}", class_dim)
             if parsed is not None:
                 samples.append(Sample(str(base / parsed[0]), parsed[1]))
     return samples
@@ -108,8 +131,11 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def scan_class_folders(split_dir: Path, class_names: list[str] | None = None) -> tuple[list[Sample], list[str]]:
-    """``split_dir/<class>/*`` -> samples and the sorted class names (or the given ones, e.g. train's for val)."""
+def scan_class_folders(
+    split_dir: Path, class_names: list[str] | None = None, left_out: list[str] | None = None
+) -> tuple[list[Sample], list[str]]:
+    """``split_dir/<class>/*`` -> samples and the sorted class names (or the given ones, e.g. train's for val).
+    Files that are neither images (by extension) nor hidden are appended to ``left_out``."""
     found = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
     if class_names is None:
         class_names = found
@@ -119,13 +145,16 @@ def scan_class_folders(split_dir: Path, class_names: list[str] | None = None) ->
     index = {name: i for i, name in enumerate(class_names)}
     samples = []
     for name in found:
-        files = sorted(p for p in (split_dir / name).iterdir() if is_image_file(p))
-        samples.extend(Sample(str(p), index[name]) for p in files)
+        files = sorted(p for p in (split_dir / name).iterdir() if p.is_file() and not p.name.startswith("."))
+        samples.extend(Sample(str(p), index[name]) for p in files if is_image_file(p))
+        if left_out is not None:
+            left_out.extend(str(p) for p in files if not is_image_file(p))
     return samples, class_names
 
 
-def load_list_dataset(root: Path) -> DatasetSpec:
-    """Paddle's layout: ``train_list.txt`` and ``val_list.txt`` under ``root``."""
+def load_list_dataset(root: Path, class_dim: int | None = None) -> DatasetSpec:
+    """Paddle's layout: ``train_list.txt`` and ``val_list.txt`` under ``root`` (labels checked against ``class_dim``
+    as ``parse_list_line`` says)."""
     splits = {}
     for split, name in LIST_FILES.items():
         list_path = root / name
@@ -135,7 +164,7 @@ def load_list_dataset(root: Path) -> DatasetSpec:
                 "(lines '<relative/path> <label>'), or train/<class>/ and val/<class>/ image folders"
             )
         try:
-            splits[split] = parse_list_file(list_path, root)
+            splits[split] = parse_list_file(list_path, root, class_dim)
         except ValueError as e:
             raise DataError(str(e)) from None
     if not splits["train"]:
@@ -156,17 +185,20 @@ def load_list_dataset(root: Path) -> DatasetSpec:
 
 def load_folder_dataset(root: Path) -> DatasetSpec:
     """A class-per-folder tree: ``root/train/<class>/*`` and ``root/val/<class>/*``."""
-    train, class_names = scan_class_folders(root / "train")
+    left_out: list[str] = []
+    train, class_names = scan_class_folders(root / "train", left_out=left_out)
     if not train:
         raise DataError(f"{root / 'train'} has no images in class folders (train/<class>/*.jpg)")
-    val, _ = scan_class_folders(root / "val", class_names) if (root / "val").is_dir() else ([], class_names)
+    has_val = (root / "val").is_dir()
+    val, _ = scan_class_folders(root / "val", class_names, left_out) if has_val else ([], class_names)
     if not val:
         raise DataError(f"{root / 'val'} is missing or empty: add val/<class>/*.jpg (the same class folder names)")
-    return DatasetSpec(root, train, val, len(class_names), class_names, builtin=False)
+    return DatasetSpec(root, train, val, len(class_names), class_names, builtin=False, left_out=left_out)
 
 
-def load_dataset(root: str | os.PathLike) -> DatasetSpec:
-    """Load a data dir in list format (preferred when a list file exists) or as a folder tree."""
+def load_dataset(root: str | os.PathLike, class_dim: int | None = None) -> DatasetSpec:
+    """Load a data dir in list format (preferred when a list file exists; labels checked against ``class_dim``) or
+    as a folder tree."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(
@@ -176,7 +208,7 @@ def load_dataset(root: str | os.PathLike) -> DatasetSpec:
     has_lists = any((root / name).exists() for name in LIST_FILES.values())
     if not has_lists and (root / "train").is_dir():
         return load_folder_dataset(root)
-    return load_list_dataset(root)
+    return load_list_dataset(root, class_dim)
 
 
 def check_expected(spec: DatasetSpec, class_dim: int | None, total_images: int | None) -> None:
@@ -215,6 +247,6 @@ def resolve_dataset(
             f"({spec.num_classes} classes, {len(spec.train)} train / {len(spec.val)} val images) at {root}"
         )
     else:
-        spec = load_dataset(data_dir)
+        spec = load_dataset(data_dir, class_dim)
     check_expected(spec, class_dim, total_images)
     return spec

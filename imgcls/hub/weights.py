@@ -7,12 +7,17 @@ model::
     <Model>.json          its record: where the tar came from, the tar's size and sha256, the .pt's size and sha256
     <tar>                 a tar put here by hand is picked up (``<tar>`` is Paddle's file name, e.g.
                           ShuffleNetV2_swish_pretrained.tar), converted, then removed: its tensors live in the .pt
-    <tar>.part(.tag)      a download in progress, or one that stopped early (the next call resumes it)
+    <tar>.part(.tag)      a download in progress, or one that stopped early (the next call resumes it); a complete
+                          download is converted from here and removed, whether the conversion works or fails, so
+                          a downloaded tar never takes the name that only a tar put in place by hand has
     <Model>.lock          held by the one process that fetches and converts; others wait, then read the cache
 
 Trust on first use: Paddle publishes no hashes, so the first tar fetched is trusted. Its sha256 is recorded and any
 later tar of that model (after the .pt was lost or damaged) must match it; every load checks the .pt against its
-record. The converter must place every tensor of the tar, with none left over, or nothing is cached.
+record. The converter must place every tensor of the tar, with none left over, or nothing is cached; it reads
+only the tensors the model takes, each after its header matched its shape (``imgcls.convert``), so a hostile tar
+costs no more memory than the model. Any failure to fetch or convert is one line and leaves nothing a later call
+would trust.
 
 ``IMGCLS_WEIGHTS_MIRROR=<base URL>`` fetches ``<base>/<tar>`` instead of Paddle's host; ``IMGCLS_OFFLINE=1`` never
 touches the network (a cached model, or a tar put in place by hand, still loads).
@@ -26,8 +31,8 @@ import json
 import os
 import pickle
 import sys
-import tarfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ from pathlib import Path
 import torch
 
 from imgcls.convert.paddle import convert_paddle_checkpoint
+from imgcls.convert.paddle_files import is_tar_archive
 from imgcls.home import weights_dir
 from imgcls.models._registry import ModelCfg, canonical_name, get_model_cfg, weights_url
 
@@ -134,33 +140,36 @@ def load_cached(paths: CachePaths, log: Callable[[str], None] | None = None) -> 
 
 def fetch_and_cache(cfg: ModelCfg, paths: CachePaths, log: Callable[[str], None]) -> dict[str, torch.Tensor]:
     """Take the tar (put in place by hand, or downloaded), check it against the record's pin, convert it exactly,
-    store the .pt and its record; the tar is removed. A tar that fails the checks is removed when it was downloaded
-    here, kept (and named) when it was put in place by hand."""
+    store the .pt and its record; the tar is removed. A download is removed whatever goes wrong; a tar put in place
+    by hand that fails the checks is kept, and named in the error."""
     for stale in paths.weights.parent.glob(f".{cfg.name}.*.tmp-*"):  # a killed writer's (we hold the lock)
         stale.unlink(missing_ok=True)
     url = download_url(cfg)
     pinned = read_record(paths.record).get("tar") if paths.record.is_file() else None
     by_hand = paths.tar.is_file()
-    if not by_hand:
-        fetch_tar(url, paths)
+    source = paths.tar if by_hand else fetch_tar(url, paths)
     try:
-        tar_record = check_pin(paths, pinned, url)
-        state = convert_exactly(paths.tar, cfg, url)
-    except ValueError as e:
-        if by_hand:
+        tar_record = check_pin(source, paths, pinned, url)
+        state = convert_exactly(source, paths.tar.name, cfg, url)
+        store(state, paths, {"model": cfg.name, "url": url, "placed_by_hand": by_hand, "tar": tar_record})
+    except BaseException as e:
+        if not by_hand:
+            discard(paths.part)
+        if by_hand and isinstance(e, ValueError):
             raise ValueError(f"{e} (remove or replace {paths.tar})") from None
-        paths.tar.unlink(missing_ok=True)
         raise
-    store(state, paths, {"model": cfg.name, "url": url, "placed_by_hand": by_hand, "tar": tar_record})
-    paths.tar.unlink(missing_ok=True)
+    if by_hand:
+        paths.tar.unlink(missing_ok=True)
+    else:
+        discard(paths.part)
     trust = "the same as first fetched" if pinned else "trusted on first use"
     log(f"cached {cfg.name}'s weights at {paths.weights} ({paths.tar.name} sha256 {tar_record['sha256']}: {trust})")
     return state
 
 
-def check_pin(paths: CachePaths, pinned: dict | None, url: str) -> dict:
+def check_pin(source: Path, paths: CachePaths, pinned: dict | None, url: str) -> dict:
     """The tar's {file, size, sha256}; ValueError when it differs from the ``pinned`` one (the first fetched)."""
-    size, sha256 = file_digest(paths.tar)
+    size, sha256 = file_digest(source)
     if pinned and (size, sha256) != (pinned.get("size"), pinned.get("sha256")):
         raise ValueError(
             f"{paths.tar.name} from {url} differs from the one first fetched (sha256 {sha256[:16]}... vs "
@@ -169,8 +178,8 @@ def check_pin(paths: CachePaths, pinned: dict | None, url: str) -> dict:
     return {"file": paths.tar.name, "size": size, "sha256": sha256}
 
 
-def fetch_tar(url: str, paths: CachePaths) -> None:
-    """Download ``url`` to ``paths.tar`` through ``paths.part``; DownloadError (naming the URL and where a tar
+def fetch_tar(url: str, paths: CachePaths) -> Path:
+    """Download ``url`` into ``paths.part`` and return it, complete; DownloadError (naming the URL and where a tar
     fetched by hand is picked up) when offline or the download fails, ValueError when the body is not a tar."""
     if offline():
         raise DownloadError(f"{paths.tar.name} is not cached and {OFFLINE_ENV} is set: download {url} to {paths.tar}")
@@ -178,22 +187,26 @@ def fetch_tar(url: str, paths: CachePaths) -> None:
         download(url, paths.part, paths.tar.name)
     except DownloadError as e:
         raise DownloadError(f"{e} (or download it by hand to {paths.tar})") from None
-    if not tarfile.is_tarfile(paths.part):
+    if not is_tar_archive(paths.part):
         discard(paths.part)
         raise ValueError(f"{url} did not send a tar archive")
-    os.replace(paths.part, paths.tar)
-    discard(paths.part)
+    return paths.part
 
 
-def convert_exactly(tar: Path, cfg: ModelCfg, url: str) -> dict[str, torch.Tensor]:
-    """Convert the tar for ``cfg``'s model: every tensor of the model filled, every tensor of the tar placed."""
-    problem = f"{tar.name} from {url} is not {cfg.name}'s weights (another model's tar?)"
+def convert_exactly(source: Path, tar_name: str, cfg: ModelCfg, url: str) -> dict[str, torch.Tensor]:
+    """Convert the tar for ``cfg``'s model: every tensor of the model filled, every tensor of the tar placed. Any
+    failure is a ValueError in one line."""
+    problem = f"{tar_name} from {url} is not {cfg.name}'s weights"
     try:
-        state, report = convert_paddle_checkpoint(tar, cfg.name, num_classes=PADDLE_CLASSES)
+        state, report = convert_paddle_checkpoint(source, cfg.name, num_classes=PADDLE_CLASSES)
     except (ValueError, FileNotFoundError) as e:
-        raise ValueError(f"{problem}: {str(e).splitlines()[0]}") from None
+        detail = str(e).splitlines()[0].removeprefix(f"{source}: ")
+        raise ValueError(f"{problem}: {detail}") from None
+    except Exception as e:  # noqa: BLE001 - whatever a damaged tar raises, the user gets one line and a clean cache
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{tar_name} from {url} could not be converted ({type(e).__name__}: {detail})") from None
     if report.unused or report.skipped:
-        raise ValueError(f"{problem}: {report.summary()}")
+        raise ValueError(f"{problem} (another model's tar?): {report.summary()}")
     return state
 
 
@@ -241,7 +254,9 @@ def file_digest(path: Path) -> tuple[int, str]:
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     """A cached state_dict, plain tensors only."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about an odd file: the error below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise ValueError(f"{path}: unreadable ({str(e).strip()[:120]}); delete it to fetch the weights again") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
