@@ -31,6 +31,7 @@ import pytest
 
 from imgcls.data import transforms as T
 from imgcls.data.readers.native import MAX_DIFF_DCT, MAX_DIFF_FULL_SCALE, MEAN_DIFF_DCT
+from imgcls.data.resize_window import center_crop_offsets, resize_short_dims
 from imgcls.home import imgcls_home
 
 SIZES = {"500x375": (375, 500), "1024x768": (768, 1024), "2048x1536": (1536, 2048)}
@@ -101,8 +102,8 @@ def pillow_val(data: bytes, seed: int) -> np.ndarray:
     from PIL import Image
 
     img = Image.open(io.BytesIO(data)).convert("RGB")
-    new_h, new_w = T.resize_short_dims(img.height, img.width, SHORT)
-    y, x = T.center_crop_offsets(new_h, new_w, OUT)
+    new_h, new_w = resize_short_dims(img.height, img.width, SHORT)
+    y, x = center_crop_offsets(new_h, new_w, OUT)
     return np.asarray(img.resize((new_w, new_h), Image.BILINEAR).crop((x, y, x + OUT, y + OUT)))
 
 
@@ -125,7 +126,7 @@ def check_outputs(images: list[bytes]) -> None:
         p = T.sample_train_params(h, w, i, T.AugConfig())
         want = (p.x, p.y, p.w, p.h, p.flip, p.angle, p.brightness, p.contrast, p.saturation, p.hue)
         assert _reader.train_params(h, w, i) == want, "native geometry differs from the reference"
-        new_h, new_w = T.resize_short_dims(h, w, SHORT)
+        new_h, new_w = resize_short_dims(h, w, SHORT)
         for train, scale in (
             (True, _reader.choose_scale(p.w, p.h, OUT, OUT)),
             (False, _reader.choose_scale(w, h, new_w, new_h)),
@@ -254,7 +255,7 @@ def pixel_differences(corpus: dict, sizes: list[str], seeds_per_image: int = 4) 
                         scaled += _reader.choose_scale(p.w, p.h, OUT, OUT) > 1
                         ref = T.train_transform(ref_img, seed, OUT, cfg)
                     else:
-                        new_h, new_w = T.resize_short_dims(h, w, SHORT)
+                        new_h, new_w = resize_short_dims(h, w, SHORT)
                         scaled += _reader.choose_scale(w, h, new_w, new_h) > 1
                         ref = T.val_transform(ref_img, OUT, SHORT, interpolation)
                     ours = _reader.transform(data, seed, train, OUT, SHORT, interpolation=interpolation)

@@ -31,7 +31,7 @@ STATUS_OK, STATUS_NOT_JPEG, STATUS_ERROR, STATUS_NEEDS_REFERENCE, STATUS_WARNED 
 _USE_REFERENCE = object()  # per-image marker between the C++ batch and the OpenCV pass
 # Bounds of |native - OpenCV reference| per uint8 value for the same seed, measured on photo-like images
 # (bench/results/reader_cpu.md); tests/reader/test_transform.py and bench_reader.py's pre-timing check hold to them.
-MAX_DIFF_FULL_SCALE = 1  # 1/1 decode: float vs cv2's fixed-point resize weights
+MAX_DIFF_FULL_SCALE = 1  # 1/1 decode, area: float weights vs cv2 (bilinear at 1/1 is cv2 exactly: 0)
 MAX_DIFF_ROTATE = 8  # plus rotation: cv2 rounds warp coordinates to 1/32 pixel and weights to 15 bits
 MEAN_DIFF_DCT = 3.0  # DCT-scaled decode (a box-like prefilter) vs cv2's bilinear decimation: mean over an image
 MAX_DIFF_DCT = 112  # the same, worst pixel (hard edges; measured up to 106 linear, 51 area)
@@ -42,6 +42,8 @@ class NativeReader:
 
     The images the C++ reader hands back (other formats; EXIF-rotated JPEGs when ``apply_exif``; every image when
     the interpolation is one it lacks) go through the OpenCV reference on a pool of as many threads.
+    ``dct_scaling``: whether JPEGs may be decoded at 1/2..1/8 scale (default: in the train transform only); without
+    it a bilinear transform is OpenCV's, bit for bit.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class NativeReader:
         num_threads: int = 1,
         apply_exif: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        dct_scaling: bool | None = None,
     ):
         self.train, self.size, self.resize_short, self.aug = train, size, resize_short, aug
         self.apply_exif = apply_exif
@@ -84,6 +87,7 @@ class NativeReader:
             apply_exif=apply_exif,
             num_threads=self.num_threads,
             max_pixels=max_pixels,
+            dct_scaling=train if dct_scaling is None else dct_scaling,
         )
 
     def read_batch(
