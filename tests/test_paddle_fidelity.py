@@ -137,3 +137,43 @@ def test_dct_scaled_eval_is_opt_in_and_differs():
     assert np.count_nonzero(out[0].astype(int) - paddle_val_reader(path, 256, 224)) > 0
     with pytest.raises(ValueError, match="dct_scaling"):
         make_reader("opencv", spec, train=False, dct_scaling="fast")
+
+
+def test_dct_scaling_none_trains_on_the_reference_pixels(tmp_path):
+    """``make_reader(..., dct_scaling="none")``: the native train transform equals the OpenCV reader's, bit for bit,
+    on textured content where the default (DCT-scaled) one differs."""
+    require_native()
+    from imgcls import _reader
+
+    path = tmp_path / "textured.jpg"
+    path.write_bytes(_reader.encode(jpeg_corpus.textured_photo(768, 1024, seed=3), 90, "420"))
+    spec = PreprocessSpec(224, 256, (0.5,) * 3, (0.25,) * 3)
+    paths, seeds = [str(path)] * 8, list(range(8))
+    out = {}
+    for kind, mode in (("opencv", "train"), ("native", "none"), ("native", "train")):
+        reader = make_reader(kind, spec, train=True, dct_scaling=mode)
+        out[kind, mode] = np.zeros((8, 224, 224, 3), np.uint8)
+        assert reader.read_batch(paths, seeds, out[kind, mode]) == [None] * 8
+    assert np.array_equal(out["native", "none"], out["opencv", "train"])
+    assert not np.array_equal(out["native", "train"], out["opencv", "train"])
+
+
+def test_the_flag_reaches_the_readers(tmp_path):
+    """--dct_scaling -> ReadConfig -> the CLIs' loaders -> the native reader of each transform."""
+    from imgcls.cli.data import make_loader
+    from imgcls.cli.layering import read_config
+    from imgcls.config import RunConfig
+    from imgcls.data.datasets import Sample
+
+    from .cli_helpers import parse_train
+
+    require_native()
+    assert read_config(parse_train("--model=ResNet50")).dct_scaling == "train"
+    spec = PreprocessSpec(32, 36, (0.5,) * 3, (0.25,) * 3)
+    for mode, train_scaled, eval_scaled in (("train", True, False), ("all", True, True), ("none", False, False)):
+        read = read_config(parse_train("--model=ResNet50", f"--dct_scaling={mode}", "--reader=native"))
+        config = RunConfig("ResNet50", 2, spec, 1, read=read)
+        for train, want in ((True, train_scaled), (False, eval_scaled)):
+            loader = make_loader(config, [Sample(str(tmp_path / "a.jpg"), 0)], train=train, batch_size=1)
+            assert loader.reader.dct_scaling is want, (mode, train)
+            loader.close()

@@ -88,9 +88,12 @@ def test_val_transform_matches_reference(variants, interpolation):
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "area"])
-def test_dct_scaled_transform_within_bound(interpolation):
-    """Decoding at 1/2..1/8 low-passes where cv2's bilinear decimation aliases: bounded mean and max difference."""
-    data = _reader.encode(jpeg_corpus.synthetic_photo(768, 1024, seed=5), 90, "420")
+@pytest.mark.parametrize("content", ["photo", "textured"])
+def test_dct_scaled_transform_within_bound(interpolation, content):
+    """Decoding at 1/2..1/8 low-passes where cv2's bilinear decimation aliases: bounded mean and max difference, on
+    smooth photos and on fine texture, stripes and one-pixel lines (where the bounds were measured)."""
+    make = jpeg_corpus.textured_photo if content == "textured" else jpeg_corpus.synthetic_photo
+    data = _reader.encode(make(768, 1024, seed=5), 90, "420")
     ref_img = T.decode_image(data)
     cfg = T.AugConfig(interpolation=interpolation)
     means, worst, scaled = [], 0, 0
@@ -101,10 +104,23 @@ def test_dct_scaled_transform_within_bound(interpolation):
         diff = np.abs(ours.astype(int) - T.train_transform(ref_img, seed, 112, cfg))
         means.append(diff.mean())
         worst = max(worst, int(diff.max()))
-    val = _reader.transform(data, 0, False, 112, 128, interpolation=interpolation)
+    val = _reader.transform(data, 0, False, 112, 128, interpolation=interpolation, dct_scaling=True)
     diff = np.abs(val.astype(int) - T.val_transform(ref_img, 112, 128, interpolation))
     means.append(diff.mean())
     worst = max(worst, int(diff.max()))
     assert scaled >= 10
     assert max(means) < MEAN_DIFF_DCT, max(means)
     assert worst <= MAX_DIFF_DCT, worst
+
+
+def test_train_without_dct_scaling_is_the_reference_on_textured_content():
+    """``--dct_scaling none``: a 1/1 decode, so the train transform is OpenCV's pixels exactly on the content where
+    DCT scaling differs most (and within the rotation bound with rotation on)."""
+    data = _reader.encode(jpeg_corpus.textured_photo(768, 1024, seed=6), 90, "420")
+    ref_img = T.decode_image(data)
+    for aug, bound in ((dict(), 0), (FULL_AUG, MAX_DIFF_ROTATE)):
+        cfg = T.AugConfig(**aug)
+        for seed in range(20):
+            ours = _reader.transform(data, seed, True, 224, dct_scaling=False, **aug_kwargs(cfg))
+            diff = np.abs(ours.astype(int) - T.train_transform(ref_img, seed, 224, cfg))
+            assert diff.max() <= bound, (aug, seed, int(diff.max()))
