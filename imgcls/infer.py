@@ -148,6 +148,7 @@ def image_reader(read: ReadConfig, info: InferenceInfo) -> BatchReader:
             num_threads=read.threads,
             apply_exif=read.apply_exif,
             max_pixels=read.max_pixels,
+            dct_scaling=read.dct_scaling,
         )
     except (RuntimeError, ValueError) as e:
         fail(str(e))
