@@ -74,6 +74,13 @@ class ProgressBar:
         self.bar.set_postfix_str(f"{shown} {rate:.1f} img/s".strip(), refresh=False)
         self.bar.update(done - self.bar.n)
 
+    def write(self, line: str) -> None:
+        """Print ``line`` on stdout above the bar (which is redrawn below it)."""
+        if self.bar is None:
+            print(line)
+        else:
+            self.bar.write(line, file=sys.stdout)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

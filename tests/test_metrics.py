@@ -117,3 +117,19 @@ def test_fresh_run_starts_fresh_tb_and_csv_resume_keeps_them(tmp_path) -> None:
     log.close()
     assert len(list((tmp_path / "tb").iterdir())) == 2
     assert [line.split(",")[0] for line in (tmp_path / "metrics.csv").read_text().splitlines()] == ["epoch", "0", "1"]
+
+
+def test_infer_draws_a_bar_on_a_terminal_below_whole_result_lines(tmp_path, monkeypatch, capsys) -> None:
+    from imgcls import infer as infer_cli
+    from imgcls.models import create_model
+    from tests.cli_helpers import MODEL, tiny_shapes
+
+    data = tiny_shapes(tmp_path / "data", num_train=10, num_val=12)
+    torch.save(create_model(MODEL, num_classes=10).state_dict(), tmp_path / "w.pt")
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    flags = [f"--model={MODEL}", f"--data_dir={data}", f"--pretrained_model={tmp_path / 'w.pt'}", "--reader=opencv"]
+    infer_cli.main(infer_cli.get_args_parser().parse_args([*flags, "--image_shape=3,32,32", "--batch_size=5"]))
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith(str(data))]) == 12, out
+    assert "infer: 100%" in terminal.getvalue() and "3/3 [" in terminal.getvalue(), terminal.getvalue()

@@ -302,3 +302,49 @@ def test_eval_cli_report_maps_mistakes_to_their_images(tmp_path: Path, capsys) -
         relative = str(Path(m["path"]).relative_to(data))
         assert label_of[relative] == int(m["true"]) != int(m["pred"]) and m["true_name"] == names[int(m["true"])]
     assert png_shape(tmp_path / "report" / "mistakes.png")[0] > 200
+
+
+GATHER_SCRIPT = """
+import json, sys
+import numpy as np, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[4])
+from tests.test_report import tiny_predictions
+from imgcls.report import PredictionStats
+rank, world, store = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+logits, labels, _ = tiny_predictions(seed=5)
+mine = np.arange(rank, len(labels), world)  # each rank evaluates every world-th image, as the val loader
+stats = PredictionStats(7, top_mistakes=6)
+stats.update(torch.from_numpy(logits[mine]), torch.from_numpy(labels[mine]), indices=mine.tolist())
+stats.gather()
+print(json.dumps({"matrix": stats.matrix().tolist(), "top5": stats.top5.tolist(), "loss": stats.loss_sum,
+                  "mistakes": [m.index for m in stats.worst_mistakes()]}))
+dist.destroy_process_group()
+"""
+
+
+def test_gather_over_two_gloo_ranks_equals_one_process(tmp_path: Path) -> None:
+    import json
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [str(tmp_path / "store"), str(REPO)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GATHER_SCRIPT, str(rank), "2", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    logits, labels, images = tiny_predictions(seed=5)
+    whole = PredictionStats(CLASSES, top_mistakes=6)
+    feed(whole, logits, labels, images)
+    for out, _ in outs:  # every rank ends with the whole dataset's numbers
+        got = json.loads(out.strip().splitlines()[-1])
+        assert got["matrix"] == whole.matrix().tolist() and got["top5"] == whole.top5.tolist()
+        assert got["mistakes"] == [m.index for m in whole.worst_mistakes()]
+        assert got["loss"] == pytest.approx(whole.loss_sum)
