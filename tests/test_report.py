@@ -122,7 +122,7 @@ def test_report_numbers_match_plain_loops(tmp_path: Path) -> None:
     for m, i in zip(stats.worst_mistakes(), wrong):
         assert np.array_equal(m.image, images[i])
     summary = (tmp_path / "summary.md").read_text()
-    assert f"top-1 {h['top1']:.2f}%" in summary and "1 classes without images" in summary
+    assert f"top-1 {h['top1']:.2f}%" in summary and "(1 class without images)" in summary
 
 
 def test_merged_halves_equal_the_whole() -> None:

@@ -49,6 +49,11 @@ def _preprocess_lines(spec: PreprocessSpec | None) -> list[str]:
     ]
 
 
+def _cell(text: str) -> str:
+    """A class name inside a markdown table cell (a ``|`` would end the cell)."""
+    return text.replace("|", "\\|")
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
@@ -62,7 +67,7 @@ def summary_text(stats: PredictionStats, rows: list[ClassRow], info: ReportInfo,
         "",
         f"**top-1 {h['top1']:.2f}%, top-5 {h['top5']:.2f}%**, mean cross entropy {h['loss']:.4f}, "
         f"on {h['images']} images of {stats.num_classes} classes"
-        + (f" ({empty} classes without images)" if empty else "")
+        + (f" ({empty} {'class' if empty == 1 else 'classes'} without images)" if empty else "")
         + ".",
         "",
     ]
@@ -82,9 +87,9 @@ def summary_text(stats: PredictionStats, rows: list[ClassRow], info: ReportInfo,
         lines += ["|---|---:|---:|---:|---:|---|"]
         names = {r.label: r.name for r in rows}
         for r in scored:
-            taken = f"{names[r.confused_with]} ({r.confused_count})" if r.confused_with is not None else "-"
+            taken = f"{_cell(names[r.confused_with])} ({r.confused_count})" if r.confused_with is not None else "-"
             lines.append(
-                f"| {r.name} | {r.support} | {_fmt(r.top1)} | {_fmt(r.precision)} | {_fmt(r.top5)} | {taken} |"
+                f"| {_cell(r.name)} | {r.support} | {_fmt(r.top1)} | {_fmt(r.precision)} | {_fmt(r.top5)} | {taken} |"
             )
     return "\n".join(lines) + "\n"
 
