@@ -272,18 +272,36 @@ def test_peak_memory_is_the_same_for_5000_and_50000_images(tmp_path: Path) -> No
     assert peaks[1] - peaks[0] < 40 * 1024, peaks
 
 
-def test_eval_cli_report_maps_mistakes_to_their_images(tmp_path: Path, capsys) -> None:
-    """``--report`` on a list dataset with an unreadable image in the middle of the val list: the supports are the
-    list's label counts, the headline is the CLI's, and each mistake's path carries the mistake's true label."""
+def shapes_with_a_broken_val_image(root: Path, layout: str) -> tuple[dict[str, int], list[str]]:
+    """The built-in shapes (10 classes, 30 val images) as list files or class folders, with an unreadable image
+    early in the val order; returns ({val path relative to root: label}, class names), read from the files."""
+    from tests.cli_helpers import tiny_shapes
+
+    data = tiny_shapes(root, num_train=10, num_val=30)
+    lines = (data / "val_list.txt").read_text().splitlines()
+    if layout == "lists":
+        (data / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+        lines.insert(4, "val/broken.jpg 2")
+        (data / "val_list.txt").write_text("\n".join(lines) + "\n")
+        names = (data / "labels.txt").read_text().split()
+        return {line.split()[0]: int(line.split()[1]) for line in lines if "broken" not in line}, names
+    for name in ("train_list.txt", "val_list.txt", "labels.txt"):
+        (data / name).unlink()
+    names = sorted(p.name for p in (data / "val").iterdir())
+    (data / "val" / names[0] / "00000_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return {line.split()[0]: names.index(Path(line.split()[0]).parent.name) for line in lines}, names
+
+
+@pytest.mark.parametrize("layout", ["lists", "folders"])
+def test_eval_cli_report_maps_mistakes_to_their_images(tmp_path: Path, capsys, layout: str) -> None:
+    """``--report`` with an unreadable image early in the val order: the supports are the data's label counts, the
+    names the data's, the headline is the CLI's, and each mistake's path carries the mistake's true label."""
     from imgcls import eval as eval_cli
     from imgcls.models import create_model
-    from tests.cli_helpers import MODEL, tiny_shapes
+    from tests.cli_helpers import MODEL
 
-    data = tiny_shapes(tmp_path / "data", num_train=10, num_val=30)
-    lines = (data / "val_list.txt").read_text().splitlines()
-    (data / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    lines.insert(4, "val/broken.jpg 2")
-    (data / "val_list.txt").write_text("\n".join(lines) + "\n")
+    data = tmp_path / "data"
+    label_of, names = shapes_with_a_broken_val_image(data, layout)
     torch.manual_seed(0)
     torch.save(create_model(MODEL, num_classes=10).state_dict(), tmp_path / "w.pt")
     flags = [f"--model={MODEL}", f"--data_dir={data}", "--reader=opencv", "--reader_thread=1", "--image_shape=3,32,32"]
@@ -291,17 +309,15 @@ def test_eval_cli_report_maps_mistakes_to_their_images(tmp_path: Path, capsys) -
     result = eval_cli.main(eval_cli.get_args_parser().parse_args(flags))
     assert f"report: {tmp_path / 'report' / 'summary.md'}" in capsys.readouterr().out
     rows = read_csv(tmp_path / "report" / "per_class.csv")
-    label_of = {line.split()[0]: int(line.split()[1]) for line in lines if "broken" not in line}
     counts = np.bincount(list(label_of.values()), minlength=10)
     assert [int(r["support"]) for r in rows] == counts.tolist()
-    names = (data / "labels.txt").read_text().split()
     assert [r["name"] for r in rows] == names
     hits = sum(float(r["top1"]) * int(r["support"]) / 100 for r in rows)
     assert 100 * hits / result["images"] == pytest.approx(result["top1"], abs=0.01)
     mistakes = read_csv(tmp_path / "report" / "mistakes.csv")
     assert mistakes, "an untrained model makes mistakes"
     for m in mistakes:
-        relative = str(Path(m["path"]).relative_to(data))
+        relative = Path(m["path"]).relative_to(data).as_posix()
         assert label_of[relative] == int(m["true"]) != int(m["pred"]) and m["true_name"] == names[int(m["true"])]
     assert png_shape(tmp_path / "report" / "mistakes.png")[0] > 200
 
