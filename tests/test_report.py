@@ -366,3 +366,14 @@ def test_gather_over_two_gloo_ranks_equals_one_process(tmp_path: Path) -> None:
         assert got["matrix"] == whole.matrix().tolist() and got["top5"] == whole.top5.tolist()
         assert got["mistakes"] == [m.index for m in whole.worst_mistakes()]
         assert got["loss"] == pytest.approx(whole.loss_sum)
+
+
+def test_report_into_a_file_is_a_one_line_error_before_any_work(tmp_path: Path, capsys) -> None:
+    from imgcls import eval as eval_cli
+    from tests.cli_helpers import MODEL, one_line_error, tiny_shapes
+
+    data = tiny_shapes(tmp_path / "data", num_train=10, num_val=10)
+    (tmp_path / "taken").write_text("a file")
+    flags = [f"--model={MODEL}", f"--data_dir={data}", "--pretrained_model=none.pt", f"--report={tmp_path / 'taken'}"]
+    error = one_line_error(capsys, lambda: eval_cli.main(eval_cli.get_args_parser().parse_args(flags)))
+    assert error == f"error: --report {tmp_path / 'taken'}: a file is in the way; give a folder"
