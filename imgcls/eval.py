@@ -20,6 +20,7 @@ from imgcls.cli.flags import (
     add_model_args,
     add_precision_args,
     fail,
+    os_error_text,
     pick_device,
     positive_int,
     run_command,
@@ -72,7 +73,7 @@ def write_eval_report(directory: str, stats: PredictionStats, config: RunConfig,
             directory, stats, names=dataset.label_names, info=info, paths=[s.path for s in dataset.val]
         )
     except OSError as e:
-        fail(f"cannot write the report into {directory}: {e}")
+        fail(f"cannot write the report into {directory}: {os_error_text(e)}")
     print(f"report: {Path(directory) / 'summary.md'} ({len(written)} files)")
 
 

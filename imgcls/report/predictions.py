@@ -93,6 +93,7 @@ class PredictionStats:
 
     def _keep_mistakes(self, logits, labels, pred, images, indices) -> None:
         """Push this batch's most confident mistakes that beat the heap's weakest; only those are copied to the host."""
+        base, self._seen = self._seen, self._seen + logits.shape[0]  # stream positions stand in for missing indices
         prob = torch.softmax(logits, dim=1).gather(1, pred[:, None])[:, 0]
         score = torch.where(pred != labels, prob, torch.full_like(prob, -1.0))
         top = score.topk(min(self.top_mistakes, score.shape[0]))
@@ -100,17 +101,15 @@ class PredictionStats:
         floor = self.mistakes[0].probability if len(self.mistakes) >= self.top_mistakes else -1.0
         chosen = [(v, r) for v, r in zip(values, rows) if v >= 0 and v > floor]
         if not chosen:
-            self._seen += logits.shape[0]
             return
         picked = [r for _, r in chosen]
         pixels = self.to_pixels(images[picked]) if images is not None and self.to_pixels is not None else None
         true, guess = labels[picked].cpu().tolist(), pred[picked].cpu().tolist()
         for j, (v, r) in enumerate(chosen):
             index = int(indices[r]) if indices is not None else -1
-            tiebreak = -index if indices is not None else -(self._seen + r)
+            tiebreak = -index if indices is not None else -(base + r)
             image = pixels[j].copy() if pixels is not None else None
             self._push(Mistake(v, tiebreak, true[j], guess[j], index, image))
-        self._seen += logits.shape[0]
 
     def _push(self, mistake: Mistake) -> None:
         if len(self.mistakes) < self.top_mistakes:
