@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from functools import partial
 from pathlib import Path
 
 from imgcls import distributed as dist
@@ -24,11 +25,13 @@ from imgcls.cli.flags import (
     add_precision_args,
     fail,
     input_side,
+    non_negative_int,
     pick_device,
     positive_int,
     run_command,
 )
 from imgcls.cli.layering import build_run_config, model_cfg
+from imgcls.cli.preemption import AUTO, pick_auto, with_checkpoint
 from imgcls.cli.run_folder import claimed
 from imgcls.cli.training_run import Trainer
 from imgcls.config import RunConfig
@@ -97,7 +100,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="resume exactly from a checkpoint folder <dir>/<model>/<epoch>/ (flags given now win)",
+        help="resume exactly from a checkpoint folder <dir>/<model>/<epoch>/ or .../steps/epoch<E>-step<S>/ (flags "
+        "given now win); auto: the run folder's newest checkpoint if it has one, else start afresh (for restarts by "
+        "torchrun or a scheduler; a run of another model or recipe there is an error)",
+    )
+    p.add_argument(
+        "--save_steps",
+        type=non_negative_int,
+        default=0,
+        help="also a mid-epoch checkpoint <dir>/<model>/steps/epoch<E>-step<S>/ every N optimizer steps (0: only "
+        "epoch checkpoints; SIGTERM writes one at the next step either way)",
     )
     add_bool(
         p,
@@ -175,8 +187,12 @@ def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
     except ValueError as e:
         fail(str(e))
     run_dir = Path(train.save_dir) / config.model
-    claim = claimed(run_dir, train.checkpoint, train.overwrite) if info.is_main else contextlib.nullcontext()
-    with claim, engine.deterministic_kernels(train.deterministic, info.device):
+    auto = train.checkpoint == AUTO
+    pick = partial(pick_auto, config=config) if auto else None
+    claim = claimed(run_dir, train.checkpoint, train.overwrite, pick) if info.is_main else contextlib.nullcontext()
+    with claim as checkpoint, engine.deterministic_kernels(train.deterministic, info.device):
+        if auto:  # rank 0 chose in the locked folder
+            config = with_checkpoint(config, dist.broadcast_object(checkpoint))
         seed_everything(train.random_seed)
         return Trainer(config, dataset, info, precision, run_dir).run()
 

@@ -1,0 +1,116 @@
+"""Training that survives preemption: SIGTERM stops at the next step boundary with a checkpoint, and
+``--checkpoint auto`` resumes a restarted run from the newest checkpoint of its folder.
+
+- **SIGTERM** (what schedulers and torchrun's agent send before killing): the handler only records it; after the
+  step in progress the trainer writes a step checkpoint (``imgcls.step_checkpoints``) and exits with status 143
+  (128 + SIGTERM, ``PREEMPTED_EXIT``). In a torchrun run the ranks agree on it first (a one-number all-reduce after
+  each step), so all of them stop after the same step. Caught during validation, the epoch's checkpoint is written
+  as usual and the run stops there. SIGINT keeps its one-line behaviour (exit status 130).
+- **auto**: the newest complete checkpoint (step or epoch) of ``<model_save_dir>/<model>/``, when it was written by
+  the same model and recipe (``recipe_differences``); a run of another model or recipe is a one-line error; a folder
+  without checkpoints starts afresh (what an earlier attempt left there before its first checkpoint is cleared).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+
+from imgcls import distributed as dist
+from imgcls.checkpoint import read_run_info
+from imgcls.cli.flags import fail
+from imgcls.cli.layering import resume_changes
+from imgcls.cli.run_folder import clear_run, newest_checkpoint, run_contents
+from imgcls.config import RunConfig
+
+PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+AUTO = "auto"
+
+
+class StopRequest:
+    """Whether SIGTERM arrived; ``watch()`` installs the handler for a block (main thread only)."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = True
+
+    @contextmanager
+    def watch(self) -> Iterator[StopRequest]:
+        """Inside, SIGTERM sets ``received`` instead of ending the process; the previous handler comes back after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def agreed(self, device: torch.device) -> bool:
+        """Whether any rank received SIGTERM (every rank gets the same answer; a collective in a torchrun run)."""
+        return dist.reduce_sums([float(self.received)], device)[0] > 0
+
+
+def preempted(where: str, saved: Path | None) -> NoReturn:
+    """SIGTERM: one line naming the checkpoint written, exit status 143."""
+    kept = f"saved {saved}; " if saved is not None else ""
+    dist.print0(f"stopped by SIGTERM {where}: {kept}resume with --checkpoint auto", file=sys.stderr, flush=True)
+    raise SystemExit(PREEMPTED_EXIT)
+
+
+def recipe_differences(folder_checkpoint: Path, config: RunConfig) -> list[str]:
+    """'setting saved -> now' for each setting of the model and recipe in which the run that wrote the checkpoint
+    differs from ``config`` (empty: the same run, which ``auto`` continues)."""
+    saved = read_run_info(folder_checkpoint)
+    if saved is None or saved.config is None or saved.config.train is None:
+        return ["the checkpoint does not record its recipe"]
+    old, changes = saved.config, []
+    for name, before, now in (
+        ("model", old.model, config.model),
+        ("class_dim", old.num_classes, config.num_classes),
+        ("preprocessing", old.preprocess, config.preprocess),
+        ("loss", old.train.loss, config.train.loss),
+    ):
+        if before != now:
+            changes.append(f"{name} {before} -> {now}")
+    return changes + resume_changes(saved, config)
+
+
+def with_checkpoint(config: RunConfig, checkpoint: str | None) -> RunConfig:
+    """``config`` resuming from ``checkpoint`` (what ``auto`` chose; None: afresh)."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint=checkpoint))
+
+
+def pick_auto(folder: Path, config: RunConfig) -> str | None:
+    """``--checkpoint auto`` in the locked run folder: its newest checkpoint, or None to start afresh."""
+    if config.train.overwrite:
+        return None
+    newest = newest_checkpoint(folder)
+    if newest is None:
+        left = run_contents(folder)
+        if left:
+            print(f"--checkpoint auto: {folder} holds no checkpoint; removing {', '.join(left)} and starting afresh")
+            clear_run(folder)
+        return None
+    try:
+        changes = recipe_differences(newest, config)
+    except ValueError as e:
+        fail(f"--checkpoint auto: cannot read {newest}: {e}")
+    if changes:
+        fail(
+            f"--checkpoint auto: {folder} holds a run of another model or recipe ({'; '.join(changes)}); pass "
+            f"--checkpoint {newest} to resume it with these settings, --overwrite to start afresh, or choose another "
+            "--model_save_dir"
+        )
+    print(f"--checkpoint auto: resuming from {newest}", flush=True)
+    return str(newest)
