@@ -29,9 +29,10 @@ from imgcls.cli.flags import (
     pick_device,
     positive_int,
     run_command,
+    warn,
 )
 from imgcls.cli.layering import build_run_config, model_cfg
-from imgcls.cli.preemption import AUTO, pick_auto, with_checkpoint
+from imgcls.cli.preemption import AUTO, pick_auto, shared_store_warning, with_checkpoint
 from imgcls.cli.run_folder import claimed
 from imgcls.cli.training_run import Trainer
 from imgcls.config import RunConfig
@@ -164,6 +165,9 @@ def configure(args: argparse.Namespace) -> tuple[RunConfig, DatasetSpec]:
 def main(args: argparse.Namespace) -> dict:
     """Train (one process, or one of torchrun's); returns the last epoch's metrics row."""
     info = dist.init_distributed(pick_device(args.use_gpu))
+    store_warning = shared_store_warning()
+    if store_warning:
+        warn(store_warning)
     try:
         if not info.is_main:  # rank 0 resolves (maybe generates) the data first
             dist.barrier()

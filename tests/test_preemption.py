@@ -243,3 +243,36 @@ def test_save_steps_flag():
     assert parse_train("--model=ResNet50_vd").save_steps == 0
     with pytest.raises(SystemExit):
         parse_train("--model=ResNet50_vd", "--save_steps=-1")
+
+
+# ---- torchrun elastic ---------------------------------------------------------------------------------------------
+
+
+def test_torchrun_restarts_a_killed_worker_and_ends_as_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    """kill -9 of rank 1 in epoch 2 of a 2-process gloo run under --max-restarts=1: the agent restarts both workers,
+    which continue from the newest step checkpoint (each rank its own random states) to the same end."""
+    from tests.test_distributed import torchrun
+
+    restarting = ("--max-restarts=1", "-m", "tests.preempt_worker")
+    monkeypatch.setenv(preemption.SHARE_STORE_OFF, "1")  # without it a restarted group fails to connect at times
+    torchrun(2, *restarting, *flags(data, tmp_path / "straight"))
+    monkeypatch.setenv("KILL_RANK", "1")
+    monkeypatch.setenv("KILL_AT_STEP", str(STEPS_PER_EPOCH + 2))
+    result = torchrun(2, *restarting, *flags(data, tmp_path / "killed", "--save_steps=1", "--checkpoint=auto"))
+    assert "(exitcode: -9)" in result.stderr
+    assert f"--checkpoint auto: resuming from {step_folder(tmp_path / 'killed' / MODEL, 1, STEPS_PER_EPOCH + 1)}" in (
+        result.stdout
+    )
+    assert_same_end(tmp_path / "killed" / MODEL, tmp_path / "straight" / MODEL)
+
+
+def test_a_restartable_torchrun_without_the_store_setting_is_warned(monkeypatch):
+    monkeypatch.delenv(preemption.SHARE_STORE_OFF, raising=False)
+    monkeypatch.delenv("TORCHELASTIC_MAX_RESTARTS", raising=False)
+    assert preemption.shared_store_warning() is None
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")
+    assert preemption.shared_store_warning() is None
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    assert f"set {preemption.SHARE_STORE_OFF}=1" in preemption.shared_store_warning()
+    monkeypatch.setenv(preemption.SHARE_STORE_OFF, "1")
+    assert preemption.shared_store_warning() is None

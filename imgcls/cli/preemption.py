@@ -9,11 +9,14 @@
 - **auto**: the newest complete checkpoint (step or epoch) of ``<model_save_dir>/<model>/``, when it was written by
   the same model and recipe (``recipe_differences``); a run of another model or recipe is a one-line error; a folder
   without checkpoints starts afresh (what an earlier attempt left there before its first checkpoint is cleared).
+- **torchrun restarts**: ``shared_store_warning`` says when torchrun's environment lacks the setting that lets a
+  restarted worker group connect reliably.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -33,6 +36,7 @@ from imgcls.config import RunConfig
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 AUTO = "auto"
+SHARE_STORE_OFF = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 class StopRequest:
@@ -59,6 +63,19 @@ class StopRequest:
     def agreed(self, device: torch.device) -> bool:
         """Whether any rank received SIGTERM (every rank gets the same answer; a collective in a torchrun run)."""
         return dist.reduce_sums([float(self.received)], device)[0] > 0
+
+
+def shared_store_warning() -> str | None:
+    """The warning for a torchrun run that may restart its workers (``--max-restarts`` > 0) while the agent shares its
+    rendezvous TCP store with them: on this torch, a restarted group can then fail to connect (gloo reads the dead
+    workers' addresses: "connectFullMesh failed ... Connection refused") and use up the restarts."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if restarts <= 0 or os.environ.get(SHARE_STORE_OFF) == "1":
+        return None
+    return (
+        f"torchrun --max-restarts={restarts}: set {SHARE_STORE_OFF}=1 in torchrun's environment, or a restarted "
+        "worker group may fail to connect (see docs/distributed.md)"
+    )
 
 
 def preempted(where: str, saved: Path | None) -> NoReturn:
