@@ -6,13 +6,13 @@ imgcls/distributed.py); ``--amp`` and ``--channels_last`` choose the precision a
 Each epoch: a progress bar, one summary line, a metrics.csv row and TensorBoard scalars in
 ``<model_save_dir>/<model>/``, and a checkpoint ``<model_save_dir>/<model>/<epoch>/`` (model.pt + state.pt) that
 ``--checkpoint`` resumes exactly and ``--pretrained_model`` fine-tunes from. At the end, curves.png.
+``--save_steps N`` adds mid-epoch checkpoints ``steps/epoch<E>-step<S>/``; ``--checkpoint auto`` resumes the run
+folder's newest (restarts by torchrun or a scheduler); SIGTERM saves one and exits with status 143.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-from functools import partial
 from pathlib import Path
 
 from imgcls import distributed as dist
@@ -29,11 +29,9 @@ from imgcls.cli.flags import (
     pick_device,
     positive_int,
     run_command,
-    warn,
 )
 from imgcls.cli.layering import build_run_config, model_cfg
-from imgcls.cli.preemption import AUTO, pick_auto, shared_store_warning, with_checkpoint
-from imgcls.cli.run_folder import claimed
+from imgcls.cli.preemption import claimed_run, warn_shared_store
 from imgcls.cli.training_run import Trainer
 from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
@@ -165,9 +163,7 @@ def configure(args: argparse.Namespace) -> tuple[RunConfig, DatasetSpec]:
 def main(args: argparse.Namespace) -> dict:
     """Train (one process, or one of torchrun's); returns the last epoch's metrics row."""
     info = dist.init_distributed(pick_device(args.use_gpu))
-    store_warning = shared_store_warning()
-    if store_warning:
-        warn(store_warning)
+    warn_shared_store()
     try:
         if not info.is_main:  # rank 0 resolves (maybe generates) the data first
             dist.barrier()
@@ -184,19 +180,15 @@ def main(args: argparse.Namespace) -> dict:
 def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
     """The training run of a config on its data; returns the last epoch's metrics row ({} if none ran).
 
-    Rank 0 holds the run folder (locked, checked writable and free of a previous run) for the whole run."""
+    Rank 0 holds the run folder (locked, checked writable and free of a previous run, ``--checkpoint auto``
+    resolved there) for the whole run."""
     train = config.train
     try:
         precision = engine.make_precision(config.precision, info.device)
     except ValueError as e:
         fail(str(e))
     run_dir = Path(train.save_dir) / config.model
-    auto = train.checkpoint == AUTO
-    pick = partial(pick_auto, config=config) if auto else None
-    claim = claimed(run_dir, train.checkpoint, train.overwrite, pick) if info.is_main else contextlib.nullcontext()
-    with claim as checkpoint, engine.deterministic_kernels(train.deterministic, info.device):
-        if auto:  # rank 0 chose in the locked folder
-            config = with_checkpoint(config, dist.broadcast_object(checkpoint))
+    with claimed_run(config, run_dir, info) as config, engine.deterministic_kernels(train.deterministic, info.device):
         seed_everything(train.random_seed)
         return Trainer(config, dataset, info, precision, run_dir).run()
 

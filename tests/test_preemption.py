@@ -92,18 +92,41 @@ def stopped_run(monkeypatch: pytest.MonkeyPatch, calls: int, *run_flags: str) ->
     assert e.value.code == PREEMPTED_EXIT
 
 
-def test_resume_from_a_step_checkpoint_ends_bit_identical(data, reference, tmp_path, monkeypatch):
-    # Stopped after step 6 (epoch 2, batch 2), resumed with --checkpoint auto.
-    stopped_run(monkeypatch, STEPS_PER_EPOCH + 1 + 2, *flags(data, tmp_path, "--save_steps=1"))  # + 1: after val
+@pytest.mark.parametrize(
+    "boundary, epoch, batch",
+    [(STEPS_PER_EPOCH + 1 + 2, 1, 2), (STEPS_PER_EPOCH, 0, STEPS_PER_EPOCH)],  # + 1: the check after validation
+    ids=["mid-epoch", "after-the-epochs-last-step"],
+)
+def test_resume_from_a_step_checkpoint_ends_bit_identical(
+    data, reference, tmp_path, monkeypatch, boundary, epoch, batch
+):
+    # Stopped at a step boundary (the last one of an epoch: nothing of it left but validation), resumed with auto.
+    stopped_run(monkeypatch, boundary, *flags(data, tmp_path, "--save_steps=1"))
     run_dir = tmp_path / MODEL
     (only,) = step_checkpoints(run_dir)  # older ones pruned, epoch 1's with its epoch checkpoint
-    assert (only.epoch, only.step) == (1, STEPS_PER_EPOCH + 2)
+    assert (only.epoch, only.step) == (epoch, epoch * STEPS_PER_EPOCH + batch)
     state = ckpt.load_training_state(only.path)[1]
-    assert state["epoch"] == 0 and state["step"] == STEPS_PER_EPOCH
-    assert state["mid_epoch"]["batch"] == 2 and len(state["mid_epoch"]["ranks"]) == 1
+    assert state["epoch"] == epoch - 1 and state["step"] == epoch * STEPS_PER_EPOCH
+    assert state["mid_epoch"]["batch"] == batch and len(state["mid_epoch"]["ranks"]) == 1
     run_train(*flags(data, tmp_path, "--save_steps=1", "--checkpoint=auto"))
     assert_same_end(run_dir, reference)
     assert step_checkpoints(run_dir) == []
+
+
+def test_the_builtin_data_resumes_mid_epoch_bit_identical(data, tmp_path, monkeypatch, capsys):
+    """The built-in dataset (no --data_dir: its defaults apply, here a warmup schedule and its crop scale)."""
+    from imgcls.data import builtin
+
+    monkeypatch.setattr(builtin, "builtin_dataset_dir", lambda: data)
+
+    def builtin_flags(out: Path, *extra: str) -> list[str]:
+        return [f for f in flags(data, out, *extra) if not f.startswith(("--data_dir", "--lr_strategy"))]
+
+    run_train(*builtin_flags(tmp_path / "straight"))
+    assert "using the built-in" in capsys.readouterr().out
+    stopped_run(monkeypatch, 3, *builtin_flags(tmp_path / "stopped", "--save_steps=2"))
+    run_train(*builtin_flags(tmp_path / "stopped", "--checkpoint=auto"))
+    assert_same_end(tmp_path / "stopped" / MODEL, tmp_path / "straight" / MODEL)
 
 
 def test_resume_without_the_saved_random_states_differs(data, reference, tmp_path, monkeypatch):

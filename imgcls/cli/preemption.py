@@ -21,7 +21,8 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,9 +30,9 @@ import torch
 
 from imgcls import distributed as dist
 from imgcls.checkpoint import read_run_info
-from imgcls.cli.flags import fail
+from imgcls.cli.flags import fail, warn
 from imgcls.cli.layering import resume_changes
-from imgcls.cli.run_folder import clear_run, newest_checkpoint, run_contents
+from imgcls.cli.run_folder import claimed, clear_run, newest_checkpoint, run_contents
 from imgcls.config import RunConfig
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
@@ -78,6 +79,13 @@ def shared_store_warning() -> str | None:
     )
 
 
+def warn_shared_store() -> None:
+    """One warning line when ``shared_store_warning`` has one."""
+    message = shared_store_warning()
+    if message:
+        warn(message)
+
+
 def preempted(where: str, saved: Path | None) -> NoReturn:
     """SIGTERM: one line naming the checkpoint written, exit status 143."""
     kept = f"saved {saved}; " if saved is not None else ""
@@ -106,6 +114,18 @@ def recipe_differences(folder_checkpoint: Path, config: RunConfig) -> list[str]:
 def with_checkpoint(config: RunConfig, checkpoint: str | None) -> RunConfig:
     """``config`` resuming from ``checkpoint`` (what ``auto`` chose; None: afresh)."""
     return dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint=checkpoint))
+
+
+@contextmanager
+def claimed_run(config: RunConfig, run_dir: Path, info: dist.DistInfo) -> Iterator[RunConfig]:
+    """Rank 0 holds the run folder for the whole run (``imgcls.cli.run_folder.claimed``); yields the run's config
+    with ``--checkpoint auto`` resolved in the locked folder, the same on every rank."""
+    train = config.train
+    auto = train.checkpoint == AUTO
+    pick = partial(pick_auto, config=config) if auto else None
+    claim = claimed(run_dir, train.checkpoint, train.overwrite, pick) if info.is_main else nullcontext()
+    with claim as checkpoint:
+        yield with_checkpoint(config, dist.broadcast_object(checkpoint)) if auto else config
 
 
 def pick_auto(folder: Path, config: RunConfig) -> str | None:

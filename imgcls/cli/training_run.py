@@ -4,7 +4,8 @@ from ``--checkpoint``, ``prepare_model`` with ``--pretrained_model``).
 What a failure leaves: a checkpoint is published before its metrics row, so no row describes an epoch whose
 checkpoint could not be written; a full or read-only disk, a NaN loss, an op without a deterministic kernel and a
 val set that cannot be read are one-line errors (exit status 2) that name the checkpoint to resume from; Ctrl-C
-says the same and exits with status 130.
+says the same and exits with status 130; SIGTERM stops at the next step boundary with a step checkpoint and exit
+status 143 (``imgcls.cli.preemption``, ``imgcls.cli.mid_epoch``).
 """
 
 from __future__ import annotations
