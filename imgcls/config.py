@@ -89,7 +89,8 @@ class TrainConfig:
     deterministic: bool = True
     sync_bn: bool = False
     save_dir: str = "output/"
-    checkpoint: str | None = None  # resume from this checkpoint folder
+    checkpoint: str | None = None  # resume from this checkpoint folder ("auto": the run folder's newest, if any)
+    save_steps: int = 0  # also a mid-epoch checkpoint every this many optimizer steps (0: none)
     overwrite: bool = False  # remove a previous run in the run folder first
     tensorboard: bool = True
 

@@ -56,6 +56,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def input_side(text: str) -> int:
     """An input size in pixels, 1..MAX_INPUT_SIZE (argparse type)."""
     value = positive_int(text)

@@ -171,6 +171,7 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
         sync_bn=args.sync_bn,
         save_dir=args.model_save_dir,
         checkpoint=args.checkpoint,
+        save_steps=args.save_steps,
         overwrite=args.overwrite,
         tensorboard=args.tensorboard,
     )
