@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from imgcls.data.image_header import DEFAULT_MAX_PIXELS
 from imgcls.data.preprocess import PreprocessSpec
+from imgcls.data.shards.order import DEFAULT_SHUFFLE_BUFFER
 
 T = typing.TypeVar("T")
 
@@ -36,6 +37,7 @@ class ReadConfig:
     buffer_images: int = 512  # Paddle's --reader_buf_size unit; the loader keeps whole batches (2..16)
     apply_exif: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS  # an image whose header claims more is skipped, never decoded
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER  # tar shards: samples held for shuffling
 
 
 @dataclass(frozen=True)
