@@ -18,7 +18,7 @@ import torch
 from imgcls.data.datasets import load_dataset
 from imgcls.data.shards.writer import write_dataset
 
-from .cli_helpers import MODEL, parse_train, plain_shapes, run_train, tiny_shapes
+from .cli_helpers import MODEL, parse_train, plain_shapes, run_train, tiny_shapes, tiny_train
 from .conftest import require_native
 from .weights_server import WeightsServer
 
@@ -93,20 +93,7 @@ def small_shards(tmp_path_factory) -> Path:
 
 
 def small_flags(shards: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        f"--model={MODEL}",
-        f"--data_dir={shards}",
-        f"--model_save_dir={out}",
-        "--reader=opencv",
-        "--reader_thread=1",
-        "--image_shape=3,32,32",
-        "--batch_size=8",
-        "--num_epochs=3",
-        "--lr=0.05",
-        "--shuffle_buffer=10",
-        "--tensorboard=False",
-        *extra,
-    ]
+    return tiny_train(shards, out, "--batch_size=8", "--num_epochs=3", "--shuffle_buffer=10", *extra)
 
 
 def test_resume_from_shards_is_bit_exact(small_shards, tmp_path):
