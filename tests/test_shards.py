@@ -181,6 +181,18 @@ def test_rank_split_covers_every_sample_once_with_an_odd_number_of_shards():
     assert shard_order(3, 5, 0, False) == [0, 1, 2]
 
 
+def test_sample_seed_comes_from_the_run_seed_the_epoch_and_the_shard_key():
+    import hashlib
+
+    from imgcls.data.shards.order import key_seed
+    from imgcls.randomness import sample_seed
+
+    digest = hashlib.blake2b(b"train-000003.tar/000042", digest_size=8).digest()
+    assert key_seed(7, 2, "train-000003.tar", "000042") == sample_seed(7, 2, int.from_bytes(digest, "little"))
+    seeds = {key_seed(s, e, f, k) for s in (7, 8) for e in (0, 1) for f in ("a.tar", "b.tar") for k in ("1", "2")}
+    assert len(seeds) == 16
+
+
 def test_shuffle_buffer_is_a_bounded_seeded_permutation():
     items = list(range(200))
     out = list(shuffle_buffer(iter(items), 16, seed=3))
