@@ -10,7 +10,6 @@ over their tar headers; HTTP shards need ``--total_images`` (train) and ``--clas
 from __future__ import annotations
 
 import json
-import tarfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from imgcls.hub.weights import atomic_write
 
 from .pattern import is_url
+from .tar_members import members
 from .tar_stream import LABEL_EXTENSION, SHARD_IMAGE_EXTENSIONS, open_shard, parse_label, split_key
 
 INDEX_FILE = "index.json"
@@ -88,21 +88,18 @@ def indexed_counts(locations: list[str]) -> ShardCounts | None:
 
 
 def scan_counts(locations: list[str]) -> ShardCounts:
-    """Count the samples of local shards by one pass over each (labels are read, images skipped unread)."""
+    """Count the samples of local shards by one pass over each."""
     samples, max_label = {}, -1
     for location in locations:
         keys: dict[str, list[bool]] = {}
-        with open_shard(location) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, ext = split_key(member.name)
+        with open_shard(location) as stream:
+            for name, data in members(stream):
+                key, ext = split_key(name)
                 has = keys.setdefault(key, [False, False])
                 if ext.lower() in SHARD_IMAGE_EXTENSIONS:
                     has[0] = True
                 elif ext.lower() == LABEL_EXTENSION:
                     has[1] = True
-                    label = parse_label(tar.extractfile(member).read(), f"{location}:{member.name}")
-                    max_label = max(max_label, label)
+                    max_label = max(max_label, parse_label(data, f"{location}:{name}"))
         samples[location] = sum(1 for image, label in keys.values() if image and label)
     return ShardCounts(samples, max_label)

@@ -21,7 +21,7 @@ from itertools import chain, islice
 
 import numpy as np
 
-from ..loader import Batch, Loader, NoReadableImageError
+from ..loader import Batch, EpochIterator, Loader, NoReadableImageError
 from ..readers.encoded import Encoded
 from .order import (
     DEFAULT_SHUFFLE_BUFFER,
@@ -152,6 +152,11 @@ class ShardPlan:
         return ShardPlan(self.loader, self.epoch, self.start + (part.start or 0))
 
     def __iter__(self) -> Iterator[list[ShardSample]]:
+        """The batches, read from the shards on a thread of their own (ahead by the loader's prefetch), so that
+        reading the tar overlaps the decoding of the batches before it."""
+        return EpochIterator(lambda batch: batch, enumerate(self._batches()), self.loader.prefetch, lambda _: None)
+
+    def _batches(self) -> Iterator[list[ShardSample]]:
         size, count = self.loader.batch_size, len(self)
         items = self.loader.samples_of(self.epoch)
         for _ in islice(items, self.start * size):  # read, not decoded

@@ -3,7 +3,8 @@
 Layout: consecutive members sharing a key (the member's path up to the first dot of its file name) form a sample:
 ``<key>.jpg|.jpeg|.png|.webp`` (the image, bytes unchanged) and ``<key>.cls`` (the integer label as text); other
 members (``.json``, ``.txt``, ...) are ignored. The standard library's ``tarfile`` in stream mode (``r|*``: one
-forward pass, any compression) reads it; the source is a local file or an HTTP(S) response.
+forward pass, any compression) is the reference reader; ``tar_members.py`` has the lean fast path used for
+uncompressed tars. The source is a local file or an HTTP(S) response.
 
 A shard that cannot be opened (404, refused connection, missing file) or breaks off (truncated file, dropped
 connection) raises ``ShardReadError`` after the samples it did give; an HTTP shard is fetched again with backoff (at
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .pattern import is_url
+from .tar_members import members
 
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXTENSION = "cls"
@@ -87,20 +89,17 @@ def read_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
         return ShardSample(shard_name, key, ext, image, label)
 
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                member_key, member_ext = split_key(member.name)
-                if member_key != key:
-                    if (done := sample()) is not None:
-                        yield done
-                    key, image, ext, label = member_key, None, "", None
-                kind = member_ext.lower()
-                if kind in SHARD_IMAGE_EXTENSIONS:
-                    image, ext = tar.extractfile(member).read(), member_ext
-                elif kind == LABEL_EXTENSION:
-                    label = parse_label(tar.extractfile(member).read(), f"{shard_name}:{member.name}")
+        for name, data in members(stream):
+            member_key, member_ext = split_key(name)
+            if member_key != key:
+                if (done := sample()) is not None:
+                    yield done
+                key, image, ext, label = member_key, None, "", None
+            kind = member_ext.lower()
+            if kind in SHARD_IMAGE_EXTENSIONS:
+                image, ext = data, member_ext
+            elif kind == LABEL_EXTENSION:
+                label = parse_label(data, f"{shard_name}:{name}")
     except (tarfile.TarError, EOFError, OSError, http.client.HTTPException, ValueError) as e:
         raise ShardReadError(f"{type(e).__name__}: {str(e).strip() or 'broken stream'}") from None
     if (done := sample()) is not None:
