@@ -262,8 +262,8 @@ def test_unequal_shards_give_every_rank_the_same_steps(shards, tmp_path):
             dst.addfile(member, src.extractfile(member))
     locations, counts = [*files[:2], str(small)], [20, 20, 4]
     padded = 0
-    for epoch in range(6):
-        ranks = [shard_loader(locations, counts, rank=r, world_size=2) for r in range(2)]
+    for seed, epoch in [(seed, epoch) for seed in (7, 8, 9) for epoch in range(3)]:
+        ranks = [shard_loader(locations, counts, rank=r, world_size=2, random_seed=seed) for r in range(2)]
         seen = [keys_of(loader, epoch) for loader in ranks]
         # 44 samples: 22 a rank, 4 whole batches of 5 each, whatever this epoch's shares hold (30 and 14, or ...)
         assert [len(s) for s in seen] == [20, 20] and len(ranks[0]) == len(ranks[1]) == 4
