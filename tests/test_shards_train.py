@@ -108,6 +108,23 @@ def test_resume_from_shards_is_bit_exact(small_shards, tmp_path):
         assert torch.equal(straight[name], resumed[name]), name
 
 
+def test_a_missing_http_shard_is_one_line_an_epoch_and_the_run_goes_on(small_shards, tmp_path, capsys):
+    served = {p.name: p for p in small_shards.iterdir() if p.name != "train-000002.tar"}
+    with WeightsServer(served) as server:
+        row = run_train(
+            *small_flags(
+                tmp_path / "unused",
+                tmp_path / "out",
+                f"--train_shards={server.url}/train-{{000000..000004}}.tar",
+                f"--val_shards={server.url}/val-{{000000..000001}}.tar",
+            )
+        )
+        assert len(server.gets("train-000002.tar")) == 3  # once an epoch: a 404 is final, even for padding
+    lines = [line for line in capsys.readouterr().err.splitlines() if "train-000002.tar" in line]
+    assert len(lines) == 3 and all(line.startswith("warning: shard ") and "HTTP 404" in line for line in lines)
+    assert row["epoch"] == 2 and (tmp_path / "out" / MODEL / "2" / "model.pt").is_file()
+
+
 def test_shard_flags_give_one_line_errors(small_shards, tmp_path, capsys):
     from imgcls import train as train_cli
 

@@ -106,8 +106,11 @@ class ShardLoader(Loader):
         return shuffle_buffer(items, size, buffer_seed(self.random_seed, epoch, self.rank, repeat))
 
     def _shard(self, index: int, epoch: int) -> Iterator[ShardSample]:
-        """The samples of one shard; a shard that breaks off gives what it had and is reported (once an epoch)."""
+        """The samples of one shard; a shard that breaks off gives what it had and is reported, and is not tried
+        again in the same epoch (a later pass that pads the epoch skips it)."""
         location = self.shards.locations[index]
+        if (epoch, location) in self._reported:
+            return
         try:
             yield from stream_shard(location)
         except ShardReadError as e:
