@@ -92,7 +92,7 @@ class Trainer:
         self.train_loader, self.val_loader = train_loaders(config, dataset, info.rank, info.world_size, device)
         # Paddle's schedule counts ceil(images / global batch) steps per epoch while an epoch runs floor(...) of them
         # (imgcls.optim): its LR boundaries fall on the same iterations here. Every rank runs the same global steps.
-        steps_per_epoch = schedule_steps_per_epoch(len(dataset.train), config.batch_size)
+        steps_per_epoch = schedule_steps_per_epoch(dataset.num_train, config.batch_size)
         self.schedule = LRSchedule.from_config(train.schedule, steps_per_epoch)
         self.optimizer = build_optimizer(
             self.model, train.schedule.lr, train.optimizer.momentum, train.optimizer.l2_decay
@@ -207,7 +207,7 @@ class Trainer:
         """Every val image failed to load: a validation that measured nothing is an error, after the checkpoint."""
         bad = self.val_loader.skipped
         fail(
-            f"epoch {epoch + 1}: none of the {len(self.dataset.val)} val images could be read "
+            f"epoch {epoch + 1}: none of the {self.dataset.num_val} val images could be read "
             f"({skipped_summary(bad)}); val accuracy is undefined{self.resume_hint()}"
         )
 
