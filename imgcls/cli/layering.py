@@ -180,7 +180,9 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
 def read_config(args: argparse.Namespace) -> ReadConfig:
     """The reader flags every CLI shares (threads default to the CPU count)."""
     threads = args.reader_thread or os.cpu_count() or 1
-    return ReadConfig(args.reader, threads, args.reader_buf_size, args.apply_exif, args.max_image_pixels)
+    return ReadConfig(
+        args.reader, threads, args.reader_buf_size, args.apply_exif, args.max_image_pixels, args.dct_scaling
+    )
 
 
 def build_run_config(

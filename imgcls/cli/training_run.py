@@ -24,9 +24,10 @@ from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
 from imgcls.data.loader import NoReadableImageError
 from imgcls.data.read_report import printable
-from imgcls.metrics import MetricsLog, plot_metrics
+from imgcls.metrics import MetricsLog
 from imgcls.optim import LRSchedule, build_optimizer, schedule_steps_per_epoch
 from imgcls.randomness import torch_epoch_seed
+from imgcls.report.curves import plot_run
 
 
 def resume(
@@ -199,11 +200,9 @@ class Trainer:
         if not csv_path.exists():
             return
         try:
-            curves = plot_metrics(csv_path, self.run_dir / "curves.png", self.config.model)
-        except OSError as e:
+            print(plot_run(csv_path, self.run_dir / "curves.png", f"{self.config.model}: {self.run_dir}"))
+        except (OSError, ValueError) as e:
             warn(f"no curves.png: {e}")
-            return
-        print(f"metrics: {csv_path}; curves: {curves}")
 
 
 def skipped_summary(bad: list[tuple[str, str]]) -> str:
