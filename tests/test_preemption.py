@@ -271,22 +271,52 @@ def test_save_steps_flag():
 # ---- torchrun elastic ---------------------------------------------------------------------------------------------
 
 
-def test_torchrun_restarts_a_killed_worker_and_ends_as_an_uninterrupted_run(data, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def straight_2proc(data: Path, tmp_path_factory) -> Path:
+    """The uninterrupted 2-process run's folder."""
+    from tests.test_distributed import torchrun
+
+    out = tmp_path_factory.mktemp("straight_2proc")
+    torchrun(2, "-m", "imgcls.train", *flags(data, out))
+    return out / MODEL
+
+
+def test_torchrun_restarts_a_killed_worker_and_ends_as_an_uninterrupted_run(
+    data, straight_2proc, tmp_path, monkeypatch
+):
     """kill -9 of rank 1 in epoch 2 of a 2-process gloo run under --max-restarts=1: the agent restarts both workers,
     which continue from the newest step checkpoint (each rank its own random states) to the same end."""
     from tests.test_distributed import torchrun
 
-    restarting = ("--max-restarts=1", "-m", "tests.preempt_worker")
     monkeypatch.setenv(preemption.SHARE_STORE_OFF, "1")  # without it a restarted group fails to connect at times
-    torchrun(2, *restarting, *flags(data, tmp_path / "straight"))
     monkeypatch.setenv("KILL_RANK", "1")
     monkeypatch.setenv("KILL_AT_STEP", str(STEPS_PER_EPOCH + 2))
-    result = torchrun(2, *restarting, *flags(data, tmp_path / "killed", "--save_steps=1", "--checkpoint=auto"))
+    restarting = ("--max-restarts=1", "-m", "tests.preempt_worker")
+    result = torchrun(2, *restarting, *flags(data, tmp_path, "--save_steps=1", "--checkpoint=auto"))
     assert "(exitcode: -9)" in result.stderr
-    assert f"--checkpoint auto: resuming from {step_folder(tmp_path / 'killed' / MODEL, 1, STEPS_PER_EPOCH + 1)}" in (
-        result.stdout
-    )
-    assert_same_end(tmp_path / "killed" / MODEL, tmp_path / "straight" / MODEL)
+    resumed = step_folder(tmp_path / MODEL, 1, STEPS_PER_EPOCH + 1)
+    assert f"--checkpoint auto: resuming from {resumed}" in result.stdout
+    assert_same_end(tmp_path / MODEL, straight_2proc)
+
+
+def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_the_same_step(data, straight_2proc, tmp_path):
+    """Only rank 1 gets SIGTERM (in its 3rd step): the ranks agree, write one step checkpoint together, exit 143;
+    a new torchrun run with --checkpoint auto ends as the uninterrupted one."""
+    from tests.test_distributed import torchrun
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", KILL_RANK="1", KILL_AT_STEP="3", KILL_SIGNAL=str(int(signal.SIGTERM)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "tests.preempt_worker", *flags(data, tmp_path)]
+    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert stopped.returncode != 0
+    (only,) = step_checkpoints(tmp_path / MODEL)
+    assert (only.epoch, only.step) == (0, 3)
+    stderr = stopped.stderr
+    assert stderr.count(f"stopped by SIGTERM in epoch 1/{EPOCHS} after step 3: saved {only.path}") == 1, stderr[-3000:]
+    assert f"exitcode: {PREEMPTED_EXIT}" in stderr  # the agent names the first worker to exit
+    assert len(ckpt.load_training_state(only.path)[1]["mid_epoch"]["ranks"]) == 2
+    torchrun(2, "-m", "imgcls.train", *flags(data, tmp_path, "--checkpoint=auto"))
+    assert_same_end(tmp_path / MODEL, straight_2proc)
 
 
 def test_a_restartable_torchrun_without_the_store_setting_is_warned(monkeypatch):
