@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -259,6 +260,27 @@ def test_a_step_checkpoint_resumes_only_at_its_batch_plan(data, tmp_path, monkey
         capsys, lambda: run_train(*flags(data, tmp_path, "--batch_size=16", f"--checkpoint={only.path}"))
     )
     assert "cannot continue epoch 1 from the step checkpoint" in error and "--batch_size 8, this run has 16" in error
+
+
+def test_auto_falls_back_to_the_epoch_checkpoint_when_the_process_count_changed(data, tmp_path, monkeypatch, capsys):
+    """An elastic restart on another number of processes cannot continue a step checkpoint's epoch: auto takes the
+    newest epoch checkpoint instead (one line), or stops with one line when there is none."""
+    stopped_run(monkeypatch, STEPS_PER_EPOCH + 1 + 1, *flags(data, tmp_path / "later"))  # epoch 1 saved, in epoch 2
+    stopped_run(monkeypatch, 1, *flags(data, tmp_path / "first"))  # in epoch 1: no epoch checkpoint yet
+    capsys.readouterr()
+    for name in ("later", "first"):
+        folder = tmp_path / name / MODEL
+        (step,) = step_checkpoints(folder)
+        mid = ckpt.load_training_state(step.path)[1]["mid_epoch"]
+        assert preemption.usable_for_this_plan(folder, step.path, mid, BATCH) == step.path
+        monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun says to the restarted workers
+        if name == "later":
+            assert preemption.usable_for_this_plan(folder, step.path, mid, BATCH) == folder / "0"
+            assert "(it was written by 1 processes, this run has 2); using" in capsys.readouterr().out
+        else:
+            error = one_line_error(capsys, partial(preemption.usable_for_this_plan, folder, step.path, mid, BATCH))
+            assert "cannot continue its epoch" in error and "there is no epoch checkpoint" in error
+        monkeypatch.delenv("WORLD_SIZE")
 
 
 def test_save_steps_flag():
