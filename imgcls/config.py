@@ -23,19 +23,22 @@ from dataclasses import dataclass
 
 from imgcls.data.image_header import DEFAULT_MAX_PIXELS
 from imgcls.data.preprocess import PreprocessSpec
+from imgcls.data.shards.order import DEFAULT_SHUFFLE_BUFFER
 
 T = typing.TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """How images are read: which reader, its threads, how many images to read ahead, EXIF rotation."""
+    """How images are read: which reader, its threads, how many images to read ahead, EXIF rotation, DCT scaling."""
 
     reader: str = "auto"
     threads: int = 1
     buffer_images: int = 512  # Paddle's --reader_buf_size unit; the loader keeps whole batches (2..16)
     apply_exif: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS  # an image whose header claims more is skipped, never decoded
+    dct_scaling: str = "train"  # where the native reader may decode at 1/2..1/8 (readers.DCT_SCALING_MODES)
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER  # tar shards: samples held for shuffling
 
 
 @dataclass(frozen=True)

@@ -305,9 +305,13 @@ def evaluate(
     desc: str = "eval",
     progress: bool = True,
     precision: Precision = Precision(),
+    sink: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> EpochStats:
     """Top-1 / top-5 (percent) and mean cross entropy of ``model`` over ``loader`` (summed over ranks, each
-    evaluating its own share; pass the unwrapped model: eval needs no gradient sync)."""
+    evaluating its own share; pass the unwrapped model: eval needs no gradient sync).
+
+    ``sink(logits, labels, images)``, when given, sees every batch's predictions (e.g. ``PredictionStats.update``
+    of ``imgcls.report``, which builds per-class numbers from them); it is called right after the batch's forward."""
     model.eval()
     bar = ProgressBar(len(loader), desc) if progress and is_main() else None
     sums, seen = torch.zeros(3, dtype=torch.float64, device=device), 0  # loss sum, top-1, top-5 hits (on device)
@@ -316,6 +320,8 @@ def evaluate(
         images, labels = to_device(images, labels, device, precision.channels_last)
         with precision.autocast(device):
             logits = model(images)
+        if sink is not None:
+            sink(logits, labels, images)
         loss_sum = nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
         sums += torch.cat((loss_sum[None], topk_hits(logits, labels, (1, 5)).double()))
         seen += labels.shape[0]

@@ -23,6 +23,7 @@ from imgcls.cli.flags import (
     add_bool,
     add_model_args,
     add_precision_args,
+    add_shard_args,
     fail,
     input_side,
     non_negative_int,
@@ -44,6 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Paddle's train.py flags (same names and value forms), plus this project's."""
     p = ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
+    add_shard_args(p)
     add_precision_args(p)
     add_bool(
         p,
@@ -155,7 +157,7 @@ def configure(args: argparse.Namespace) -> tuple[RunConfig, DatasetSpec]:
     """The run's data and config from the flags; one-line errors for a bad model name (before any data work) or
     unusable data."""
     model_cfg(args.model)
-    dataset = resolve_data(args.data_dir, args.class_dim, args.total_images)
+    dataset = resolve_data(args.data_dir, args.class_dim, args.total_images, args.train_shards, args.val_shards)
     warn_sparse_labels(dataset)
     return build_run_config(args, train=True, num_classes=dataset.num_classes, dataset=dataset), dataset
 

@@ -21,6 +21,8 @@ import torch
 
 from imgcls import distributed as dist
 from imgcls.data.image_header import DEFAULT_MAX_PIXELS
+from imgcls.data.readers import DCT_SCALING_MODES
+from imgcls.data.shards.order import DEFAULT_SHUFFLE_BUFFER
 from imgcls.data.transforms import INTERPOLATIONS
 from imgcls.limits import MAX_INPUT_SIZE
 
@@ -166,6 +168,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help=f"images read ahead (Paddle's unit; its default 2048), kept as whole batches, {MIN_PREFETCH_BATCHES} to "
         f"{MAX_PREFETCH_BATCHES}",
     )
+    parser.add_argument(
+        "--dct_scaling",
+        default="train",
+        choices=list(DCT_SCALING_MODES),
+        help="where the native reader may decode JPEGs at 1/2..1/8 scale: train (fast training; eval Paddle-exact), "
+        "all (eval too: faster, not Paddle's pixels), none (every transform OpenCV's pixels)",
+    )
     add_bool(parser, "apply_exif", False, "rotate images by their EXIF orientation tag (default: raw pixels)")
     parser.add_argument(
         "--max_image_pixels",
@@ -183,6 +192,23 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         False,
         "Triton kernels in the blocks (a GPU, or the CPU with TRITON_INTERPRET=1; "
         "else one warning and the reference path)",
+    )
+
+
+def add_shard_args(parser: argparse.ArgumentParser) -> None:
+    """Training from WebDataset tar shards (docs/data.md): where they are, and the shuffle buffer."""
+    parser.add_argument(
+        "--train_shards",
+        default=None,
+        help="train tar shards: a brace pattern of paths or http(s) URLs, e.g. 'train-{000000..000146}.tar' "
+        "(default: --data_dir's train-*.tar when it holds them)",
+    )
+    parser.add_argument("--val_shards", default=None, help="val tar shards, as --train_shards")
+    parser.add_argument(
+        "--shuffle_buffer",
+        type=positive_int,
+        default=DEFAULT_SHUFFLE_BUFFER,
+        help="tar shards: samples held in memory for shuffling (1: shard order only)",
     )
 
 

@@ -28,8 +28,9 @@ from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
 from imgcls.data.loader import NoReadableImageError
 from imgcls.data.read_report import printable
-from imgcls.metrics import MetricsLog, plot_metrics
+from imgcls.metrics import MetricsLog
 from imgcls.optim import LRSchedule, build_optimizer, schedule_steps_per_epoch
+from imgcls.report.curves import plot_run
 from imgcls.step_checkpoints import prune_steps, resume_mismatch
 
 
@@ -91,7 +92,7 @@ class Trainer:
         self.train_loader, self.val_loader = train_loaders(config, dataset, info.rank, info.world_size, device)
         # Paddle's schedule counts ceil(images / global batch) steps per epoch while an epoch runs floor(...) of them
         # (imgcls.optim): its LR boundaries fall on the same iterations here. Every rank runs the same global steps.
-        steps_per_epoch = schedule_steps_per_epoch(len(dataset.train), config.batch_size)
+        steps_per_epoch = schedule_steps_per_epoch(dataset.num_train, config.batch_size)
         self.schedule = LRSchedule.from_config(train.schedule, steps_per_epoch)
         self.optimizer = build_optimizer(
             self.model, train.schedule.lr, train.optimizer.momentum, train.optimizer.l2_decay
@@ -206,7 +207,7 @@ class Trainer:
         """Every val image failed to load: a validation that measured nothing is an error, after the checkpoint."""
         bad = self.val_loader.skipped
         fail(
-            f"epoch {epoch + 1}: none of the {len(self.dataset.val)} val images could be read "
+            f"epoch {epoch + 1}: none of the {self.dataset.num_val} val images could be read "
             f"({skipped_summary(bad)}); val accuracy is undefined{self.resume_hint()}"
         )
 
@@ -225,11 +226,9 @@ class Trainer:
         if not csv_path.exists():
             return
         try:
-            curves = plot_metrics(csv_path, self.run_dir / "curves.png", self.config.model)
-        except OSError as e:
+            print(plot_run(csv_path, self.run_dir / "curves.png", f"{self.config.model}: {self.run_dir}"))
+        except (OSError, ValueError) as e:
             warn(f"no curves.png: {e}")
-            return
-        print(f"metrics: {csv_path}; curves: {curves}")
 
 
 def skipped_summary(bad: list[tuple[str, str]]) -> str:
