@@ -154,21 +154,20 @@ def worker(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def test_sigterm_writes_a_step_checkpoint_and_exits_143(data, reference, tmp_path):
-    # A real SIGTERM from outside, as a scheduler sends it, once the second epoch is running.
-    proc = worker(*flags(data, tmp_path, "--checkpoint=auto"))
-    for line in proc.stderr:
-        if line.startswith(f"epoch 2/{EPOCHS} 1/"):
-            proc.send_signal(signal.SIGTERM)
-            sent = time.monotonic()
-            break
-    err = proc.stderr.read()
-    assert proc.wait(timeout=120) == PREEMPTED_EXIT, err
+    # A real SIGTERM from outside, as a scheduler sends it, once the run has written its first step checkpoint.
+    proc = worker(*flags(data, tmp_path, "--save_steps=1", "--checkpoint=auto"))
+    deadline = time.monotonic() + 120
+    while not step_checkpoints(tmp_path / MODEL) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT, err[-2000:]
     assert time.monotonic() - sent < 30  # the step in progress and one save
     (only,) = step_checkpoints(tmp_path / MODEL)
-    last = err.strip().splitlines()[-1]
+    where = f"in epoch {only.epoch + 1}/{EPOCHS} after step {only.step}"
     assert (
-        last == f"stopped by SIGTERM in epoch 2/{EPOCHS} after step {only.step}: saved {only.path}; resume with "
-        "--checkpoint auto"
+        err.strip().splitlines()[-1] == f"stopped by SIGTERM {where}: saved {only.path}; resume with --checkpoint auto"
     )
     run_train(*flags(data, tmp_path, "--checkpoint=auto"))
     assert_same_end(tmp_path / MODEL, reference)
