@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     """Evaluate; returns {'top1', 'top5', 'loss', 'images'}."""
     model_cfg(args.model)  # a bad model name fails before any data work
     dataset = resolve_data(args.data_dir, args.class_dim)
-    if not dataset.val:
+    if not dataset.num_val:
         fail(f"{dataset.root}: the val list is empty")
     saved = saved_run_of(args.pretrained_model)
     config = build_run_config(args, train=False, num_classes=dataset.num_classes, dataset=dataset, saved=saved)
@@ -84,14 +84,15 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     except ValueError as e:
         fail(str(e))
     model = load_for_inference(config, device)
-    loader = make_loader(config, dataset.val, train=False, batch_size=config.batch_size, device=device)
+    val = dataset.val_shards if dataset.val_shards is not None else dataset.val  # a data dir of shards: val-*.tar
+    loader = make_loader(config, val, train=False, batch_size=config.batch_size, device=device)
     stats = evaluate(model, loader, device, desc="eval", precision=precision)
     for path, reason in loader.skipped:
         print(f"skipped {printable(path)}: {printable(reason)}")
     if loader.warned:
         print(warned_summary(loader.warned))
     if stats.images == 0:
-        fail(f"none of the {len(dataset.val)} val images of {dataset.root} could be read (see the 'skipped' lines)")
+        fail(f"none of the {dataset.num_val} val images of {dataset.root} could be read (see the 'skipped' lines)")
     pre = config.preprocess
     print(
         f"{config.model} on {dataset.root} ({stats.images} images, {pre.input_size}px crop of short side "

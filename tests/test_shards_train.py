@@ -106,6 +106,15 @@ def test_resume_from_shards_is_bit_exact(small_shards, tmp_path):
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
+    # eval reads a data dir of shards too (its val-*.tar), and agrees with the run's last val row
+    from imgcls import eval as eval_cli
+
+    flags = [f"--model={MODEL}", f"--data_dir={small_shards}", "--reader=opencv", "--image_shape=3,32,32"]
+    flags.append(f"--pretrained_model={tmp_path / 'straight' / MODEL / '2'}")
+    evaluated = eval_cli.main(eval_cli.get_args_parser().parse_args(flags))
+    with open(tmp_path / "straight" / MODEL / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert evaluated["images"] == 16 and evaluated["top1"] == pytest.approx(float(last["val_top1"]), abs=1e-3)
 
 
 def test_a_missing_http_shard_is_one_line_an_epoch_and_the_run_goes_on(small_shards, tmp_path, capsys):
