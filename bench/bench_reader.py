@@ -1,5 +1,10 @@
 """Reader throughput, images/s on one core: native (C++) vs the OpenCV reference vs Pillow, train and val.
 
+``native`` is the C++ reader's default (``--dct_scaling train``: train decodes at 1/2..1/8 when the crop allows,
+eval decodes at 1/1 and resizes with OpenCV's arithmetic, Paddle's pixels); ``native-alt`` is the other setting of
+each transform (train ``--dct_scaling none``: 1/1; eval ``--dct_scaling all``: DCT-scaled, not Paddle's pixels).
+The pixel differences of each mode: bench/bench_reader_diffs.py.
+
 The corpus is synthetic photos (tests/jpeg_corpus.py: no photo ships with the installed packages here) encoded
 at ~500x375, 1024x768 and 2048x1536, quality 75 and 90, 4:2:0 and 4:4:4, baseline and progressive, cached in
 ``reader_corpus`` of ``imgcls.home`` (default ~/.cache/imgcls/reader_corpus; never committed). Every reader's
@@ -30,7 +35,8 @@ import numpy as np
 import pytest
 
 from imgcls.data import transforms as T
-from imgcls.data.readers.native import MAX_DIFF_DCT, MAX_DIFF_FULL_SCALE, MEAN_DIFF_DCT
+from imgcls.data.readers.native import MAX_DIFF_DCT, MEAN_DIFF_DCT
+from imgcls.data.resize_window import center_crop_offsets, resize_short_dims
 from imgcls.home import imgcls_home
 
 SIZES = {"500x375": (375, 500), "1024x768": (768, 1024), "2048x1536": (1536, 2048)}
@@ -74,9 +80,24 @@ def native_train(data: bytes, seed: int) -> np.ndarray:
 
 
 def native_val(data: bytes, seed: int) -> np.ndarray:
+    """The default eval transform: 1/1 decode + OpenCV's fixed-point resize (Paddle's pixels)."""
     from imgcls import _reader
 
-    return _reader.transform(data, seed, False, OUT, SHORT)
+    return _reader.transform(data, seed, False, OUT, SHORT, dct_scaling=False)
+
+
+def native_train_full_scale(data: bytes, seed: int) -> np.ndarray:
+    """``--dct_scaling none``: the train transform from a 1/1 decode (the reference's pixels)."""
+    from imgcls import _reader
+
+    return _reader.transform(data, seed, True, OUT, dct_scaling=False)
+
+
+def native_val_dct(data: bytes, seed: int) -> np.ndarray:
+    """``--dct_scaling all``: the fast eval decode at 1/2..1/8 (not Paddle's pixels)."""
+    from imgcls import _reader
+
+    return _reader.transform(data, seed, False, OUT, SHORT, dct_scaling=True)
 
 
 def opencv_train(data: bytes, seed: int) -> np.ndarray:
@@ -101,22 +122,23 @@ def pillow_val(data: bytes, seed: int) -> np.ndarray:
     from PIL import Image
 
     img = Image.open(io.BytesIO(data)).convert("RGB")
-    new_h, new_w = T.resize_short_dims(img.height, img.width, SHORT)
-    y, x = T.center_crop_offsets(new_h, new_w, OUT)
+    new_h, new_w = resize_short_dims(img.height, img.width, SHORT)
+    y, x = center_crop_offsets(new_h, new_w, OUT)
     return np.asarray(img.resize((new_w, new_h), Image.BILINEAR).crop((x, y, x + OUT, y + OUT)))
 
 
-READERS = {
+READERS = {  # name -> (train, val); "native" is the default --dct_scaling train, "native-alt" the other setting
     "native": (native_train, native_val),
+    "native-alt": (native_train_full_scale, native_val_dct),
     "opencv": (opencv_train, opencv_val),
     "pillow": (pillow_train, pillow_val),
 }
 
 
 def check_outputs(images: list[bytes]) -> None:
-    """Before anything is timed: the native geometry exact and its pixels within the documented bounds
-    (readers.native.MAX_DIFF_*: <= 1 level at a 1/1 decode; mean < 3 and max <= 112 with a DCT scale); Pillow, whose
-    resize filter differs, close (mean < 6)."""
+    """Before anything is timed: the native geometry exact and its pixels the reference's at a 1/1 decode (both
+    defaults' eval, ``none``'s train), within readers.native's DCT bounds with a DCT scale; Pillow, whose resize
+    filter differs, close (mean < 6)."""
     from imgcls import _reader
 
     for i, data in enumerate(images[:4]):
@@ -125,17 +147,18 @@ def check_outputs(images: list[bytes]) -> None:
         p = T.sample_train_params(h, w, i, T.AugConfig())
         want = (p.x, p.y, p.w, p.h, p.flip, p.angle, p.brightness, p.contrast, p.saturation, p.hue)
         assert _reader.train_params(h, w, i) == want, "native geometry differs from the reference"
-        new_h, new_w = T.resize_short_dims(h, w, SHORT)
+        new_h, new_w = resize_short_dims(h, w, SHORT)
         for train, scale in (
             (True, _reader.choose_scale(p.w, p.h, OUT, OUT)),
             (False, _reader.choose_scale(w, h, new_w, new_h)),
         ):
             ref = T.train_transform(ref_img, i, OUT) if train else T.val_transform(ref_img, OUT, SHORT)
-            diff = np.abs(READERS["native"][0 if train else 1](data, i).astype(int) - ref)
-            if scale == 1:
-                assert diff.max() <= MAX_DIFF_FULL_SCALE, ("native", train, int(diff.max()))
-            else:
-                assert diff.mean() < MEAN_DIFF_DCT and diff.max() <= MAX_DIFF_DCT, ("native", train, scale, diff.mean())
+            for name in ("native", "native-alt"):
+                diff = np.abs(READERS[name][0 if train else 1](data, i).astype(int) - ref)
+                if scale == 1 or (name == "native") != train:  # a 1/1 decode: OpenCV's pixels exactly
+                    assert diff.max() == 0, (name, train, int(diff.max()))
+                else:
+                    assert diff.mean() < MEAN_DIFF_DCT and diff.max() <= MAX_DIFF_DCT, (name, train, scale, diff.mean())
             if importlib.util.find_spec("PIL") is not None:
                 out = READERS["pillow"][0 if train else 1](data, i)
                 assert out.shape == ref.shape and np.abs(out.astype(int) - ref).mean() < 6.0, ("pillow", train)
@@ -235,55 +258,27 @@ def feed_rate(images: list[bytes], threads: int, batch: int = 256, rounds: int =
     }
 
 
-def pixel_differences(corpus: dict, sizes: list[str], seeds_per_image: int = 4) -> list[str]:
-    """Table rows: |native - OpenCV reference| over the baseline images, train (several seeds each) and val."""
-    from imgcls import _reader
-
-    rows = []
-    for size_name in sizes:
-        images = [d for (s, _, _, prog), files in corpus.items() if s == size_name and not prog for d in files]
-        for train, interpolation in ((True, "linear"), (False, "linear"), (True, "area"), (False, "area")):
-            cfg = T.AugConfig(interpolation=interpolation)
-            means, worst, scaled, count = [], 0, 0, 0
-            for data in images:
-                ref_img = T.decode_image(data)
-                h, w = ref_img.shape[:2]
-                for seed in range(seeds_per_image if train else 1):
-                    if train:
-                        p = T.sample_train_params(h, w, seed, cfg)
-                        scaled += _reader.choose_scale(p.w, p.h, OUT, OUT) > 1
-                        ref = T.train_transform(ref_img, seed, OUT, cfg)
-                    else:
-                        new_h, new_w = T.resize_short_dims(h, w, SHORT)
-                        scaled += _reader.choose_scale(w, h, new_w, new_h) > 1
-                        ref = T.val_transform(ref_img, OUT, SHORT, interpolation)
-                    ours = _reader.transform(data, seed, train, OUT, SHORT, interpolation=interpolation)
-                    diff = np.abs(ours.astype(int) - ref)
-                    means.append(diff.mean())
-                    worst = max(worst, int(diff.max()))
-                    count += 1
-            label = "train" if train else "val"
-            rows.append(
-                f"| {size_name} | {label} | {interpolation} | {scaled}/{count} | {np.mean(means):.2f} | "
-                f"{max(means):.2f} | {worst} |"
-            )
-    return rows
-
-
-def resize_speed(rounds: int) -> tuple[float, float]:
-    """ms per 224x224 resize of a 330x330 crop (the val case at 500x375): (vectorised, scalar reference)."""
+def resize_speed(rounds: int) -> tuple[float, float, float]:
+    """ms per 224x224 resize of a 330x330 crop (the val case at 500x375): (float vectorised, float scalar reference,
+    OpenCV's fixed-point arithmetic: what a 1/1 bilinear transform runs)."""
     from imgcls import _reader
 
     src = np.random.default_rng(0).integers(0, 256, (330, 330, 3), dtype=np.uint8)
     assert np.array_equal(_reader.resize(src, OUT, OUT), _reader.resize(src, OUT, OUT, vectorized=False))
-    best = [1e9, 1e9]
+    assert np.array_equal(_reader.resize_exact(src, OUT, OUT), cv2.resize(src, (OUT, OUT)))
+    calls = (
+        lambda: _reader.resize(src, OUT, OUT, vectorized=True),
+        lambda: _reader.resize(src, OUT, OUT, vectorized=False),
+        lambda: _reader.resize_exact(src, OUT, OUT),
+    )
+    best = [1e9] * len(calls)
     for _ in range(rounds):
-        for k, vectorized in enumerate((True, False)):
+        for k, call in enumerate(calls):
             start = time.thread_time()
             for _ in range(50):
-                _reader.resize(src, OUT, OUT, vectorized=vectorized)
+                call()
             best[k] = min(best[k], (time.thread_time() - start) / 50 * 1e3)
-    return best[0], best[1]
+    return best[0], best[1], best[2]
 
 
 def normalize_speed(images: list[bytes], threads: int, batch: int = 64, rounds: int = 5) -> tuple[float, float]:
@@ -374,7 +369,6 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=4, help="images per (size, quality, subsampling, mode)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--diffs", action="store_true", help="only the pixel-difference table vs the reference")
     parser.add_argument("--feed-rate", action="store_true", help="only the native reader's batch rate (see above)")
     parser.add_argument("--json", help="--feed-rate: also write the result here")
     parser.add_argument("--co", action="store_true", help="--feed-rate: only count the cases (pytest --co's words)")
@@ -384,22 +378,16 @@ def main() -> None:
         return
     cv2.setNumThreads(1)  # one core for every reader
     corpus = build_corpus(args.per_kind)
-    names = ["native", "opencv"] + (["pillow"] if importlib.util.find_spec("PIL") else [])
+    names = ["native", "native-alt", "opencv"] + (["pillow"] if importlib.util.find_spec("PIL") else [])
     from imgcls import _reader
 
-    if args.diffs:
-        print(
-            "| images | transform | interpolation | DCT-scaled samples | mean abs diff (avg) | mean abs diff (worst "
-            "image) | max abs diff |\n|---|---|---|---|---|---|---|"
-        )
-        print("\n".join(pixel_differences(corpus, args.sizes)))
-        return
     print(
         f"libjpeg-turbo {_reader.libjpeg_turbo_version} (native), OpenCV {cv2.__version__}, cpus {os.cpu_count()}, "
         f"load {os.getloadavg()[0]:.2f}"
     )
-    print("| images | transform | " + " | ".join(f"{n} img/s" for n in names) + " | native / opencv | (wall) |")
-    print("|---|---|" + "---|" * len(names) + "---|---|")
+    header = " | ".join(f"{n} img/s" for n in names)
+    print(f"| images | transform | {header} | native / opencv | (wall) | native / native-alt |")
+    print("|---|---|" + "---|" * len(names) + "---|---|---|")
     for size_name in args.sizes:
         for mode in ("baseline", "progressive"):
             images = [
@@ -415,9 +403,10 @@ def main() -> None:
                 cells = " | ".join(f"{best[n][0]:.0f}" for n in names)
                 label = "train" if train else "val"
                 cpu_ratio, wall_ratio = (best["native"][k] / best["opencv"][k] for k in (0, 1))
+                alt_ratio = best["native"][0] / best["native-alt"][0]
                 print(
                     f"| {size_name} {mode} (q75+q90, 4:2:0+4:4:4) | {label} | {cells} | {cpu_ratio:.2f}x | "
-                    f"{wall_ratio:.2f}x |",
+                    f"{wall_ratio:.2f}x | {alt_ratio:.2f}x |",
                     flush=True,
                 )
     small = [d for (s, _, _, prog), files in corpus.items() if s == "500x375" and not prog for d in files]
@@ -429,8 +418,11 @@ def main() -> None:
         + ", ".join(f"{n}: {rate:.0f} img/s ({cpu:.3f} CPU ms/img)" for n, (rate, cpu) in scaling.items())
         + f"; {top} / 1 = {scaling[top][0] / scaling[1][0]:.2f}x"
     )
-    fast, ref = resize_speed(args.rounds)
-    print(f"resize 330x330 -> 224x224 (one core): vectorised {fast:.3f} ms, reference {ref:.3f} ms = {ref / fast:.2f}x")
+    fast, ref, exact = resize_speed(args.rounds)
+    print(
+        f"resize 330x330 -> 224x224 (one core): float vectorised {fast:.3f} ms, float reference {ref:.3f} ms "
+        f"= {ref / fast:.2f}x; OpenCV fixed-point (exact) {exact:.3f} ms"
+    )
     for threads in sorted({1, args.threads}):
         fused, separate = normalize_speed(small, threads, rounds=args.rounds)
         print(

@@ -143,6 +143,20 @@ py::array transform(py::bytes data, uint64_t seed, bool train, int size, int res
   return std::move(out);
 }
 
+py::array resize_exact(u8array src, int out_w, int out_h, bool flip) {
+  if (src.ndim() != 3 || src.shape(2) != 3) throw py::value_error("src must be a uint8 HxWx3 array");
+  if (out_w <= 0 || out_h <= 0 || src.shape(0) <= 0 || src.shape(1) <= 0) throw py::value_error("empty image");
+  u8array out({out_h, out_w, 3});
+  const uint8_t* p = src.data();
+  uint8_t* dst = out.mutable_data();
+  const int w = static_cast<int>(src.shape(1)), h = static_cast<int>(src.shape(0));
+  {
+    py::gil_scoped_release release;
+    resize_fixed_image(p, w, h, dst, out_w, out_h, flip);
+  }
+  return std::move(out);
+}
+
 py::array resize(u8array src, int out_w, int out_h, const std::string& interpolation, bool flip, bool vectorized) {
   if (src.ndim() != 3 || src.shape(2) != 3) throw py::value_error("src must be a uint8 HxWx3 array");
   if (out_w <= 0 || out_h <= 0 || src.shape(0) <= 0 || src.shape(1) <= 0) throw py::value_error("empty image");
@@ -297,6 +311,8 @@ PYBIND11_MODULE(_reader, m) {
         "scalar reference pass (same float operations, so the bytes are equal).",
         py::arg("src"), py::arg("out_w"), py::arg("out_h"), py::arg("interpolation") = "linear",
         py::arg("flip") = false, py::arg("vectorized") = true);
+  m.def("resize_exact", &resize_exact, "cv2.resize INTER_LINEAR of uint8 HxWx3, bit for bit (resize_fixed.h).",
+        py::arg("src"), py::arg("out_w"), py::arg("out_h"), py::arg("flip") = false);
   m.attr("resize_vectorized") = resize_vectorized();
   m.def("sample_seed", &sample_seed, py::arg("random_seed"), py::arg("epoch"), py::arg("index"));
   m.def("choose_scale", &choose_scale, py::arg("crop_w"), py::arg("crop_h"), py::arg("out_w"), py::arg("out_h"));
@@ -308,16 +324,16 @@ PYBIND11_MODULE(_reader, m) {
       .def(py::init([](bool train, int size, int resize_short, double lower_scale, double lower_ratio,
                        double upper_ratio, bool flip, double rotate, double brightness, double contrast,
                        double saturation, double hue, const std::string& interpolation, bool apply_exif,
-                       int num_threads, uint64_t max_pixels) {
+                       int num_threads, uint64_t max_pixels, bool dct_scaling) {
              return std::make_unique<PyBatchReader>(
                  make_spec(train, size, resize_short, lower_scale, lower_ratio, upper_ratio, flip, rotate, brightness,
-                           contrast, saturation, hue, interpolation, apply_exif, true, max_pixels),
+                           contrast, saturation, hue, interpolation, apply_exif, dct_scaling, max_pixels),
                  num_threads);
            }),
            py::arg("train"), py::arg("size"), py::arg("resize_short"), py::arg("lower_scale"), py::arg("lower_ratio"),
            py::arg("upper_ratio"), py::arg("flip"), py::arg("rotate"), py::arg("brightness"), py::arg("contrast"),
            py::arg("saturation"), py::arg("hue"), py::arg("interpolation"), py::arg("apply_exif"),
-           py::arg("num_threads") = 1, py::arg("max_pixels") = kDefaultMaxPixels)
+           py::arg("num_threads") = 1, py::arg("max_pixels") = kDefaultMaxPixels, py::arg("dct_scaling") = true)
       // noconvert: a converted copy of `out` would be filled and thrown away
       // in_memory=True: `paths` are the images' encoded bytes (a tar shard's members), not file names.
       .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out").noconvert(),

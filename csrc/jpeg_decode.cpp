@@ -123,13 +123,14 @@ int jpeg_read_info(Decoder* d, const uint8_t* data, size_t size, uint64_t max_pi
 
 namespace {
 
-// Adobe (Photoshop) files store inverted CMYK, which libjpeg passes through: then R = C * K / 255.
+// Adobe (Photoshop) files store inverted CMYK, which libjpeg passes through: then R = C * K / 255, in OpenCV's
+// integer form k - ((255 - c) * k >> 8) (its CMYK -> BGR conversion), so CMYK decodes as Paddle's cv2.imread does.
 void cmyk_row_to_rgb(const uint8_t* cmyk, uint8_t* rgb, int width, bool inverted) {
   for (int i = 0; i < width; i++, cmyk += 4, rgb += 3) {
     const int k = inverted ? cmyk[3] : 255 - cmyk[3];
     for (int c = 0; c < 3; c++) {
       const int v = inverted ? cmyk[c] : 255 - cmyk[c];
-      rgb[c] = static_cast<uint8_t>((v * k + 127) / 255);
+      rgb[c] = static_cast<uint8_t>(k - (((255 - v) * k) >> 8));
     }
   }
 }

@@ -70,16 +70,26 @@ void normalize_to_chw(const uint8_t* hwc, int pixels, const float scale[3], cons
 namespace {
 
 // Decodes the source range the taps touch (plus a pixel of margin, so libjpeg's edge handling of a cropped
-// region never reaches a pixel we use) and resizes it into `out`.
+// region never reaches a pixel we use) and resizes it into `out`. Bilinear from a 1/1 decode takes OpenCV's
+// fixed-point arithmetic (resize_fixed.h: bit for bit cv2.resize); DCT-scaled decodes and area use float taps.
 Status decode_and_resize(Decoder* d, int scale, const AxisMap& ax, const AxisMap& ay, const TransformSpec& spec,
                          Scratch* s, uint8_t* out, std::string* message) {
-  // cv2 resizes with INTER_AREA's box filter only when neither axis enlarges.
-  Interp interp = spec.interp;
-  if (interp == Interp::kArea && (ax.step < 1.0 || ay.step < 1.0)) interp = Interp::kAreaUp;
-  make_taps(ax, interp, &s->xt);
-  make_taps(ay, interp, &s->yt);
-  const int x0 = std::max(0, s->xt.lo - 1), x1 = std::min(ax.scaled_len - 1, s->xt.hi + 1);
-  const int y0 = std::max(0, s->yt.lo - 1), y1 = std::min(ay.scaled_len - 1, s->yt.hi + 1);
+  const bool exact = scale == 1 && spec.interp == Interp::kLinear;
+  int lo_x = 0, hi_x = 0, lo_y = 0, hi_y = 0;
+  if (exact) {
+    make_fixed_taps(ax, true, &s->fxt);
+    make_fixed_taps(ay, false, &s->fyt);
+    lo_x = s->fxt.lo, hi_x = s->fxt.hi, lo_y = s->fyt.lo, hi_y = s->fyt.hi;
+  } else {
+    // cv2 resizes with INTER_AREA's box filter only when neither axis enlarges.
+    Interp interp = spec.interp;
+    if (interp == Interp::kArea && (ax.step < 1.0 || ay.step < 1.0)) interp = Interp::kAreaUp;
+    make_taps(ax, interp, &s->xt);
+    make_taps(ay, interp, &s->yt);
+    lo_x = s->xt.lo, hi_x = s->xt.hi, lo_y = s->yt.lo, hi_y = s->yt.hi;
+  }
+  const int x0 = std::max(0, lo_x - 1), x1 = std::min(ax.scaled_len - 1, hi_x + 1);
+  const int y0 = std::max(0, lo_y - 1), y1 = std::min(ay.scaled_len - 1, hi_y + 1);
   const Rect want{x0, y0, x1 - x0 + 1, y1 - y0 + 1};
   s->region.resize(region_bytes(want, ax.scaled_len));
   s->row4.resize(size_t(ax.scaled_len) * 4);
@@ -88,7 +98,11 @@ Status decode_and_resize(Decoder* d, int scale, const AxisMap& ax, const AxisMap
     *message = d->err.message;
     return kError;
   }
-  resize_region(s->region.data(), got.w, got.x, got.y, s->xt, s->yt, out, ax.out, ay.out, &s->tmp);
+  if (exact) {
+    resize_fixed_region(s->region.data(), got.w, got.x, got.y, s->fxt, s->fyt, out, ax.out, ay.out, &s->rows);
+  } else {
+    resize_region(s->region.data(), got.w, got.x, got.y, s->xt, s->yt, out, ax.out, ay.out, &s->tmp);
+  }
   return kOk;
 }
 

@@ -8,6 +8,7 @@
 
 #include "jpeg_decode.h"
 #include "resample.h"
+#include "resize_fixed.h"
 #include "sample_params.h"
 
 namespace imgcls {
@@ -19,7 +20,7 @@ struct TransformSpec {
   AugConfig aug;
   Interp interp = Interp::kLinear;
   bool apply_exif = false;
-  bool allow_dct_scaling = true;  // off: always decode at 1/1 (tests)
+  bool allow_dct_scaling = true;  // off: always decode at 1/1, and bilinear resizes are OpenCV's exactly
   uint64_t max_pixels = kDefaultMaxPixels;
 };
 
@@ -28,6 +29,8 @@ struct Scratch {
   std::vector<uint8_t> region, row4, image, hwc;  // hwc: the uint8 image before normalization
   std::vector<float> tmp;
   Taps xt, yt;
+  FixedTaps fxt, fyt;     // bilinear at 1/1: OpenCV's fixed-point taps
+  std::vector<int> rows;  // two horizontally filtered rows of the fixed-point resize
 };
 
 enum Status { kOk = 0, kNotJpeg = 1, kError = 2, kNeedsReference = 3, kWarned = 4 };

@@ -30,13 +30,14 @@ T = typing.TypeVar("T")
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """How images are read: which reader, its threads, how many images to read ahead, EXIF rotation."""
+    """How images are read: which reader, its threads, how many images to read ahead, EXIF rotation, DCT scaling."""
 
     reader: str = "auto"
     threads: int = 1
     buffer_images: int = 512  # Paddle's --reader_buf_size unit; the loader keeps whole batches (2..16)
     apply_exif: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS  # an image whose header claims more is skipped, never decoded
+    dct_scaling: str = "train"  # where the native reader may decode at 1/2..1/8 (readers.DCT_SCALING_MODES)
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER  # tar shards: samples held for shuffling
 
 
@@ -90,7 +91,8 @@ class TrainConfig:
     deterministic: bool = True
     sync_bn: bool = False
     save_dir: str = "output/"
-    checkpoint: str | None = None  # resume from this checkpoint folder
+    checkpoint: str | None = None  # resume from this checkpoint folder ("auto": the run folder's newest, if any)
+    save_steps: int = 0  # also a mid-epoch checkpoint every this many optimizer steps (0: none)
     overwrite: bool = False  # remove a previous run in the run folder first
     tensorboard: bool = True
 

@@ -24,6 +24,7 @@ from imgcls.data import BatchReader, DatasetSpec, make_reader
 from imgcls.data.read_report import printable
 from imgcls.eval import load_for_inference, saved_run_of
 from imgcls.export import InferenceInfo, export_inference, load_inference
+from imgcls.metrics import ProgressBar
 
 DEFAULT_EXPORT_DIR = "inference_model"
 
@@ -148,6 +149,7 @@ def image_reader(read: ReadConfig, info: InferenceInfo) -> BatchReader:
             num_threads=read.threads,
             apply_exif=read.apply_exif,
             max_pixels=read.max_pixels,
+            dct_scaling=read.dct_scaling,
         )
     except (RuntimeError, ValueError) as e:
         fail(str(e))
@@ -177,9 +179,11 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
     model, names, info, dataset, device = build_predictor(args)
     paths = expand_images(args.image) if args.image else [s.path for s in dataset.val]
     reader = image_reader(read_config(args), info)
-    results = []
-    for start in range(0, len(paths), args.batch_size):
+    results, bar = [], ProgressBar(-(-len(paths) // args.batch_size), "infer")
+    for step, start in enumerate(range(0, len(paths), args.batch_size), start=1):
         images, kept = load_batch(paths[start : start + args.batch_size], info, reader)
+        if bar.due(step):
+            bar.update(step, start + len(images))
         if not kept:
             continue
         probs = torch.softmax(model(images.to(device)).float(), dim=1).cpu()
@@ -187,7 +191,8 @@ def main(args: argparse.Namespace) -> list[tuple[str, list[tuple[int, float, str
         for path, row_ids, row_scores in zip(kept, ids.tolist(), scores.tolist()):
             top = [(i, s, names[i] if names else str(i)) for i, s in zip(row_ids, row_scores)]
             results.append((path, top))
-            print(f"{printable(path)}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
+            bar.write(f"{printable(path)}: " + ", ".join(f"{i} {n} ({s:.4f})" for i, s, n in top))
+    bar.close()
     reader.close()
     if not results:
         fail(f"none of the {len(paths)} images could be read (see the 'skipped' lines); nothing was predicted")

@@ -44,6 +44,35 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+def textured_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A harder photo: ``synthetic_photo`` under fine texture (foliage, fabric: a flat 1/f^0.5 spectrum up to the
+    pixel scale) and hard-edged fine patterns (stripes 2-6 px wide, checkerboards, one-pixel lines like text or
+    fences), the content where a decoder's low-pass and cv2's bilinear decimation disagree most."""
+    rng = np.random.default_rng(seed + 7919)
+    rgb = synthetic_photo(height, width, seed).astype(np.float64)
+    spectrum = np.fft.rfft2(rng.standard_normal((height, width)))
+    radius = np.maximum(np.hypot(np.fft.rfftfreq(width)[None, :], np.fft.fftfreq(height)[:, None]), 1.0 / width)
+    fine = np.fft.irfft2(spectrum / radius**0.5, s=(height, width))
+    rgb += (fine / (fine.std() + 1e-9) * 28.0)[..., None]
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(10):
+        y0, x0 = int(rng.integers(0, height)), int(rng.integers(0, width))
+        ph, pw = int(rng.integers(height // 12, height // 3)), int(rng.integers(width // 12, width // 3))
+        period = int(rng.integers(2, 7))
+        angle = rng.uniform(0, np.pi)
+        kind = rng.integers(0, 3)
+        if kind == 0:  # stripes at an angle
+            pattern = (np.floor((xx * np.cos(angle) + yy * np.sin(angle)) / period) % 2) * 255.0
+        elif kind == 1:  # checkerboard
+            pattern = ((xx // period + yy // period) % 2) * 255.0
+        else:  # sparse one-pixel lines (text strokes, fences, wires)
+            pattern = np.where((xx % (3 * period) == 0) | (yy % (4 * period) == 0), 20.0, 235.0)
+        box = (yy >= y0) & (yy < y0 + ph) & (xx >= x0) & (xx < x0 + pw)
+        color = rng.uniform(0.3, 1.0, 3)
+        rgb = np.where(box[..., None], pattern[..., None] * color, rgb)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
 def jpeg_variants(rgb: np.ndarray) -> dict[str, bytes]:
     """One JPEG per flavour: subsamplings, progressive, arithmetic, restart markers, gray, CMYK, YCCK, junk.
 

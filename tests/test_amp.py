@@ -89,7 +89,7 @@ def test_channels_last_is_only_a_layout():
 
 FUSED_BF16_SCRIPT = r"""
 import contextlib, sys, torch
-from tests.fused_guard import reference_forbidden
+from tests.fused_guard import assert_kernels_ran, reference_forbidden
 from imgcls.engine import Precision
 from imgcls.layers import set_fused
 from imgcls.losses import training_loss
@@ -101,11 +101,13 @@ y = torch.randint(0, 10, (4,))
 def run(fused, dtype):
     set_fused(model, fused)
     model.zero_grad()
-    with reference_forbidden() if fused else contextlib.nullcontext():
+    with reference_forbidden() if fused else contextlib.nullcontext() as log:
         with Precision(dtype, True).autocast(torch.device("cpu")):
             out = model(x)
         loss, _ = training_loss(out, y)
         loss.backward()
+    if fused:
+        assert_kernels_ran(model, log)
     grad = torch.cat([p.grad.flatten() for p in model.parameters()])
     return loss.item(), grad
 loss32, g32 = run(False, None)
@@ -149,12 +151,16 @@ def shapes(tmp_path_factory) -> Path:
 # The fused case trains and evaluates in a subprocess under the interpreter, every reference path forbidden.
 FUSED_CLI_SCRIPT = r"""
 import json, sys
-from tests.fused_guard import reference_forbidden
+from tests.fused_guard import launched, reference_forbidden
 from imgcls import eval as eval_cli, train as train_cli
 train_flags, eval_flags = json.loads(sys.argv[1])
-with reference_forbidden():
+with reference_forbidden() as log:
     train_cli.main(train_cli.get_args_parser().parse_args(train_flags))
-    print(json.dumps(eval_cli.main(eval_cli.get_args_parser().parse_args(eval_flags))))
+    trained = launched(log, "_fwd_apply_kernel"), launched(log, "_shuffle_kernel", "_interleave_kernel")
+    result = eval_cli.main(eval_cli.get_args_parser().parse_args(eval_flags))
+evaluated = launched(log, "_fwd_apply_kernel") - trained[0], launched(log, "_shuffle_kernel", "_interleave_kernel")
+assert min(trained) > 0 and evaluated[0] > 0 and evaluated[1] > trained[1], (trained, evaluated)  # kernels ran
+print(json.dumps(result))
 """
 
 

@@ -245,34 +245,39 @@ def train_args(data: Path, out: Path, *extra: str):
 
 
 def test_resume_is_bit_exact(tiny_data, tmp_path, monkeypatch, capsys):
-    """Ctrl-C in epoch 1 (exit status 130, one line naming the checkpoint to resume from), then a resume from it
-    gives the weights of the uninterrupted run, bit for bit."""
+    """Ctrl-C in epoch 3 (exit status 130, one line naming the checkpoint to resume from), then a resume from it
+    (epoch 1's: a later epoch than the first, so a wrongly saved epoch or step shows) gives the weights of the
+    uninterrupted run, bit for bit, and trains only the missing epoch."""
     from imgcls import engine, train
 
-    train.main(train_args(tiny_data, tmp_path / "straight"))
-    straight = torch.load(tmp_path / "straight" / MODEL / "1" / "model.pt", weights_only=True)
+    three = "--num_epochs=3"
+    train.main(train_args(tiny_data, tmp_path / "straight", three))
+    straight = torch.load(tmp_path / "straight" / MODEL / "2" / "model.pt", weights_only=True)
 
     real_epoch = engine.train_one_epoch
+    trained = []
 
-    def killed_in_second_epoch(*a, **kw):
-        if a[4] == 1:  # epoch argument
+    def killed_in_third_epoch(*a, **kw):
+        trained.append(a[4])  # epoch argument
+        if a[4] == 2:
             raise KeyboardInterrupt("killed")
         return real_epoch(*a, **kw)
 
-    monkeypatch.setattr(engine, "train_one_epoch", killed_in_second_epoch)
+    monkeypatch.setattr(engine, "train_one_epoch", killed_in_third_epoch)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        train.main(train_args(tiny_data, tmp_path / "resumed"))
-    monkeypatch.undo()
-    checkpoint = tmp_path / "resumed" / MODEL / "0"
+        train.main(train_args(tiny_data, tmp_path / "resumed", three))
+    checkpoint = tmp_path / "resumed" / MODEL / "1"
     assert e.value.code == 130
     assert (
-        capsys.readouterr().err.splitlines()[-1] == f"interrupted in epoch 2/2; resume with --checkpoint {checkpoint}"
+        capsys.readouterr().err.splitlines()[-1] == f"interrupted in epoch 3/3; resume with --checkpoint {checkpoint}"
     )
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **kw: trained.append(a[4]) or real_epoch(*a, **kw))
     torch.manual_seed(12345)  # a different global RNG state: resume must restore its own
-    train.main(train_args(tiny_data, tmp_path / "resumed", f"--checkpoint={checkpoint}"))
-    resumed = torch.load(tmp_path / "resumed" / MODEL / "1" / "model.pt", weights_only=True)
+    train.main(train_args(tiny_data, tmp_path / "resumed", three, f"--checkpoint={checkpoint}"))
+    assert trained == [0, 1, 2, 2]
+    resumed = torch.load(tmp_path / "resumed" / MODEL / "2" / "model.pt", weights_only=True)
     assert_same_weights(resumed, straight)
     with open(tmp_path / "resumed" / MODEL / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]

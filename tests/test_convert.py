@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import struct
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from imgcls.convert import (
     convert_paddle,
@@ -22,7 +24,7 @@ from imgcls.convert import (
 )
 from imgcls.models import create_model, get_model_cfg
 
-from .conftest import REPO
+from .conftest import PARITY, REPO, require_shared
 
 
 def _varint(n: int) -> bytes:
@@ -63,30 +65,107 @@ def test_truncated_or_padded_tensor_is_an_error(cut: int) -> None:
         read_lod_tensor(bad)
 
 
+def paddle_params(model: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, Paddle shape, kind) of every tensor of ``model``'s Paddle program, from the shared table that Paddle's
+    own programs produced (``param_names.tsv.gz``): independent of the name maps under test."""
+    rows = []
+    with gzip.open(require_shared(PARITY / "param_names.tsv.gz"), "rt") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            if line.startswith("#") or fields[0] != model:
+                continue
+            name, shape, _, kind = fields[1:]
+            rows.append((name, tuple(int(d) for d in shape.split(",")), kind))
+    assert rows, f"{model} is not in the parameter table"
+    return rows
+
+
 def _fake_paddle(model: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random Paddle-layout tensors for ``model``, from its own name map (FC stored [in, out])."""
+    """Random tensors with the names and Paddle-layout shapes of ``model``'s Paddle program (FC stored [in, out])."""
     rng = np.random.default_rng(seed)
-    net = create_model(model)
-    names = get_model_cfg(model).paddle_names(net)
-    linear = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
-    tensors = {}
-    for key, value in net.state_dict().items():
-        if key in names:
-            shape = value.shape[::-1] if key in linear else value.shape
-            tensors[names[key]] = rng.standard_normal(tuple(shape)).astype(np.float32)
-    return tensors
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape, _ in paddle_params(model)}
+
+
+# AlexNet's map, written out by hand: Paddle's conv1..conv5 and fc6..fc8 (weights, offset) onto our Sequentials
+# (features: conv, relu[, pool] per layer; classifier: dropout, fc6, relu, dropout, fc7, relu, fc8).
+ALEXNET_LAYERS = {
+    "features.0": "conv1",
+    "features.3": "conv2",
+    "features.6": "conv3",
+    "features.8": "conv4",
+    "features.10": "conv5",
+    "classifier.1": "fc6",
+    "classifier.4": "fc7",
+    "classifier.6": "fc8",
+}
+# Paddle's AlexNet scales at inference by (1 - dropout) after fc6 and fc7: their weights take the factor.
+ALEXNET_DROPOUT = {"fc6_weights": 0.5, "fc7_weights": 0.5}
 
 
 def test_fc_transpose_and_dropout_fold() -> None:
     tensors = _fake_paddle("AlexNet")
     state = paddle_to_state_dict(tensors, "AlexNet")
-    names = get_model_cfg("AlexNet").paddle_names(create_model("AlexNet"))
+    names = {f"{key}.{ours}": f"{layer}_{theirs}" for key, layer in ALEXNET_LAYERS.items()
+             for ours, theirs in (("weight", "weights"), ("bias", "offset"))}  # fmt: skip
+    assert set(state) == set(names) and set(names.values()) == set(tensors)
     for key, pname in names.items():
         arr = tensors[pname]
         expected = arr.T if arr.ndim == 2 else arr
-        factor = get_model_cfg("AlexNet").paddle_dropout.get(pname, 1.0)
+        factor = ALEXNET_DROPOUT.get(pname, 1.0)
         assert torch.equal(state[key], torch.from_numpy(np.ascontiguousarray(expected * np.float32(factor)))), key
-    assert get_model_cfg("AlexNet").paddle_dropout == {"fc6_weights": 0.5, "fc7_weights": 0.5}
+    assert get_model_cfg("AlexNet").paddle_dropout == ALEXNET_DROPOUT
+
+
+# The parameter table's kind of each of our tensors, by the module that holds it.
+KINDS = {
+    (nn.Conv2d, "weight"): "conv",
+    (nn.Conv2d, "bias"): "bias",
+    (nn.Linear, "weight"): "fc",
+    (nn.Linear, "bias"): "bias",
+    (nn.BatchNorm2d, "weight"): "bn_scale",
+    (nn.BatchNorm2d, "bias"): "bias",
+    (nn.BatchNorm2d, "running_mean"): "bn_mean",
+    (nn.BatchNorm2d, "running_var"): "bn_var",
+}
+
+
+def our_kinds(model: nn.Module) -> dict[str, str]:
+    """State-dict key -> the parameter table's kind, from the module type and the tensor's name."""
+    kinds = {}
+    for prefix, module in model.named_modules():
+        for (cls, attr), kind in KINDS.items():
+            if isinstance(module, cls) and getattr(module, attr, None) is not None:
+                kinds[f"{prefix}.{attr}"] = kind
+    return kinds
+
+
+def source_of(value: torch.Tensor, tensors: dict[str, np.ndarray]) -> list[str]:
+    """The Paddle tensors ``value`` was converted from: equal up to a transpose (FC) and a scalar factor (dropout)."""
+    got = value.numpy()
+    found = []
+    for name, arr in tensors.items():
+        if arr.size != got.size:
+            continue
+        for cand in (arr, arr.T) if arr.ndim == 2 else (arr,):
+            if cand.shape == got.shape and np.allclose(got, cand * (got.flat[0] / cand.flat[0]), rtol=1e-6, atol=0):
+                found.append(name)
+    return found
+
+
+@pytest.mark.parametrize("model", ["ShuffleNetV2_x0_25", "MobileNetV2_x0_25", "SE_ResNeXt50_32x4d", "SqueezeNet1_1"])
+def test_every_paddle_tensor_lands_once_on_a_tensor_of_its_kind(model: str) -> None:
+    """Each of our tensors comes from exactly one Paddle tensor, of the kind the parameter table gives it (a BN
+    mean never filled from a variance, a bias never from a BN scale), and every Paddle tensor is used once."""
+    params = paddle_params(model)
+    tensors, kinds = _fake_paddle(model, seed=1), {name: kind for name, _, kind in params}
+    state = paddle_to_state_dict(tensors, model)
+    used = []
+    for key, kind in our_kinds(create_model(model)).items():
+        sources = source_of(state[key], tensors)
+        assert len(sources) == 1, f"{key}: from {sources}"
+        assert kinds[sources[0]] == kind, f"{key} ({kind}) was filled from {sources[0]} ({kinds[sources[0]]})"
+        used += sources
+    assert sorted(used) == sorted(tensors)
 
 
 def test_report_missing_and_unused() -> None:

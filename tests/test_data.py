@@ -15,7 +15,7 @@ import torch
 from imgcls.data import builtin, datasets
 from imgcls.data.datasets import DataError, Sample, load_dataset, load_labels, parse_list_file, resolve_dataset
 from imgcls.data.loader import Loader, epoch_order
-from imgcls.data.preprocess import PreprocessSpec
+from imgcls.data.preprocess import PreprocessSpec, normalize
 from imgcls.data.readers import OpenCVReader, make_reader
 from imgcls.data.transforms import (
     AugConfig,
@@ -376,6 +376,17 @@ def test_loader_epochs_and_normalization(small_builtin: Path) -> None:
     reader.read_batch([spec.val[0].path], [0], raw)
     pixels = batches[0][0][0] * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)
     assert torch.allclose(pixels * 255, torch.from_numpy(raw[0]).permute(2, 0, 1).float(), atol=1e-3)
+
+
+@pytest.mark.parametrize("mean,std", [(MEAN, STD), ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))])
+def test_normalization_is_paddles(mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Every pixel value of every channel normalizes as Paddle's reader does, (pixel / 255 - mean) / std, written
+    out here in float64 (the library folds it into one scale and shift per channel)."""
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 16, 16, 1).expand(1, 16, 16, 3).contiguous()
+    got = normalize(pixels, *PreprocessSpec(SIZE, SHORT, mean, std).scale_shift())
+    for c in range(3):
+        want = (torch.arange(256, dtype=torch.float64).view(16, 16) / 255.0 - mean[c]) / std[c]
+        torch.testing.assert_close(got[0, c].double(), want, rtol=0, atol=2e-6)
 
 
 def test_rank_sharding_covers_epoch_without_overlap(small_builtin: Path) -> None:

@@ -29,29 +29,49 @@ def test_topk_hits_counts_like_a_plain_loop(classes: int) -> None:
     assert got.tolist() == want
 
 
-def test_progress_bar_due_on_tenths_without_a_terminal() -> None:
-    bar = ProgressBar(20, "x", stream=io.StringIO())
-    due = []
-    for done in range(1, 21):
-        due.append(bar.due(done))
-        if due[-1]:
-            bar.update(done, done)
-    assert [d for d, flag in zip(range(1, 21), due) if flag] == list(range(2, 21, 2))
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
-def test_progress_bar_redraws_a_terminal_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_bar_draws_nothing_without_a_terminal() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(20, "x", stream=stream)
+    assert not any(bar.due(done) for done in range(1, 21))
+    bar.update(20, 20, loss=1.0)
+    bar.close()
+    assert stream.getvalue() == ""
+
+
+def test_progress_bar_on_a_terminal_shows_values_rate_and_eta(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
     monkeypatch.setattr(metrics.time, "perf_counter", lambda: now[0])
-    stream = io.StringIO()
-    stream.isatty = lambda: True
-    bar = ProgressBar(10, "x", stream=stream)
+    stream = Terminal()
+    bar = ProgressBar(10, "epoch 1/3", stream=stream)
     assert bar.due(1)
-    bar.update(1, 1)
+    now[0] += 0.5
+    bar.update(1, 64, loss=2.5)
     now[0] += metrics.REDRAW_SECONDS / 2
     assert not bar.due(2)
     now[0] += metrics.REDRAW_SECONDS
     assert bar.due(2)
     assert bar.due(10)  # the last step always shows
+    bar.update(10, 640, loss=0.5)
+    bar.close()
+    last = stream.getvalue().rstrip("\n").split("\r")[-1]
+    assert last.startswith("epoch 1/3: 100%") and "10/10 [" in last, last
+    assert "loss 0.5000" in last and "img/s" in last and "<00:00" in last, last  # tqdm's elapsed<remaining
+
+
+def test_training_without_a_terminal_logs_one_line_per_epoch(tmp_path, capsys) -> None:
+    from tests.cli_helpers import run_train, tiny_shapes, tiny_train
+
+    data = tiny_shapes(tmp_path / "data")
+    run_train(*tiny_train(data, tmp_path / "out", "--num_epochs=2"))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "ETA" not in captured.err and "it/s" not in captured.err, captured.err
+    epochs = [line for line in (captured.out + captured.err).splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"], epochs
 
 
 @pytest.mark.parametrize("bad_batch", [0, 1])
@@ -97,3 +117,19 @@ def test_fresh_run_starts_fresh_tb_and_csv_resume_keeps_them(tmp_path) -> None:
     log.close()
     assert len(list((tmp_path / "tb").iterdir())) == 2
     assert [line.split(",")[0] for line in (tmp_path / "metrics.csv").read_text().splitlines()] == ["epoch", "0", "1"]
+
+
+def test_infer_draws_a_bar_on_a_terminal_below_whole_result_lines(tmp_path, monkeypatch, capsys) -> None:
+    from imgcls import infer as infer_cli
+    from imgcls.models import create_model
+    from tests.cli_helpers import MODEL, tiny_shapes
+
+    data = tiny_shapes(tmp_path / "data", num_train=10, num_val=12)
+    torch.save(create_model(MODEL, num_classes=10).state_dict(), tmp_path / "w.pt")
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    flags = [f"--model={MODEL}", f"--data_dir={data}", f"--pretrained_model={tmp_path / 'w.pt'}", "--reader=opencv"]
+    infer_cli.main(infer_cli.get_args_parser().parse_args([*flags, "--image_shape=3,32,32", "--batch_size=5"]))
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith(str(data))]) == 12, out
+    assert "infer: 100%" in terminal.getvalue() and "3/3 [" in terminal.getvalue(), terminal.getvalue()

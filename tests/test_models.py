@@ -264,7 +264,7 @@ def test_state_dict_round_trip(built) -> None:
 
 FUSED_SCRIPT = """
 import sys, torch
-from tests.fused_guard import reference_forbidden
+from tests.fused_guard import assert_kernels_ran, reference_forbidden
 from imgcls.layers import FusableBlock, set_fused
 from imgcls.models import create_model
 name, weights, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -276,8 +276,9 @@ x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
 model.eval()
 with torch.no_grad():
     ref = set_fused(model, False)(x)
-    with reference_forbidden():  # a block that fell back to its reference path would compare it with itself
+    with reference_forbidden() as log:  # a block that fell back to its reference path would compare it with itself
         out = set_fused(model, True)(x)
+assert_kernels_ran(model, log)  # and one that computed with its kernel module's reference launched nothing
 assert all(m.fused for m in model.modules() if isinstance(m, FusableBlock)), "a block stayed on its reference path"
 err = (out - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
 print(f"relative max error {err:.3g}")

@@ -120,3 +120,36 @@ def test_fractional_warmup_and_custom_cosine_warmup():
     assert s.lr_at(25) == pytest.approx(0.05)  # cos((25 - 5) * pi / 40) = 0
     e = schedule("exponential_decay_warmup", 20, warm_up_epochs=0.5)
     assert e.lr_at(2) == pytest.approx(0.04) and e.lr_at(5 + 24) == pytest.approx(0.097)
+
+
+def test_l2_decay_reaches_every_parameter_biases_and_bn_included(fresh_seed):
+    """Paddle's L2Decay regularizer is global: conv and FC weights, their biases, BN scales and offsets all decay
+    (two momentum steps worked out per tensor); BN's running statistics are buffers and never move."""
+    from imgcls.layers import BatchNorm2d
+
+    torch.manual_seed(fresh_seed)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, bias=True), BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2, bias=True)
+    ).double()
+    with torch.no_grad():
+        for p in model[1].parameters():  # BN starts at scale 1, offset 0: move it off so its decay shows
+            p.add_(torch.rand_like(p) + 0.5)
+    lr, mu, l2 = 0.1, 0.9, 0.05
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert len(start) == 6  # conv weight + bias, BN weight + bias, FC weight + bias
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    gen = torch.Generator().manual_seed(fresh_seed)
+    grads = [{name: torch.randn(p.shape, generator=gen, dtype=p.dtype) for name, p in start.items()} for _ in "ab"]
+    opt = build_optimizer(model, lr, mu, l2)
+    for step_grads in grads:
+        for name, p in model.named_parameters():
+            p.grad = step_grads[name].clone()
+        opt.step()
+    for name, p in model.named_parameters():
+        w0, (g1, g2) = start[name], (g[name] for g in grads)
+        v1 = g1 + l2 * w0
+        w1 = w0 - lr * v1
+        w2 = w1 - lr * (mu * v1 + g2 + l2 * w1)
+        torch.testing.assert_close(p.detach(), w2, rtol=0, atol=1e-14, msg=name)
+    for name, b in model.named_buffers():
+        assert torch.equal(b, buffers[name]), name

@@ -107,6 +107,7 @@ def make_loader(
         device=device,
         apply_exif=read.apply_exif,
         max_pixels=read.max_pixels,
+        dct_scaling=read.dct_scaling,
     )
     if isinstance(samples, ShardSet):
         return ShardLoader(samples, shuffle_buffer=read.shuffle_buffer, **args)

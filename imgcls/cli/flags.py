@@ -21,6 +21,7 @@ import torch
 
 from imgcls import distributed as dist
 from imgcls.data.image_header import DEFAULT_MAX_PIXELS
+from imgcls.data.readers import DCT_SCALING_MODES
 from imgcls.data.shards.order import DEFAULT_SHUFFLE_BUFFER
 from imgcls.data.transforms import INTERPOLATIONS
 from imgcls.limits import MAX_INPUT_SIZE
@@ -53,6 +54,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -158,6 +167,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_READER_BUF_SIZE,
         help=f"images read ahead (Paddle's unit; its default 2048), kept as whole batches, {MIN_PREFETCH_BATCHES} to "
         f"{MAX_PREFETCH_BATCHES}",
+    )
+    parser.add_argument(
+        "--dct_scaling",
+        default="train",
+        choices=list(DCT_SCALING_MODES),
+        help="where the native reader may decode JPEGs at 1/2..1/8 scale: train (fast training; eval Paddle-exact), "
+        "all (eval too: faster, not Paddle's pixels), none (every transform OpenCV's pixels)",
     )
     add_bool(parser, "apply_exif", False, "rotate images by their EXIF orientation tag (default: raw pixels)")
     parser.add_argument(

@@ -172,6 +172,7 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
         sync_bn=args.sync_bn,
         save_dir=args.model_save_dir,
         checkpoint=args.checkpoint,
+        save_steps=args.save_steps,
         overwrite=args.overwrite,
         tensorboard=args.tensorboard,
     )
@@ -183,7 +184,13 @@ def read_config(args: argparse.Namespace) -> ReadConfig:
     threads = args.reader_thread or os.cpu_count() or 1
     shuffle_buffer = vars(args).get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)  # a training flag only
     return ReadConfig(
-        args.reader, threads, args.reader_buf_size, args.apply_exif, args.max_image_pixels, shuffle_buffer
+        args.reader,
+        threads,
+        args.reader_buf_size,
+        args.apply_exif,
+        args.max_image_pixels,
+        args.dct_scaling,
+        shuffle_buffer,
     )
 
 

@@ -196,6 +196,7 @@ class Loader:
     (``normalize_on_device`` defaults to that; True on a CPU device takes the same path without pinning, which is
     how the CUDA path is tested without a GPU). ``apply_exif`` rotates images by their EXIF orientation tag.
     ``max_pixels``: images whose header claims more pixels are skipped, never decoded (image_header.py).
+    ``dct_scaling``: where the native reader may decode at a reduced DCT scale (``readers.make_reader``).
     """
 
     def __init__(
@@ -217,6 +218,7 @@ class Loader:
         apply_exif: bool = False,
         normalize_on_device: bool | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        dct_scaling: str = "train",
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -240,6 +242,7 @@ class Loader:
             num_threads=max(1, num_workers),
             apply_exif=apply_exif,
             max_pixels=max_pixels,
+            dct_scaling=dct_scaling,
         )
         self._scale, self._shift = preprocess.scale_shift()
         self._device_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on self.device

@@ -20,6 +20,8 @@ import numpy as np
 
 from imgcls.randomness import randint, uniform
 
+from .resize_window import eval_window, full_resize_bounded, resize_linear_window
+
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
     "linear": cv2.INTER_LINEAR,
@@ -102,19 +104,6 @@ def sample_train_params(height: int, width: int, seed: int, cfg: AugConfig) -> T
     )
 
 
-def resize_short_dims(height: int, width: int, short: int) -> tuple[int, int]:
-    """(new_h, new_w) with the short side equal to ``short`` (Paddle's resize_short rounding)."""
-    percent = short / min(height, width)
-    return int(round(height * percent)), int(round(width * percent))
-
-
-def center_crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
-    """(y, x) of a centered size x size crop in a height x width image."""
-    if height < size or width < size:
-        raise ValueError(f"center crop {size} larger than image {height}x{width}; raise resize_short_size")
-    return (height - size) // 2, (width - size) // 2
-
-
 def interpolation_flag(name: str) -> int:
     if name not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {name!r}; choose from {', '.join(INTERPOLATIONS)}")
@@ -166,11 +155,21 @@ def train_transform(img: np.ndarray, seed: int, size: int, cfg: AugConfig = AugC
 
 
 def val_transform(img: np.ndarray, size: int, resize_short: int, interpolation: str = "linear") -> np.ndarray:
-    """Reference eval transform: resize the short side to ``resize_short``, center crop ``size``."""
-    new_h, new_w = resize_short_dims(img.shape[0], img.shape[1], resize_short)
-    resized = cv2.resize(img, (new_w, new_h), interpolation=interpolation_flag(interpolation))
-    y, x = center_crop_offsets(new_h, new_w, size)
-    return np.ascontiguousarray(resized[y : y + size, x : x + size])
+    """Reference eval transform (Paddle's): resize the short side to ``resize_short``, center crop ``size``.
+
+    A thin image, whose full resize would outgrow its decode, resizes the crop alone (``resize_window``): bit for bit
+    the same pixels with bilinear; another interpolation refuses it (ValueError) rather than allocate the resize.
+    """
+    window = eval_window(img.shape[0], img.shape[1], resize_short, size)
+    if not full_resize_bounded(img.shape[0], img.shape[1], window):
+        if interpolation_flag(interpolation) != cv2.INTER_LINEAR:
+            raise ValueError(
+                f"{img.shape[0]}x{img.shape[1]} image: resizing its short side to {resize_short} makes "
+                f"{window.new_h}x{window.new_w} pixels, which only the bilinear interpolation avoids computing"
+            )
+        return resize_linear_window(img, window)
+    resized = cv2.resize(img, (window.new_w, window.new_h), interpolation=interpolation_flag(interpolation))
+    return np.ascontiguousarray(resized[window.y : window.y + size, window.x : window.x + size])
 
 
 def decode_image(data: bytes, apply_exif: bool = False) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..layers import set_fused
+from .paddle_init import INITS, Rules, init_like_paddle
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,6 +49,9 @@ class ModelCfg:
     paddle_dropout: dict[str, float] = field(default_factory=dict)
     # (model) -> {torch state_dict key: paddle tensor name}; every trainable tensor and BN buffer.
     paddle_names: Callable[[nn.Module], dict[str, str]] | None = None
+    # How the Paddle program initializes the layers its model file names (paddle_init: (pattern, rule), first match
+    # wins); every other layer gets fluid's default.
+    init_rules: Rules = ()
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -90,11 +94,18 @@ def _unknown(name: str) -> KeyError:
     return KeyError(f"unknown model {name!r}{hint}")
 
 
-def build_model(name: str, num_classes: int = 1000, fused: bool = False, **kwargs) -> nn.Module:
+def build_model(name: str, num_classes: int = 1000, fused: bool = False, init: str = "paddle", **kwargs) -> nn.Module:
     """Build a registered model with fresh weights (``kwargs``: its family's options), then
-    ``set_fused(model, fused)``: with ``fused=True`` its fusable blocks run the Triton kernels where available."""
+    ``set_fused(model, fused)``: with ``fused=True`` its fusable blocks run the Triton kernels where available.
+    ``init="paddle"`` draws the weights as the Paddle program does (``paddle_init``), ``"torch"`` keeps torch's
+    default initialization of each layer."""
     name = canonical_name(name)
-    model = set_fused(_BUILDERS[name](num_classes=num_classes, **kwargs), fused)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    model = _BUILDERS[name](num_classes=num_classes, **kwargs)
+    if init == "paddle":
+        init_like_paddle(model, _CFGS[name].init_rules)
+    model = set_fused(model, fused)
     model.default_cfg = _CFGS[name]
     return model
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import uniform_fan_in
 
 # Paddle layer name -> (out channels, kernel, stride, padding, max pool after it).
 CONVS = {
@@ -61,6 +62,10 @@ def paddle_names(model: AlexNet) -> dict[str, str]:
     return names
 
 
+# alexnet.py: every conv and FC weight and bias ~ Uniform(-stdv, stdv), stdv = 1 / sqrt(C_in * k * k).
+PADDLE_INIT = (("*", uniform_fan_in(1.0, bias=True)),)
+
+
 @register_model(
     ModelCfg(
         "AlexNet",
@@ -70,6 +75,7 @@ def paddle_names(model: AlexNet) -> dict[str, str]:
         weights=paddle_tar("AlexNet"),
         paddle_dropout={"fc6_weights": 0.5, "fc7_weights": 0.5},  # Paddle's inference-time (1 - p)
         paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
     )
 )
 def alexnet(num_classes: int = 1000, **kw) -> AlexNet:

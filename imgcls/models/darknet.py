@@ -14,6 +14,7 @@ from torch import nn
 from ..layers import ConvBNAct
 from ._paddle_names import conv_bn_names, linear_names
 from ._registry import ModelCfg, register_model
+from .paddle_init import uniform_fan_in
 
 STAGE_BLOCKS = (1, 2, 8, 8, 4)
 ACT = "relu"
@@ -76,6 +77,10 @@ def paddle_names(model: DarkNet53) -> dict[str, str]:
     return names | linear_names("fc", "fc_weights", "fc_offset")
 
 
+# darknet.py: convs take fluid's default; the FC ~ Uniform(-stdv, stdv), stdv = 1 / sqrt(C).
+PADDLE_INIT = (("fc", uniform_fan_in()),)
+
+
 @register_model(
     ModelCfg(
         "DarkNet53",
@@ -86,6 +91,7 @@ def paddle_names(model: DarkNet53) -> dict[str, str]:
         top5=94.05,
         weights="DarkNet53_ImageNet1k_pretrained.tar",
         paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
     )
 )
 def darknet53(num_classes: int = 1000) -> DarkNet53:

@@ -14,6 +14,7 @@ from torch import nn
 from ..layers import BatchNorm2d, ConvBNAct
 from ._paddle_names import PADDLE_BN, TORCH_BN, conv_bn_names, linear_names
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import uniform_fan_in
 
 BN_SIZE = 4  # bottleneck width = BN_SIZE * growth rate
 # layers -> (stem channels, growth rate, dense layers per block)
@@ -117,8 +118,20 @@ def paddle_names(model: DenseNet) -> dict[str, str]:
     return names | linear_names("fc", "fc_weights", "fc_offset")
 
 
+# densenet.py: convs take fluid's default; the FC ~ Uniform(-stdv, stdv), stdv = 1 / sqrt(C).
+PADDLE_INIT = (("fc", uniform_fan_in()),)
+
+
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "densenet", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=paddle_names)
+    return ModelCfg(
+        name,
+        "densenet",
+        top1=top1,
+        top5=top5,
+        weights=paddle_tar(name),
+        paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
+    )
 
 
 @register_model(_cfg("DenseNet121", 75.66, 92.58))

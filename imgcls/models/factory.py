@@ -15,11 +15,18 @@ from ._registry import build_model, canonical_name
 
 
 def create_model(
-    name: str, num_classes: int = 1000, fused: bool = False, pretrained: bool = False, **kwargs
+    name: str,
+    num_classes: int = 1000,
+    fused: bool = False,
+    pretrained: bool = False,
+    init: str = "paddle",
+    **kwargs,
 ) -> nn.Module:
     """Build a registered model (``kwargs``: its family's options), then ``set_fused(model, fused)``: with
     ``fused=True`` its fusable blocks run the Triton kernels where available. ``pretrained=True`` loads Paddle's
-    released ImageNet weights (``list_models(pretrained=True)`` names the models that have them)."""
+    released ImageNet weights (``list_models(pretrained=True)`` names the models that have them). Fresh weights are
+    drawn from torch's RNG as the Paddle program draws them (``init="paddle"``, see docs/models.md) or with torch's
+    default initialization (``init="torch"``); loaded weights replace them."""
     name = canonical_name(name)
     weights = None
     if pretrained:  # first: a model without released weights fails before it is built
@@ -27,7 +34,7 @@ def create_model(
         from imgcls.hub import released_weights
 
         weights = released_weights(name)
-    model = build_model(name, num_classes=num_classes, fused=fused, **kwargs)
+    model = build_model(name, num_classes=num_classes, fused=fused, init=init, **kwargs)
     if weights is not None:
         load_all_but_classifier(model, weights, name)
     return model

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import fluid_default, uniform_fan_in
 
 AUX_LOSS_WEIGHTS = (0.3, 0.3)  # the weights of the GoogLeNet paper for the two aux losses
 
@@ -155,6 +156,16 @@ def paddle_names(model: GoogLeNet) -> dict[str, str]:
     return names | {"fc.weight": "out_weights", "fc.bias": "out_offset"}
 
 
+# googlenet.py: conv_layer and its FCs ("xavier") ~ Uniform(-stdv, stdv), stdv = sqrt(3 / (C_in * k * k)); the
+# aux FCs' C is written down as 2048, although their input is 128 x 3 x 3 = 1152 features at 224 px. The
+# inception 1x1 projection after the pool is a plain conv2d with fluid's default.
+PADDLE_INIT = (
+    ("*.branch_proj", fluid_default),
+    ("aux*.fc", uniform_fan_in(3.0, fan_in=2048)),
+    ("*", uniform_fan_in(3.0)),
+)
+
+
 @register_model(
     ModelCfg(
         "GoogLeNet",
@@ -165,6 +176,7 @@ def paddle_names(model: GoogLeNet) -> dict[str, str]:
         # Paddle's inference-time (1 - p) of the dropout before each head's last fc.
         paddle_dropout={"out_weights": 0.6, "out1_weights": 0.3, "out2_weights": 0.3},
         paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
     )
 )
 def googlenet(num_classes: int = 1000, **kw) -> GoogLeNet:

@@ -19,6 +19,7 @@ from torch import nn
 from ..layers import ConvBNAct
 from ._paddle_names import layer_names
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import uniform_fan_in
 
 # (Paddle layer name, out channels, kernel, stride, padding); kernel and padding may be (h, w).
 ConvSpec = tuple[str, int, "int | tuple[int, int]", int, "int | tuple[int, int]"]
@@ -199,6 +200,10 @@ def paddle_names(model: InceptionV4) -> dict[str, str]:
     return names | {"fc.weight": "final_fc_weights", "fc.bias": "final_fc_offset"}
 
 
+# inception_v4.py: convs take fluid's default; the FC weight and bias ~ Uniform(-stdv, stdv), stdv = 1 / sqrt(C).
+PADDLE_INIT = (("fc", uniform_fan_in(1.0, bias=True)),)
+
+
 @register_model(
     ModelCfg(
         "InceptionV4",
@@ -210,6 +215,7 @@ def paddle_names(model: InceptionV4) -> dict[str, str]:
         weights=paddle_tar("InceptionV4"),
         paddle_dropout={"final_fc_weights": 0.8},  # Paddle's inference-time (1 - p), p = 0.2
         paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
     )
 )
 def inception_v4(num_classes: int = 1000, **kw) -> InceptionV4:

@@ -12,6 +12,7 @@ from torch import nn
 from ..layers import ConvBNAct, DWConvBNAct
 from ._paddle_names import layer_names
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import msra
 
 
 class DepthwiseSeparable(nn.Module):
@@ -70,6 +71,10 @@ def paddle_names(model: MobileNetV1) -> dict[str, str]:
     return names | {"fc.weight": "fc7_weights", "fc.bias": "fc7_offset"}
 
 
+# mobilenet_v1.py: every conv and the FC use MSRA() (uniform, per-group fan_in).
+PADDLE_INIT = (("*", msra()),)
+
+
 @register_model(
     ModelCfg(
         "MobileNetV1",
@@ -78,6 +83,7 @@ def paddle_names(model: MobileNetV1) -> dict[str, str]:
         top5=89.68,
         weights=paddle_tar("MobileNetV1"),
         paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
     )
 )
 def mobilenet_v1(num_classes: int = 1000) -> MobileNetV1:

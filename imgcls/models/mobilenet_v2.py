@@ -81,6 +81,7 @@ def paddle_names(model: MobileNetV2) -> dict[str, str]:
     return names | {"fc.weight": "fc10_weights", "fc.bias": "fc10_offset"}
 
 
+# mobilenet_v2.py names no initializer (unlike V1, no MSRA): convs take fluid's default, the FC fluid's Xavier.
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
     return ModelCfg(name, "mobilenet_v2", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=paddle_names)
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..layers import ConvBNAct, SqueezeExcite
 from ._paddle_names import conv_bn_names, linear_names
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import uniform_fan_in
 
 
 class Shortcut(nn.Module):
@@ -215,8 +216,21 @@ def resnet_paddle_names(model: ResNet) -> dict[str, str]:
     return res_paddle_names(model, stem, ("fc_0.w_0", "fc_0.b_0"))
 
 
+# resnet.py / resnet_vc.py / resnet_vd.py: convs take fluid's default; the FC ~ Uniform(-stdv, stdv), stdv =
+# 1 / sqrt(C).
+PADDLE_INIT = (("fc", uniform_fan_in()),)
+
+
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "resnet", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=resnet_paddle_names)
+    return ModelCfg(
+        name,
+        "resnet",
+        top1=top1,
+        top5=top5,
+        weights=paddle_tar(name),
+        paddle_names=resnet_paddle_names,
+        init_rules=PADDLE_INIT,
+    )
 
 
 @register_model(_cfg("ResNet18", 70.98, 89.92))

@@ -8,6 +8,7 @@ names (stem ``res_conv1``, classifier ``fc_weights``/``fc_offset``) differ.
 from __future__ import annotations
 
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import uniform_fan_in
 from .resnet import DEEP_STEM, DEPTHS, ResNet, ResNetSpec, res_paddle_names
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
@@ -26,9 +27,21 @@ def resnext_paddle_names(model: ResNet) -> dict[str, str]:
     return res_paddle_names(model, stem, ("fc_weights", "fc_offset"))
 
 
+# resnext.py / resnext_vd.py: convs take fluid's default; the FC ~ Uniform(-stdv, stdv), stdv = 1 / sqrt(C).
+PADDLE_INIT = (("fc", uniform_fan_in()),)
+
+
 def _cfg(name: str, top1: float, top5: float, released: bool = True) -> ModelCfg:
     weights = paddle_tar(name) if released else None
-    return ModelCfg(name, "resnext", top1=top1, top5=top5, weights=weights, paddle_names=resnext_paddle_names)
+    return ModelCfg(
+        name,
+        "resnext",
+        top1=top1,
+        top5=top5,
+        weights=weights,
+        paddle_names=resnext_paddle_names,
+        init_rules=PADDLE_INIT,
+    )
 
 
 @register_model(_cfg("ResNeXt50_32x4d", 77.75, 93.82))

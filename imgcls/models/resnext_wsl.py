@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._paddle_names import TORCH_BN, conv_bn_names, linear_names
 from ._registry import ModelCfg, paddle_tar, register_model
+from .paddle_init import uniform_fan_in
 from .resnet import DEPTHS, ResNet, ResNetSpec, block_convs, iter_blocks
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
@@ -41,6 +42,10 @@ def paddle_names(model: ResNet) -> dict[str, str]:
     return names | linear_names("fc", "fc.weight", "fc.bias")
 
 
+# resnext101_wsl.py: convs take fluid's default; the FC ~ Uniform(-stdv, stdv), stdv = 1 / sqrt(C).
+PADDLE_INIT = (("fc", uniform_fan_in()),)
+
+
 def _cfg(name: str, top1: float, top5: float, size: int = 224, resize_short: int = 256) -> ModelCfg:
     return ModelCfg(
         name,
@@ -51,6 +56,7 @@ def _cfg(name: str, top1: float, top5: float, size: int = 224, resize_short: int
         top5=top5,
         weights=paddle_tar(name),
         paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._paddle_names import conv_bn_names, linear_names
 from ._registry import ModelCfg, paddle_tar, register_alias, register_model
+from .paddle_init import uniform_fan_in
 from .resnet import DEPTHS, ResNet, ResNetSpec, block_convs, iter_blocks
 
 OUT_CHANNELS = (256, 512, 1024, 2048)
@@ -49,6 +50,11 @@ def se_paddle_names(model: ResNet) -> dict[str, str]:
     return names | linear_names("fc", "fc6_weights", "fc6_offset")
 
 
+# se_resnext.py / se_resnext_vd.py: convs take fluid's default; the classifier and both SE FCs ~ Uniform(-stdv,
+# stdv), stdv = 1 / sqrt(their input size); biases 0.
+PADDLE_INIT = (("fc", uniform_fan_in()), ("*.se.*", uniform_fan_in()))
+
+
 def _cfg(name: str, top1: float, top5: float, dropout: float, paddle_name: str | None = None) -> ModelCfg:
     # Paddle's dropout scales by (1 - p) at inference; folded into the classifier weight.
     return ModelCfg(
@@ -59,6 +65,7 @@ def _cfg(name: str, top1: float, top5: float, dropout: float, paddle_name: str |
         weights=paddle_tar(paddle_name or name),
         paddle_dropout={"fc6_weights": 1.0 - dropout},
         paddle_names=se_paddle_names,
+        init_rules=PADDLE_INIT,
     )
 
 

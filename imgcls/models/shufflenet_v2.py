@@ -14,6 +14,7 @@ from torch import nn
 from ..layers import ChannelShuffle, ConvBNAct, DWConvBNAct
 from ._paddle_names import layer_names
 from ._registry import ModelCfg, paddle_tar, register_alias, register_model
+from .paddle_init import msra
 
 
 class ShuffleUnit(nn.Module):
@@ -92,8 +93,20 @@ def paddle_names(model: ShuffleNetV2) -> dict[str, str]:
     return names | {"fc.weight": "fc6_weights", "fc.bias": "fc6_offset"}
 
 
+# shufflenet_v2.py / shufflenet_v2_swish.py: every conv and the FC use MSRA() (uniform, per-group fan_in).
+PADDLE_INIT = (("*", msra()),)
+
+
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
-    return ModelCfg(name, "shufflenet_v2", top1=top1, top5=top5, weights=paddle_tar(name), paddle_names=paddle_names)
+    return ModelCfg(
+        name,
+        "shufflenet_v2",
+        top1=top1,
+        top5=top5,
+        weights=paddle_tar(name),
+        paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
+    )
 
 
 @register_model(_cfg("ShuffleNetV2", 68.80, 88.45))

@@ -81,6 +81,7 @@ def paddle_names(model: SqueezeNet) -> dict[str, str]:
     return names | {"classifier.weight": "conv10_weights", "classifier.bias": "conv10_offset"}
 
 
+# squeezenet.py names no initializer: every conv takes fluid's default (paddle_init), its bias 0.
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
     # Paddle's dropout scales by 0.5 at inference; folded into the classifier conv.
     return ModelCfg(

@@ -65,6 +65,7 @@ def paddle_names(model: VGG) -> dict[str, str]:
     return names
 
 
+# vgg.py names no initializer: convs take fluid's default, the FCs fluid's Xavier (paddle_init), biases 0.
 def _cfg(name: str, top1: float, top5: float) -> ModelCfg:
     # Paddle's dropout scales by 0.5 at inference; folded into the FC after each dropout.
     dropout = {"fc7_weights": 0.5, "fc8_weights": 0.5}

@@ -16,6 +16,7 @@ from torch import nn
 from ..layers import ConvBNAct, DWConvBNAct
 from ._paddle_names import layer_names
 from ._registry import ModelCfg, paddle_tar, register_alias, register_model
+from .paddle_init import uniform_fan_in
 
 
 def conv_bn_names(key: str, paddle: str) -> dict[str, str]:
@@ -125,6 +126,10 @@ def paddle_names(model: Xception) -> dict[str, str]:
     return names | {"fc.weight": "fc_weights", "fc.bias": "fc_offset"}
 
 
+# xception.py: convs (depthwise ones too) take fluid's default; the FC ~ Uniform(-stdv, stdv), stdv = 1 / sqrt(C).
+PADDLE_INIT = (("fc", uniform_fan_in()),)
+
+
 @register_model(
     ModelCfg(
         "Xception41",
@@ -135,6 +140,7 @@ def paddle_names(model: Xception) -> dict[str, str]:
         top5=94.53,
         weights=paddle_tar("Xception_41"),
         paddle_names=paddle_names,
+        init_rules=PADDLE_INIT,
     )
 )
 def xception41(num_classes: int = 1000) -> Xception:

@@ -8,13 +8,13 @@ or interpreter (fused blocks fall back), and re-set per test in this folder only
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import pytest
 import torch
 
-from ..fused_guard import reference_forbidden  # noqa: F401  (the kernel tests' guard against a silent fallback)
+# The kernel tests' guard against a silent fallback, and the launch log that proves a kernel ran.
+from ..fused_guard import Launch, launched, recorded_launches, reference_forbidden  # noqa: F401
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
@@ -54,52 +54,14 @@ def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(se, "_FC_BLOCK_C", 16)
 
 
-@dataclass
-class Launch:
-    """One kernel launch: the kernel's name, its grid and every argument by name (launch options included)."""
-
-    kernel: str
-    grid: tuple[int, ...]
-    args: dict
-
-    def picked(self, names: list[str]) -> tuple[str, tuple[int, ...], dict]:
-        """(kernel, grid, the named arguments): what a test states it expects of a launch."""
-        return self.kernel, self.grid, {name: self.args.get(name) for name in names}
-
-
-class _RecordingKernel:
-    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](...)`` is logged, then launched as usual."""
-
-    def __init__(self, name: str, kernel, log: list[Launch]) -> None:
-        self.name, self.kernel, self.log = name, kernel, log
-
-    def __getitem__(self, grid: tuple[int, ...]) -> Callable:
-        launch = self.kernel[grid]
-
-        def run(*args, **kwargs):
-            self.log.append(Launch(self.name, tuple(grid), {**dict(zip(self.kernel.arg_names, args)), **kwargs}))
-            return launch(*args, **kwargs)
-
-        return run
-
-
 @pytest.fixture
-def gpu_launches(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Launch]]:
+def gpu_launches() -> Iterator[list[Launch]]:
     """Inside, the ops take the tile configs, warp counts and reduction splits of a ``GPU_SMS``-SM GPU
     (``assume_gpu``; the interpreter then runs them numerically on the CPU), and every kernel launch is logged in
     the list this yields, so that a test can assert which configs, grids and splits really ran."""
-    import imgcls.kernels._reductions as reductions
-    import imgcls.kernels.channel_shuffle as cs
-    import imgcls.kernels.dwconv_bn_act as dw
-    import imgcls.kernels.squeeze_excite as se
     from imgcls.kernels._tiles import assume_gpu
 
-    log: list[Launch] = []
-    for module in (reductions, cs, dw, se):
-        for name, kernel in list(vars(module).items()):
-            if name.endswith("_kernel"):
-                monkeypatch.setattr(module, name, _RecordingKernel(name, kernel, log))
-    with assume_gpu(GPU_SMS):
+    with recorded_launches() as log, assume_gpu(GPU_SMS):
         yield log
 
 

@@ -8,7 +8,7 @@ from imgcls.kernels import channel_shuffle as op
 from imgcls.kernels._tiles import to_layout
 from triton import cdiv
 
-from .conftest import DEVICE, assert_launches, reference_forbidden
+from .conftest import DEVICE, assert_launches, launched, recorded_launches, reference_forbidden
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = ["nchw", "channels_last"]
@@ -25,8 +25,10 @@ def rand(shape, dtype, layout, seed=0):
 def test_channel_shuffle(groups, shape, layout, dtype):
     x = rand(shape, dtype, layout)
     xr = x.detach().clone().requires_grad_()
-    out, ref = op.channel_shuffle(x, groups), op.reference(xr, groups)
-    assert torch.equal(out, ref)
+    with recorded_launches() as log:
+        out = op.channel_shuffle(x, groups)
+    ref = op.reference(xr, groups)
+    assert torch.equal(out, ref) and launched(log, "_shuffle_kernel") == 1, log
     if layout == "channels_last" and shape[2] * shape[3] > 1:
         assert out.is_contiguous(memory_format=torch.channels_last)
     grad = torch.randn_like(ref)
@@ -40,8 +42,10 @@ def test_channel_shuffle(groups, shape, layout, dtype):
 def test_concat_shuffle(shape, layout, dtype):
     a, b = rand(shape, dtype, layout, 0), rand(shape, dtype, layout, 1)
     ar, br = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
-    out, ref = op.concat_shuffle(a, b), op.concat_shuffle_reference(ar, br)
-    assert torch.equal(out, ref)
+    with recorded_launches() as log:
+        out = op.concat_shuffle(a, b)
+    ref = op.concat_shuffle_reference(ar, br)
+    assert torch.equal(out, ref) and launched(log, "_interleave_kernel") == 1, log
     grad = torch.randn_like(ref)
     out.backward(grad), ref.backward(grad)
     assert torch.equal(a.grad, ar.grad) and torch.equal(b.grad, br.grad)
@@ -95,8 +99,9 @@ def test_layer_fused_matches_reference():
     a, b = rand((2, 6, 4, 4), torch.float32, "nchw", 1), rand((2, 6, 4, 4), torch.float32, "nchw", 2)
     for groups in (2, 3):
         shuffle = set_fused(ChannelShuffle(groups), True)
-        with reference_forbidden():
+        with reference_forbidden() as log:
             fused = shuffle(a, b), shuffle(a)
+        assert launched(log, "_shuffle_kernel", "_interleave_kernel") == 2, "the shuffle kernels did not run"
         assert torch.equal(fused[0], ChannelShuffle(groups)(a, b))
         assert torch.equal(fused[1], ChannelShuffle(groups)(a))
 

@@ -9,11 +9,27 @@ from imgcls.kernels import dwconv_bn_act as op
 from imgcls.kernels._tiles import to_layout
 from triton import cdiv
 
-from .conftest import DEVICE, GPU_SMS, ON_GPU, assert_close, assert_launches, reference_forbidden
+from .conftest import (
+    DEVICE,
+    GPU_SMS,
+    ON_GPU,
+    assert_close,
+    assert_launches,
+    launched,
+    recorded_launches,
+    reference_forbidden,
+)
 
 FP16 = torch.float16
 # Low-precision inputs are compared with the fp32 reference on the same (rounded) values.
 TOL = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+# The running statistics stay fp32 whatever the input dtype, reduced in fp32 from those same values: fp32 tolerance.
+FP32_KEYS = ("rm", "rv")
+
+
+def tol(key: str, dtype: torch.dtype) -> float:
+    return TOL[torch.float32 if key in FP32_KEYS else dtype]
+
 
 # (act, kernel, stride, layout, dtype, training, shape): every activation, kernel, stride, layout, mode and dtype
 # appears, with odd sizes (C, H, W not multiples of the tiles; stride 2 on odd H/W; H = W = 1).
@@ -58,9 +74,12 @@ def run_both(shape, k, stride, act, dtype, layout, training, seed=0):
         rm, rv = (r.clone() for r in running)
         fn = op.dwconv_bn_act if fused else op.reference
         kw = dict(training=training, momentum=0.1, eps=1e-5, stride=stride, act=act)
-        out = fn(xi, *ps, rm, rv, **kw)
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
-        out.backward(grad.to(out.dtype))
+        with recorded_launches() as log:
+            out = fn(xi, *ps, rm, rv, **kw)
+            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
+            out.backward(grad.to(out.dtype))
+        if fused:  # the kernels computed it, not the op's reference: one forward and one backward pass launched
+            assert launched(log, "_fwd_apply_kernel") == launched(log, "_bwd_dx_kernel") == 1, log
         results.append(dict(out=out, rm=rm, rv=rv, dx=xi.grad, dw=ps[0].grad, dgamma=ps[1].grad, dbeta=ps[2].grad))
     return results
 
@@ -73,7 +92,7 @@ def test_matches_reference(act, k, stride, layout, dtype, training, shape):
         assert fused["out"].is_contiguous(memory_format=torch.channels_last)
         assert fused["dx"].is_contiguous(memory_format=torch.channels_last)
     for key in ref:
-        assert_close(fused[key], ref[key], TOL[dtype], key)
+        assert_close(fused[key], ref[key], tol(key, dtype), key)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +115,34 @@ def test_bf16():
     fused, ref = run_both((2, 6, 5, 5), 3, 1, "swish", torch.bfloat16, "channels_last", training=True)
     assert fused["out"].dtype == torch.bfloat16
     for key in ref:
-        assert_close(fused[key], ref[key], TOL[torch.bfloat16], key)
+        assert_close(fused[key], ref[key], tol(key, torch.bfloat16), key)
+
+
+@pytest.mark.parametrize("layout,dtype", [("nchw", torch.float32), ("channels_last", FP16)])
+def test_eval_folds_small_running_variances(layout, dtype):
+    """Eval mode with a trained net's running variances (Paddle's are often 1e-4..1e-2) and eps 1e-5: eps is up
+    to a tenth of the variance, so a folded scale gamma / sqrt(var + eps) that drops eps or adds it twice is off by
+    percents. Forward against a float64 formula written out here; gradients against the reference."""
+    shape, k, eps = (2, 16, 6, 5), 3, 1e-5
+    x, params, (rm, _) = make_inputs(shape, k, dtype, layout, seed=5)
+    rv = torch.logspace(-4, -2, shape[1], device=DEVICE)
+    results = []
+    for fn in (op.dwconv_bn_act, op.reference):
+        xi = (x if fn is op.dwconv_bn_act else x.float()).detach().clone().requires_grad_()
+        ps = [p.detach().clone().requires_grad_() for p in params]
+        out = fn(xi, *ps, rm.clone(), rv.clone(), training=False, momentum=0.1, eps=eps, stride=1, act="identity")
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(6)).to(DEVICE, out.dtype))
+        results.append([out, xi.grad, *(p.grad for p in ps)])
+    w, gamma, beta = (p.double() for p in params)
+    y = torch.nn.functional.conv2d(x.double(), w, None, 1, k // 2, groups=shape[1])
+
+    def per_channel(v: torch.Tensor) -> torch.Tensor:
+        return v.double()[None, :, None, None]
+
+    expected = (y - per_channel(rm)) / torch.sqrt(per_channel(rv) + eps) * per_channel(gamma) + per_channel(beta)
+    assert_close(results[0][0], expected, TOL[dtype], "out vs the float64 formula")
+    for name, got, want in zip(("out", "dx", "dw", "dgamma", "dbeta"), *results):
+        assert_close(got, want, TOL[dtype], name)
 
 
 def test_deterministic(small_tiles):
@@ -178,8 +224,9 @@ def test_layer_fused_matches_reference():
     x = torch.randn(2, 8, 9, 9, device=DEVICE)
     for train in (True, False):
         ref.train(train), fused.train(train)
-        with reference_forbidden():
+        with reference_forbidden() as log:
             out = fused(x)
+        assert launched(log, "_fwd_apply_kernel") == 1, f"train={train}: the kernel did not run"
         assert_close(out, ref(x), 2e-5, f"train={train}")
     for key, value in ref.state_dict().items():
         assert_close(fused.state_dict()[key], value, 1e-6, key)
@@ -261,7 +308,7 @@ def check_on_gpu_configs(log, act, k, stride, layout, dtype, training, shape) ->
     plan = gpu_plan(shape, k, stride, layout)
     assert_launches(log, expected_launches(shape, k, training, plan))
     for key in ref:
-        assert_close(fused[key], ref[key], TOL[dtype], key)
+        assert_close(fused[key], ref[key], tol(key, dtype), key)
     return plan
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from imgcls.layers import set_fused
 from imgcls.models import create_model
 
+from ..fused_guard import assert_kernels_ran
 from .conftest import DEVICE, assert_close, reference_forbidden
 
 
@@ -35,11 +36,13 @@ def test_shufflenet_v2_swish_train_steps():
     curves = [[], []]
     for step in range(3):
         for model, opt, curve in zip((fused, ref), opts, curves):
-            with reference_forbidden() if model is fused else contextlib.nullcontext():
+            with reference_forbidden() if model is fused else contextlib.nullcontext() as log:
                 logits = model(x)
                 loss = nn.functional.cross_entropy(logits, y)
                 opt.zero_grad()
                 loss.backward()
+            if model is fused:
+                assert_kernels_ran(fused, log)
             curve.append(loss.item())
             if step == 0:
                 model.first_logits = logits.detach()
@@ -56,8 +59,9 @@ def test_shufflenet_v2_swish_train_steps():
     assert curves[1][-1] < curves[1][0], "the reference did not learn; the comparison would be vacuous"
     fused.eval(), ref.eval()
     with torch.no_grad():
-        with reference_forbidden():
+        with reference_forbidden() as log:
             out = fused(x)
+        assert_kernels_ran(fused, log)
         assert_close(out, ref(x), 1e-3, "eval logits after training")
 
 
@@ -68,6 +72,7 @@ def test_eval_forward(name, size):
     ref.eval(), fused.eval()
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     with torch.no_grad():
-        with reference_forbidden():
+        with reference_forbidden() as log:
             out = fused(x)
+        assert_kernels_ran(fused, log)
         assert_close(out, ref(x), 1e-4, name)

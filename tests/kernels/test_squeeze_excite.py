@@ -8,7 +8,7 @@ from imgcls.kernels import squeeze_excite as op
 from imgcls.kernels._tiles import to_layout
 from triton import cdiv, next_power_of_2
 
-from .conftest import DEVICE, ON_GPU, assert_close, assert_launches, reference_forbidden
+from .conftest import DEVICE, ON_GPU, assert_close, assert_launches, launched, recorded_launches, reference_forbidden
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 6e-2}
 NAMES = ("dx", "dw1", "db1", "dw2", "db2", "dres")
@@ -50,9 +50,12 @@ def run_both(shape, r, residual, layout, dtype, seed=0):
         cast = (lambda t: t) if fused else (lambda t: t.float())
         xi, ri = (cast(t).detach().clone().requires_grad_() for t in (x, res))
         ps = [p.detach().clone().requires_grad_() for p in params]
-        out = (op.squeeze_excite if fused else op.reference)(xi, *ps, ri if residual else None)
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
-        out.backward(grad.to(out.dtype))
+        with recorded_launches() as log:
+            out = (op.squeeze_excite if fused else op.reference)(xi, *ps, ri if residual else None)
+            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
+            out.backward(grad.to(out.dtype))
+        if fused:  # the kernels computed it, not the op's reference: one forward and one backward pass launched
+            assert launched(log, "_scale_kernel") == launched(log, "_x_grad_kernel") == 1, log
         results.append([out, xi.grad, *(p.grad for p in ps), ri.grad])
     return results
 
@@ -111,8 +114,9 @@ def test_layer_fused_matches_reference():
     fused = set_fused(SqueezeExcite(12, 3).to(DEVICE), True)
     fused.load_state_dict(ref.state_dict())
     x, res = torch.randn(2, 12, 5, 5, device=DEVICE), torch.randn(2, 12, 5, 5, device=DEVICE)
-    with reference_forbidden():
+    with reference_forbidden() as log:
         outs = fused(x), fused(x, res)
+    assert launched(log, "_scale_kernel") == 2, "the SE kernels did not run"
     assert_close(outs[0], ref(x), 2e-5)
     assert_close(outs[1], ref(x, res), 2e-5)
 

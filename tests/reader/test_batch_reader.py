@@ -129,6 +129,10 @@ def test_loader_batches_from_normalized_reader_equal_uint8_path(files):
     keep = [i for i, e in enumerate(errors) if e is None]
     want = normalize(torch.from_numpy(pixels[keep]), *pre.scale_shift())
     assert images.shape == (4, 3, 48, 48) and torch_equal(images, want)
+    # ... and that is Paddle's (pixel / 255 - mean) / std, written out here
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in (pre.mean, pre.std))
+    paddle = (torch.from_numpy(pixels[keep]).permute(0, 3, 1, 2).double() / 255.0 - mean) / std
+    torch.testing.assert_close(images.double(), paddle, rtol=0, atol=1e-5)
     assert torch_equal(labels, torch.tensor(keep))
     assert [p for p, _ in loader.skipped] == [files["missing"]]
     loader.close()

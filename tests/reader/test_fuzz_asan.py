@@ -1,4 +1,5 @@
-"""The ASan + UBSan fuzz run of the decode entry (csrc/fuzz/run_fuzz.sh), marked slow."""
+"""The ASan + UBSan fuzz run of the decode entry (csrc/fuzz/run_fuzz.sh), marked slow: CI runs the same through
+.ci/fuzz_smoke.sh."""
 
 from __future__ import annotations
 

@@ -32,6 +32,9 @@ from .encoded import Encoded, ImageSource
 from .opencv import OpenCVReader, Warned
 
 READER_KINDS = ("auto", "opencv", "native")
+# Where the native reader may decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT-domain downscaling, fast but not OpenCV's
+# pixels): "train" (the train transform only: eval stays Paddle-exact), "all" (eval too) or "none".
+DCT_SCALING_MODES = ("train", "all", "none")
 # Also the first-use notice of an install built with IMGCLS_NO_NATIVE_READER=1.
 NATIVE_NOT_BUILT = (
     "native reader not built (it needs libjpeg-turbo at build time, or IMGCLS_NO_NATIVE_READER=1 skipped it): "
@@ -84,16 +87,21 @@ def make_reader(
     num_threads: int = 1,
     apply_exif: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    dct_scaling: str = "train",
 ) -> BatchReader:
     """A reader of ``preprocess``'s train (``train=True``) or eval transform: ``"opencv"``, ``"native"`` (the C++
     reader; an error if unavailable) or ``"auto"`` (native when available, else OpenCV after one warning).
 
     ``apply_exif`` rotates images by their EXIF orientation tag (both readers); raw pixels by default.
     ``max_pixels``: images whose header claims more pixels are per-image errors, never decoded (image_header.py).
+    ``dct_scaling`` (``DCT_SCALING_MODES``): whether the native reader may decode at a reduced DCT scale in this
+    transform; without it, its output equals the OpenCV reader's (docs/reader.md says where exactly).
     """
     global _warned_native_missing
     if kind not in READER_KINDS:
         raise ValueError(f"unknown reader {kind!r}; choose from {', '.join(READER_KINDS)}")
+    if dct_scaling not in DCT_SCALING_MODES:
+        raise ValueError(f"unknown dct_scaling {dct_scaling!r}; choose from {', '.join(DCT_SCALING_MODES)}")
     args = dict(
         train=train,
         size=preprocess.input_size,
@@ -115,10 +123,11 @@ def make_reader(
         raise RuntimeError(f"imgcls: {reason}")
     from .native import NativeReader
 
-    return NativeReader(**args)
+    return NativeReader(**args, dct_scaling=dct_scaling == "all" or (train and dct_scaling == "train"))
 
 
 __all__ = [
+    "DCT_SCALING_MODES",
     "READER_KINDS",
     "BatchReader",
     "Encoded",
