@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -153,21 +154,20 @@ def worker(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def test_sigterm_writes_a_step_checkpoint_and_exits_143(data, reference, tmp_path):
-    # A real SIGTERM from outside, as a scheduler sends it, once the second epoch is running.
-    proc = worker(*flags(data, tmp_path, "--checkpoint=auto"))
-    for line in proc.stderr:
-        if line.startswith(f"epoch 2/{EPOCHS} 1/"):
-            proc.send_signal(signal.SIGTERM)
-            sent = time.monotonic()
-            break
-    err = proc.stderr.read()
-    assert proc.wait(timeout=120) == PREEMPTED_EXIT, err
+    # A real SIGTERM from outside, as a scheduler sends it, once the run has written its first step checkpoint.
+    proc = worker(*flags(data, tmp_path, "--save_steps=1", "--checkpoint=auto"))
+    deadline = time.monotonic() + 120
+    while not step_checkpoints(tmp_path / MODEL) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT, err[-2000:]
     assert time.monotonic() - sent < 30  # the step in progress and one save
     (only,) = step_checkpoints(tmp_path / MODEL)
-    last = err.strip().splitlines()[-1]
+    where = f"in epoch {only.epoch + 1}/{EPOCHS} after step {only.step}"
     assert (
-        last == f"stopped by SIGTERM in epoch 2/{EPOCHS} after step {only.step}: saved {only.path}; resume with "
-        "--checkpoint auto"
+        err.strip().splitlines()[-1] == f"stopped by SIGTERM {where}: saved {only.path}; resume with --checkpoint auto"
     )
     run_train(*flags(data, tmp_path, "--checkpoint=auto"))
     assert_same_end(tmp_path / MODEL, reference)
@@ -261,6 +261,27 @@ def test_a_step_checkpoint_resumes_only_at_its_batch_plan(data, tmp_path, monkey
     assert "cannot continue epoch 1 from the step checkpoint" in error and "--batch_size 8, this run has 16" in error
 
 
+def test_auto_falls_back_to_the_epoch_checkpoint_when_the_process_count_changed(data, tmp_path, monkeypatch, capsys):
+    """An elastic restart on another number of processes cannot continue a step checkpoint's epoch: auto takes the
+    newest epoch checkpoint instead (one line), or stops with one line when there is none."""
+    stopped_run(monkeypatch, STEPS_PER_EPOCH + 1 + 1, *flags(data, tmp_path / "later"))  # epoch 1 saved, in epoch 2
+    stopped_run(monkeypatch, 1, *flags(data, tmp_path / "first"))  # in epoch 1: no epoch checkpoint yet
+    capsys.readouterr()
+    for name in ("later", "first"):
+        folder = tmp_path / name / MODEL
+        (step,) = step_checkpoints(folder)
+        mid = ckpt.load_training_state(step.path)[1]["mid_epoch"]
+        assert preemption.usable_for_this_plan(folder, step.path, mid, BATCH) == step.path
+        monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun says to the restarted workers
+        if name == "later":
+            assert preemption.usable_for_this_plan(folder, step.path, mid, BATCH) == folder / "0"
+            assert "(it was written by 1 processes, this run has 2); using" in capsys.readouterr().out
+        else:
+            error = one_line_error(capsys, partial(preemption.usable_for_this_plan, folder, step.path, mid, BATCH))
+            assert "cannot continue its epoch" in error and "there is no epoch checkpoint" in error
+        monkeypatch.delenv("WORLD_SIZE")
+
+
 def test_save_steps_flag():
     assert parse_train("--model=ResNet50_vd", "--save_steps=5").save_steps == 5
     assert parse_train("--model=ResNet50_vd").save_steps == 0
@@ -271,22 +292,52 @@ def test_save_steps_flag():
 # ---- torchrun elastic ---------------------------------------------------------------------------------------------
 
 
-def test_torchrun_restarts_a_killed_worker_and_ends_as_an_uninterrupted_run(data, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def straight_2proc(data: Path, tmp_path_factory) -> Path:
+    """The uninterrupted 2-process run's folder."""
+    from tests.test_distributed import torchrun
+
+    out = tmp_path_factory.mktemp("straight_2proc")
+    torchrun(2, "-m", "imgcls.train", *flags(data, out))
+    return out / MODEL
+
+
+def test_torchrun_restarts_a_killed_worker_and_ends_as_an_uninterrupted_run(
+    data, straight_2proc, tmp_path, monkeypatch
+):
     """kill -9 of rank 1 in epoch 2 of a 2-process gloo run under --max-restarts=1: the agent restarts both workers,
     which continue from the newest step checkpoint (each rank its own random states) to the same end."""
     from tests.test_distributed import torchrun
 
-    restarting = ("--max-restarts=1", "-m", "tests.preempt_worker")
     monkeypatch.setenv(preemption.SHARE_STORE_OFF, "1")  # without it a restarted group fails to connect at times
-    torchrun(2, *restarting, *flags(data, tmp_path / "straight"))
     monkeypatch.setenv("KILL_RANK", "1")
     monkeypatch.setenv("KILL_AT_STEP", str(STEPS_PER_EPOCH + 2))
-    result = torchrun(2, *restarting, *flags(data, tmp_path / "killed", "--save_steps=1", "--checkpoint=auto"))
+    restarting = ("--max-restarts=1", "-m", "tests.preempt_worker")
+    result = torchrun(2, *restarting, *flags(data, tmp_path, "--save_steps=1", "--checkpoint=auto"))
     assert "(exitcode: -9)" in result.stderr
-    assert f"--checkpoint auto: resuming from {step_folder(tmp_path / 'killed' / MODEL, 1, STEPS_PER_EPOCH + 1)}" in (
-        result.stdout
-    )
-    assert_same_end(tmp_path / "killed" / MODEL, tmp_path / "straight" / MODEL)
+    resumed = step_folder(tmp_path / MODEL, 1, STEPS_PER_EPOCH + 1)
+    assert f"--checkpoint auto: resuming from {resumed}" in result.stdout
+    assert_same_end(tmp_path / MODEL, straight_2proc)
+
+
+def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_the_same_step(data, straight_2proc, tmp_path):
+    """Only rank 1 gets SIGTERM (in its 3rd step): the ranks agree, write one step checkpoint together, exit 143;
+    a new torchrun run with --checkpoint auto ends as the uninterrupted one."""
+    from tests.test_distributed import torchrun
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", KILL_RANK="1", KILL_AT_STEP="3", KILL_SIGNAL=str(int(signal.SIGTERM)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "tests.preempt_worker", *flags(data, tmp_path)]
+    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert stopped.returncode != 0
+    (only,) = step_checkpoints(tmp_path / MODEL)
+    assert (only.epoch, only.step) == (0, 3)
+    stderr = stopped.stderr
+    assert stderr.count(f"stopped by SIGTERM in epoch 1/{EPOCHS} after step 3: saved {only.path}") == 1, stderr[-3000:]
+    assert f"exitcode: {PREEMPTED_EXIT}" in stderr  # the agent names the first worker to exit
+    assert len(ckpt.load_training_state(only.path)[1]["mid_epoch"]["ranks"]) == 2
+    torchrun(2, "-m", "imgcls.train", *flags(data, tmp_path, "--checkpoint=auto"))
+    assert_same_end(tmp_path / MODEL, straight_2proc)
 
 
 def test_a_restartable_torchrun_without_the_store_setting_is_warned(monkeypatch):

@@ -29,11 +29,12 @@ from typing import NoReturn
 import torch
 
 from imgcls import distributed as dist
-from imgcls.checkpoint import read_run_info
+from imgcls.checkpoint import SavedRun, read_run_info
 from imgcls.cli.flags import fail, warn
 from imgcls.cli.layering import resume_changes
-from imgcls.cli.run_folder import claimed, clear_run, newest_checkpoint, run_contents
+from imgcls.cli.run_folder import claimed, clear_run, last_complete_checkpoint, newest_checkpoint, run_contents
 from imgcls.config import RunConfig
+from imgcls.step_checkpoints import resume_mismatch
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 AUTO = "auto"
@@ -93,10 +94,9 @@ def preempted(where: str, saved: Path | None) -> NoReturn:
     raise SystemExit(PREEMPTED_EXIT)
 
 
-def recipe_differences(folder_checkpoint: Path, config: RunConfig) -> list[str]:
-    """'setting saved -> now' for each setting of the model and recipe in which the run that wrote the checkpoint
-    differs from ``config`` (empty: the same run, which ``auto`` continues)."""
-    saved = read_run_info(folder_checkpoint)
+def recipe_differences(saved: SavedRun | None, config: RunConfig) -> list[str]:
+    """'setting saved -> now' for each setting of the model and recipe in which the run that wrote a checkpoint
+    (``saved``: what its state.pt says) differs from ``config`` (empty: the same run, which ``auto`` continues)."""
     if saved is None or saved.config is None or saved.config.train is None:
         return ["the checkpoint does not record its recipe"]
     old, changes = saved.config, []
@@ -140,14 +140,31 @@ def pick_auto(folder: Path, config: RunConfig) -> str | None:
             clear_run(folder)
         return None
     try:
-        changes = recipe_differences(newest, config)
+        saved = read_run_info(newest)
     except ValueError as e:
         fail(f"--checkpoint auto: cannot read {newest}: {e}")
+    changes = recipe_differences(saved, config)
     if changes:
         fail(
             f"--checkpoint auto: {folder} holds a run of another model or recipe ({'; '.join(changes)}); pass "
             f"--checkpoint {newest} to resume it with these settings, --overwrite to start afresh, or choose another "
             "--model_save_dir"
         )
+    if saved.mid_epoch is not None:
+        newest = usable_for_this_plan(folder, newest, saved.mid_epoch, config.batch_size)
     print(f"--checkpoint auto: resuming from {newest}", flush=True)
     return str(newest)
+
+
+def usable_for_this_plan(folder: Path, step_checkpoint: Path, mid_epoch: dict, batch_size: int) -> Path:
+    """``step_checkpoint`` when it can continue its epoch with this run's process count (torchrun's, which an
+    elastic restart may change) and ``batch_size``, else the folder's newest epoch checkpoint (one note line); a
+    one-line error when there is none."""
+    why = resume_mismatch(mid_epoch, dist.env_world()[2], batch_size)
+    if why is None:
+        return step_checkpoint
+    fallback = last_complete_checkpoint(folder)
+    if fallback is None:
+        fail(f"--checkpoint auto: {step_checkpoint} cannot continue its epoch ({why}) and there is no epoch checkpoint")
+    print(f"--checkpoint auto: {step_checkpoint} cannot continue its epoch ({why}); using {fallback}")
+    return fallback
