@@ -23,15 +23,15 @@ from .conftest import require_native
 from .weights_server import WeightsServer
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 5
+EPOCHS = 8
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> tuple[Path, Path]:
-    """(files, shards): four plain shapes, 480 train / 120 val images; shards of 100 samples."""
-    files = plain_shapes(tmp_path_factory.mktemp("plain"), ("circle", "square", "cross", "bars"), 480, 120)
+    """(files, shards): four plain shapes, 640 train / 160 val images; shards of 128 samples (5 train, 2 val)."""
+    files = plain_shapes(tmp_path_factory.mktemp("plain"), ("circle", "square", "cross", "bars"), 640, 160)
     shards = tmp_path_factory.mktemp("plain_shards")
-    write_dataset(load_dataset(files), shards, shard_size=100, log=lambda _: None)
+    write_dataset(load_dataset(files), shards, shard_size=128, log=lambda _: None)
     return files, shards
 
 
@@ -61,7 +61,8 @@ def final_val_top1(out: Path) -> float:
 @pytest.mark.parametrize("reader", ["opencv", "native"])
 def test_shards_learn_as_well_as_files_locally_and_over_http(plain, tmp_path, reader):
     """Same flags, same epochs: files, a local folder of shards, the same shards over loopback HTTP. Chance is 25%;
-    measured (native, 5 epochs): files 67.5%, local shards 60.0% val top-1; seeds move either by ~10 points."""
+    measured (8 epochs, both readers): files 80.0%, local and HTTP shards 77.5% val top-1 (160 val images: one image
+    is 0.6 points; run to run the final top-1 moves by several points)."""
     if reader == "native":
         require_native()
     files, shards = plain
@@ -79,8 +80,8 @@ def test_shards_learn_as_well_as_files_locally_and_over_http(plain, tmp_path, re
         )
         assert len(server.gets("train-000003.tar")) == EPOCHS  # streamed each epoch, never cached on disk
     top1 = {name: final_val_top1(tmp_path / name) for name in ("files", "local", "http")}
-    assert min(top1.values()) >= 45.0, top1
-    assert abs(top1["local"] - top1["files"]) <= 20.0 and top1["http"] == top1["local"], top1
+    assert min(top1.values()) >= 55.0, top1
+    assert abs(top1["local"] - top1["files"]) <= 15.0 and top1["http"] == top1["local"], top1
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,15 @@ def test_resume_from_shards_is_bit_exact(small_shards, tmp_path):
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
+    # eval reads a data dir of shards too (its val-*.tar), and agrees with the run's last val row
+    from imgcls import eval as eval_cli
+
+    flags = [f"--model={MODEL}", f"--data_dir={small_shards}", "--reader=opencv", "--image_shape=3,32,32"]
+    flags.append(f"--pretrained_model={tmp_path / 'straight' / MODEL / '2'}")
+    evaluated = eval_cli.main(eval_cli.get_args_parser().parse_args(flags))
+    with open(tmp_path / "straight" / MODEL / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert evaluated["images"] == 16 and evaluated["top1"] == pytest.approx(float(last["val_top1"]), abs=1e-3)
 
 
 def test_a_missing_http_shard_is_one_line_an_epoch_and_the_run_goes_on(small_shards, tmp_path, capsys):
