@@ -125,7 +125,10 @@ def cli_flags(shapes: Path, out: Path, *extra: str) -> list[str]:
         "--reader_thread=1",
         "--image_shape=3,32,32",
         f"--batch_size={GLOBAL_BATCH}",
-        "--lr=0.002",
+        # A tiny LR: at 32 px ShuffleNet's BN over 1x1 maps makes the path of float32 steps chaotic (a 1e-7 change of
+        # the initial weights moves the 4th step's loss by ~2%), so only with small steps do the 1- and 2-process
+        # runs differ by rounding alone; the float64 test above checks the steps themselves at a real LR.
+        "--lr=1e-5",
         "--lr_strategy=cosine_decay",
         "--tensorboard=False",
         f"--model_save_dir={out}",
@@ -147,7 +150,7 @@ def test_torchrun_cli_matches_one_process_and_resumes_at_another_world_size(shap
         assert result.stderr.count("warning: --use_gpu=True but no CUDA") == 1
     train_cli.main(train_cli.get_args_parser().parse_args(cli_flags(shapes, one, "--num_epochs=1", "--sync_bn")))
     (row2,), (row1,) = metrics_rows(two), metrics_rows(one)
-    assert float(row2["train_loss"]) == pytest.approx(float(row1["train_loss"]), rel=2e-3)
+    assert float(row2["train_loss"]) == pytest.approx(float(row1["train_loss"]), rel=2e-5)  # metrics.csv keeps 6 digits
     assert [p.name for p in (two / MODEL).iterdir() if p.is_dir()] == ["0"]  # one checkpoint, no rank copies
     state = torch.load(two / MODEL / "0" / "state.pt", weights_only=True)
     assert state["step"] == 64 // GLOBAL_BATCH  # global steps, not per-rank ones
