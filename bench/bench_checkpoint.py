@@ -98,15 +98,22 @@ def table(model_name: str, rounds: int) -> str:
     return "\n".join(lines)
 
 
+def machine_lines() -> str:
+    """The CPU, its load at the start, and the versions: the header of a CPU checkpoint benchmark's output."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start\n"
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ResNet50_vd")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
-    print(f"Python {platform.python_version()}, torch {torch.__version__}")
+    print(machine_lines())
     print(table(args.model, args.rounds))
 
 

@@ -51,15 +51,22 @@ void BatchReader::read_batch_normalized(const std::vector<std::string>& paths, c
   run_batch(paths, seeds, nullptr, out_f32, scale, shift, status, messages);
 }
 
+void BatchReader::read_encoded(const std::vector<std::string>& encoded, const uint64_t* seeds, uint8_t* out,
+                               float* out_f32, const float scale[3], const float shift[3], std::vector<int>* status,
+                               std::vector<std::string>* messages) {
+  run_batch(encoded, seeds, out, out_f32, scale, shift, status, messages, true);
+}
+
 void BatchReader::run_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
                             float* out_f32, const float scale[3], const float shift[3], std::vector<int>* status,
-                            std::vector<std::string>* messages) {
+                            std::vector<std::string>* messages, bool in_memory) {
   status->assign(paths.size(), kError);
   messages->assign(paths.size(), std::string());
   if (paths.empty()) return;
   std::lock_guard<std::mutex> one_call(call_mutex_);
   std::unique_lock<std::mutex> lock(mutex_);
   paths_ = &paths;
+  in_memory_ = in_memory;
   seeds_ = seeds;
   out_ = out;
   out_f32_ = out_f32;
@@ -109,6 +116,10 @@ void BatchReader::worker() {
         uint8_t* dst = out_f32_ != nullptr ? scratch.hwc.data() : out_ + i * image_bytes;
         if (!decoder_ok) {
           message = "libjpeg could not create a decompressor";
+        } else if (in_memory_) {
+          const std::string& data = (*paths_)[i];
+          st = transform_jpeg(decoder.get(), reinterpret_cast<const uint8_t*>(data.data()), data.size(), seeds_[i],
+                              spec_, &scratch, dst, &message);
         } else if (read_file((*paths_)[i], &file, &message)) {
           st = transform_jpeg(decoder.get(), file.data(), file.size(), seeds_[i], spec_, &scratch, dst, &message);
         }

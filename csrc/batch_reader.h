@@ -36,6 +36,12 @@ class BatchReader {
                              const float scale[3], const float shift[3], std::vector<int>* status,
                              std::vector<std::string>* messages);
 
+  // read_batch / read_batch_normalized over images already in memory: encoded[i] holds the file's bytes (a tar
+  // shard's member, say) instead of a path; everything else is the same.
+  void read_encoded(const std::vector<std::string>& encoded, const uint64_t* seeds, uint8_t* out, float* out_f32,
+                    const float scale[3], const float shift[3], std::vector<int>* status,
+                    std::vector<std::string>* messages);
+
   int num_threads() const { return static_cast<int>(threads_.size()); }
 
  private:
@@ -43,7 +49,7 @@ class BatchReader {
   // Hands a batch (uint8 `out` or float `out_f32`) to the workers under the lock and waits for it.
   void run_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out, float* out_f32,
                  const float scale[3], const float shift[3], std::vector<int>* status,
-                 std::vector<std::string>* messages);
+                 std::vector<std::string>* messages, bool in_memory = false);
 
   TransformSpec spec_;
   std::vector<std::thread> threads_;
@@ -54,6 +60,7 @@ class BatchReader {
   std::condition_variable wake_, done_;
   // The current batch (valid while pending_ > 0).
   const std::vector<std::string>* paths_ = nullptr;
+  bool in_memory_ = false;  // paths_ holds the encoded images themselves (read_encoded)
   const uint64_t* seeds_ = nullptr;
   uint8_t* out_ = nullptr;
   float* out_f32_ = nullptr;  // set instead of out_ for a normalized batch

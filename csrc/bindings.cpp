@@ -223,19 +223,25 @@ class PyBatchReader {
   // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path, 4 ok but
   // libjpeg warned (the message is the first warning, with the count when there were more).
   // Paths may be bytes (a file name that is not UTF-8) or str.
-  Results read_batch(const std::vector<std::string>& paths, Seeds seeds, u8array out) {
+  // With `in_memory`, paths[i] holds the image's encoded bytes instead of its path (read_encoded).
+  Results read_batch(const std::vector<std::string>& paths, Seeds seeds, u8array out, bool in_memory = false) {
     if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != spec_.size ||
         out.shape(2) != spec_.size || out.shape(3) != 3)
       throw py::value_error("out must be a C-contiguous uint8 array (N, size, size, 3) with N >= len(paths)");
     uint8_t* dst = out.mutable_data();
+    const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
     return run(paths, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
-      reader_.read_batch(paths, s, dst, status, messages);
+      if (in_memory) {
+        reader_.read_encoded(paths, s, dst, nullptr, one, zero, status, messages);
+      } else {
+        reader_.read_batch(paths, s, dst, status, messages);
+      }
     });
   }
 
   // read_batch writing normalized float32 (N, 3, size, size): out[i][c] = pixel * scale[c] + shift[c].
   Results read_batch_normalized(const std::vector<std::string>& paths, Seeds seeds, f32array out, f32array scale,
-                                f32array shift) {
+                                f32array shift, bool in_memory = false) {
     if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != 3 ||
         out.shape(2) != spec_.size || out.shape(3) != spec_.size)
       throw py::value_error("out must be a C-contiguous float32 array (N, 3, size, size) with N >= len(paths)");
@@ -244,7 +250,11 @@ class PyBatchReader {
     float* dst = out.mutable_data();
     const float sc[3] = {scale.at(0), scale.at(1), scale.at(2)}, sh[3] = {shift.at(0), shift.at(1), shift.at(2)};
     return run(paths, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
-      reader_.read_batch_normalized(paths, s, dst, sc, sh, status, messages);
+      if (in_memory) {
+        reader_.read_encoded(paths, s, nullptr, dst, sc, sh, status, messages);
+      } else {
+        reader_.read_batch_normalized(paths, s, dst, sc, sh, status, messages);
+      }
     });
   }
 
@@ -325,8 +335,10 @@ PYBIND11_MODULE(_reader, m) {
            py::arg("saturation"), py::arg("hue"), py::arg("interpolation"), py::arg("apply_exif"),
            py::arg("num_threads") = 1, py::arg("max_pixels") = kDefaultMaxPixels, py::arg("dct_scaling") = true)
       // noconvert: a converted copy of `out` would be filled and thrown away
-      .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out").noconvert())
+      // in_memory=True: `paths` are the images' encoded bytes (a tar shard's members), not file names.
+      .def("read_batch", &PyBatchReader::read_batch, py::arg("paths"), py::arg("seeds"), py::arg("out").noconvert(),
+           py::arg("in_memory") = false)
       .def("read_batch_normalized", &PyBatchReader::read_batch_normalized, py::arg("paths"), py::arg("seeds"),
-           py::arg("out").noconvert(), py::arg("scale"), py::arg("shift"))
+           py::arg("out").noconvert(), py::arg("scale"), py::arg("shift"), py::arg("in_memory") = false)
       .def_property_readonly("num_threads", &PyBatchReader::num_threads);
 }

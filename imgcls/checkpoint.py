@@ -316,6 +316,7 @@ class SavedRun:
     label_names: list[str] | None = None
     config: RunConfig | None = None  # format 2
     legacy_args: dict | None = None  # format 1: the CLI flags as they were spelled then
+    mid_epoch: dict | None = None  # a step checkpoint's position in its epoch (imgcls.step_checkpoints)
 
 
 def saved_run(state: dict) -> SavedRun:
@@ -323,7 +324,8 @@ def saved_run(state: dict) -> SavedRun:
     names = state.get("label_names")
     if state.get("format") == STATE_FORMAT:
         config = from_plain(RunConfig, state["config"])
-        return SavedRun(config.model, config.num_classes, config.preprocess, names, config=config)
+        mid_epoch = state.get("mid_epoch")
+        return SavedRun(config.model, config.num_classes, config.preprocess, names, config=config, mid_epoch=mid_epoch)
     args = state.get("args") or {}
     return SavedRun(args.get("model"), args.get("class_dim"), _format1_preprocess(args), names, legacy_args=args)
 

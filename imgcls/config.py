@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from imgcls.data.image_header import DEFAULT_MAX_PIXELS
 from imgcls.data.preprocess import PreprocessSpec
+from imgcls.data.shards.order import DEFAULT_SHUFFLE_BUFFER
 
 T = typing.TypeVar("T")
 
@@ -37,6 +38,7 @@ class ReadConfig:
     apply_exif: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS  # an image whose header claims more is skipped, never decoded
     dct_scaling: str = "train"  # where the native reader may decode at 1/2..1/8 (readers.DCT_SCALING_MODES)
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER  # tar shards: samples held for shuffling
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class TrainConfig:
     deterministic: bool = True
     sync_bn: bool = False
     save_dir: str = "output/"
-    checkpoint: str | None = None  # resume from this checkpoint folder
+    checkpoint: str | None = None  # resume from this checkpoint folder ("auto": the run folder's newest, if any)
+    save_steps: int = 0  # also a mid-epoch checkpoint every this many optimizer steps (0: none)
     overwrite: bool = False  # remove a previous run in the run folder first
     tensorboard: bool = True
 

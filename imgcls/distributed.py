@@ -119,6 +119,15 @@ def reduce_sums(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process); picklable values only."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_lists(items: list) -> list:
     """Concatenate every rank's list (e.g. the images each rank skipped), in rank order."""
     if not (dist.is_available() and dist.is_initialized()):

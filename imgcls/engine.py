@@ -118,6 +118,38 @@ def backward_and_step(
     scaler.update()
 
 
+@dataclass
+class EpochTally:
+    """The running counters of a training pass: (loss sum, top-1 hits) and the first non-finite iteration on the
+    device, images seen, iterations run, the last LR, seconds spent. What a mid-epoch checkpoint keeps of the pass,
+    so that a resumed epoch reports what the uninterrupted one would."""
+
+    sums: torch.Tensor  # float64 [2]
+    first_bad: torch.Tensor  # int64 scalar, NO_BAD_STEP while every loss is finite
+    seen: int = 0
+    iterations: int = 0
+    lr: float = math.nan
+    seconds: float = 0.0
+
+    @classmethod
+    def fresh(cls, device: torch.device) -> EpochTally:
+        """The counters of a pass that has not started."""
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        return cls(sums, torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device))
+
+    def to_plain(self) -> dict:
+        """Plain values (a checkpoint loads them with ``weights_only=True``); float64 sums stay exact."""
+        plain = dict(sums=self.sums.tolist(), first_bad=int(self.first_bad.item()))
+        return plain | dict(seen=self.seen, iterations=self.iterations, lr=self.lr, seconds=self.seconds)
+
+    @classmethod
+    def from_plain(cls, plain: dict, device: torch.device) -> EpochTally:
+        """The inverse of ``to_plain``, its tensors on ``device``."""
+        sums = torch.tensor(plain["sums"], dtype=torch.float64, device=device)
+        first_bad = torch.tensor(plain["first_bad"], dtype=torch.int64, device=device)
+        return cls(sums, first_bad, plain["seen"], plain["iterations"], plain["lr"], plain["seconds"])
+
+
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message says at which step and what to try."""
 
@@ -211,20 +243,24 @@ def train_one_epoch(
     desc: str | None = None,
     precision: Precision = Precision(),
     scaler: torch.amp.GradScaler | None = None,
+    tally: EpochTally | None = None,
+    after_step: Callable[[EpochTally], None] | None = None,
 ) -> EpochStats:
-    """One pass of ``train_step`` over ``loader``; ``start_step`` is the global step of its first iteration.
+    """One pass of ``train_step`` over ``loader``; ``start_step`` is the global step of the epoch's iteration 0.
 
+    ``tally``: the counters of the iterations this epoch already ran (a resume from a mid-epoch checkpoint: the
+    loader starts where they stopped); ``after_step`` sees the counters after each step (mid-epoch checkpoints).
     The returned loss and accuracy are over all ranks' images (the progress bar shows rank 0's own).
     """
     model.train()
     bar = ProgressBar(len(loader), desc or f"epoch {epoch}") if is_main() else None
     # (loss sum, top-1 hits) stay on the device: a step never waits for the GPU; they are read when shown. So does
     # the first iteration whose loss is not finite (NO_BAD_STEP while all are), for the message if one is not.
-    sums, seen, lr = torch.zeros(2, dtype=torch.float64, device=device), 0, math.nan
-    first_bad = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device)
+    tally = EpochTally.fresh(device) if tally is None else tally
+    sums, first_bad, lr = tally.sums, tally.first_bad, tally.lr
     step_info = (start_step, schedule, precision)
-    start = time.perf_counter()
-    for i, (images, labels) in enumerate(loader):
+    start = time.perf_counter() - tally.seconds
+    for i, (images, labels) in enumerate(loader, start=tally.iterations):
         images, labels = to_device(images, labels, device, precision.channels_last)
         result = train_step(
             model,
@@ -242,12 +278,17 @@ def train_one_epoch(
         hits = topk_hits(result.logits, result.target, (1,))[0]
         sums += torch.stack((result.loss.double() * n, hits.double()))
         first_bad = torch.where(torch.isfinite(result.loss), first_bad, first_bad.clamp(max=i))
-        seen += n
+        tally.seen += n
         if bar is not None and bar.due(i + 1):
-            bar.update(i + 1, seen, loss=finite_loss_sum(sums, first_bad, epoch, step_info)[0] / seen, lr=lr)
+            loss = finite_loss_sum(sums, first_bad, epoch, step_info)[0] / tally.seen
+            bar.update(i + 1, tally.seen, loss=loss, lr=lr)
+        if after_step is not None:
+            tally.first_bad, tally.lr, tally.iterations = first_bad, lr, i + 1
+            tally.seconds = time.perf_counter() - start
+            after_step(tally)
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - start
+    seconds, seen = time.perf_counter() - start, tally.seen
     total_loss, correct = finite_loss_sum(sums, first_bad, epoch, step_info) if seen else (0.0, 0.0)
     total_loss, correct, seen = reduce_sums([total_loss, correct, seen], device)
     seen = int(seen)

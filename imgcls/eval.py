@@ -113,8 +113,10 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     """Evaluate; returns {'top1', 'top5', 'loss', 'images'}."""
     model_cfg(args.model)  # a bad model name fails before any data work
     dataset = resolve_data(args.data_dir, args.class_dim)
-    if not dataset.val:
+    if not dataset.num_val:
         fail(f"{dataset.root}: the val list is empty")
+    if args.report and dataset.val_shards is not None:
+        fail("--report needs the val images as files (list files or class folders), not tar shards")
     if args.report and Path(args.report).exists() and not Path(args.report).is_dir():
         fail(f"--report {args.report}: a file is in the way; give a folder")
     saved = saved_run_of(args.pretrained_model)
@@ -125,7 +127,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     except ValueError as e:
         fail(str(e))
     model = load_for_inference(config, device)
-    loader = make_loader(config, dataset.val, train=False, batch_size=config.batch_size, device=device)
+    val = dataset.val_shards if dataset.val_shards is not None else dataset.val  # a data dir of shards: val-*.tar
+    loader = make_loader(config, val, train=False, batch_size=config.batch_size, device=device)
     report = PredictionStats(config.num_classes, to_pixels=denormalizer(config.preprocess)) if args.report else None
     sink = report_sink(report, loader) if report is not None else None
     stats = evaluate(model, loader, device, desc="eval", precision=precision, sink=sink)
@@ -134,7 +137,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     if loader.warned:
         print(warned_summary(loader.warned))
     if stats.images == 0:
-        fail(f"none of the {len(dataset.val)} val images of {dataset.root} could be read (see the 'skipped' lines)")
+        fail(f"none of the {dataset.num_val} val images of {dataset.root} could be read (see the 'skipped' lines)")
     pre = config.preprocess
     print(
         f"{config.model} on {dataset.root} ({stats.images} images, {pre.input_size}px crop of short side "

@@ -6,12 +6,13 @@ imgcls/distributed.py); ``--amp`` and ``--channels_last`` choose the precision a
 Each epoch: a progress bar, one summary line, a metrics.csv row and TensorBoard scalars in
 ``<model_save_dir>/<model>/``, and a checkpoint ``<model_save_dir>/<model>/<epoch>/`` (model.pt + state.pt) that
 ``--checkpoint`` resumes exactly and ``--pretrained_model`` fine-tunes from. At the end, curves.png.
+``--save_steps N`` adds mid-epoch checkpoints ``steps/epoch<E>-step<S>/``; ``--checkpoint auto`` resumes the run
+folder's newest (restarts by torchrun or a scheduler); SIGTERM saves one and exits with status 143.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 
 from imgcls import distributed as dist
@@ -22,14 +23,16 @@ from imgcls.cli.flags import (
     add_bool,
     add_model_args,
     add_precision_args,
+    add_shard_args,
     fail,
     input_side,
+    non_negative_int,
     pick_device,
     positive_int,
     run_command,
 )
 from imgcls.cli.layering import build_run_config, model_cfg
-from imgcls.cli.run_folder import claimed
+from imgcls.cli.preemption import claimed_run, warn_shared_store
 from imgcls.cli.training_run import Trainer
 from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
@@ -42,6 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Paddle's train.py flags (same names and value forms), plus this project's."""
     p = ArgumentParser("imgcls.train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_model_args(p)
+    add_shard_args(p)
     add_precision_args(p)
     add_bool(
         p,
@@ -97,7 +101,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="resume exactly from a checkpoint folder <dir>/<model>/<epoch>/ (flags given now win)",
+        help="resume exactly from a checkpoint folder <dir>/<model>/<epoch>/ or .../steps/epoch<E>-step<S>/ (flags "
+        "given now win); auto: the run folder's newest checkpoint if it has one, else start afresh (for restarts by "
+        "torchrun or a scheduler; a run of another model or recipe there is an error)",
+    )
+    p.add_argument(
+        "--save_steps",
+        type=non_negative_int,
+        default=0,
+        help="also a mid-epoch checkpoint <dir>/<model>/steps/epoch<E>-step<S>/ every N optimizer steps (0: only "
+        "epoch checkpoints; SIGTERM writes one at the next step either way)",
     )
     add_bool(
         p,
@@ -144,7 +157,7 @@ def configure(args: argparse.Namespace) -> tuple[RunConfig, DatasetSpec]:
     """The run's data and config from the flags; one-line errors for a bad model name (before any data work) or
     unusable data."""
     model_cfg(args.model)
-    dataset = resolve_data(args.data_dir, args.class_dim, args.total_images)
+    dataset = resolve_data(args.data_dir, args.class_dim, args.total_images, args.train_shards, args.val_shards)
     warn_sparse_labels(dataset)
     return build_run_config(args, train=True, num_classes=dataset.num_classes, dataset=dataset), dataset
 
@@ -152,6 +165,7 @@ def configure(args: argparse.Namespace) -> tuple[RunConfig, DatasetSpec]:
 def main(args: argparse.Namespace) -> dict:
     """Train (one process, or one of torchrun's); returns the last epoch's metrics row."""
     info = dist.init_distributed(pick_device(args.use_gpu))
+    warn_shared_store()
     try:
         if not info.is_main:  # rank 0 resolves (maybe generates) the data first
             dist.barrier()
@@ -168,15 +182,15 @@ def main(args: argparse.Namespace) -> dict:
 def run(config: RunConfig, dataset: DatasetSpec, info: dist.DistInfo) -> dict:
     """The training run of a config on its data; returns the last epoch's metrics row ({} if none ran).
 
-    Rank 0 holds the run folder (locked, checked writable and free of a previous run) for the whole run."""
+    Rank 0 holds the run folder (locked, checked writable and free of a previous run, ``--checkpoint auto``
+    resolved there) for the whole run."""
     train = config.train
     try:
         precision = engine.make_precision(config.precision, info.device)
     except ValueError as e:
         fail(str(e))
     run_dir = Path(train.save_dir) / config.model
-    claim = claimed(run_dir, train.checkpoint, train.overwrite) if info.is_main else contextlib.nullcontext()
-    with claim, engine.deterministic_kernels(train.deterministic, info.device):
+    with claimed_run(config, run_dir, info) as config, engine.deterministic_kernels(train.deterministic, info.device):
         seed_everything(train.random_seed)
         return Trainer(config, dataset, info, precision, run_dir).run()
 

@@ -14,14 +14,24 @@ from imgcls.cli.flags import MAX_PREFETCH_BATCHES, MIN_PREFETCH_BATCHES, fail, w
 from imgcls.config import RunConfig
 from imgcls.data import DataError, DatasetSpec, Loader, Sample, resolve_dataset
 from imgcls.data.read_report import printable
+from imgcls.data.shards import ShardLoader, ShardSet, shard_dataset
 
 
-def resolve_data(data_dir: str | None, class_dim: int | None = None, total_images: int | None = None) -> DatasetSpec:
-    """The dataset of ``--data_dir`` (or ./data/ILSVRC2012/, or the built-in set); a one-line error and exit 2 when
-    it cannot be used or disagrees with ``--class_dim`` / ``--total_images``; one warning line naming the files of
-    its class folders that are left out."""
+def resolve_data(
+    data_dir: str | None,
+    class_dim: int | None = None,
+    total_images: int | None = None,
+    train_shards: str | None = None,
+    val_shards: str | None = None,
+) -> DatasetSpec:
+    """The dataset of ``--data_dir`` (or ./data/ILSVRC2012/, or the built-in set), or the tar shards of
+    ``--train_shards`` / ``--val_shards`` or of ``--data_dir``'s train-*.tar and val-*.tar; a one-line error and
+    exit 2 when it cannot be used or disagrees with ``--class_dim`` / ``--total_images``; one warning line naming
+    the files of its class folders that are left out."""
     try:
-        dataset = resolve_dataset(data_dir, class_dim, total_images, log=dist.print0)
+        dataset = shard_dataset(data_dir, train_shards, val_shards, class_dim, total_images)
+        if dataset is None:
+            dataset = resolve_dataset(data_dir, class_dim, total_images, log=dist.print0)
     except DataError as e:
         fail(str(e))
     if dataset.left_out:
@@ -53,6 +63,8 @@ def unused_label_ranges(used: set[int], num_classes: int) -> list[tuple[int, int
 def warn_sparse_labels(dataset: DatasetSpec) -> None:
     """One warning line when some class in 0..num_classes-1 has no train image: the class count is the largest
     label + 1, so one mistyped label (70 for 7) silently makes a model of 71 classes, most never seen."""
+    if dataset.train_shards is not None:  # labels are only known once the shards are read
+        return
     missing = unused_label_ranges({s.label for s in dataset.train}, dataset.num_classes)
     if missing:
         count = sum(b - a + 1 for a, b in missing)
@@ -70,7 +82,7 @@ def prefetch_batches(buf_images: int, batch_size: int) -> int:
 
 def make_loader(
     config: RunConfig,
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | ShardSet,
     *,
     train: bool,
     batch_size: int,
@@ -78,11 +90,11 @@ def make_loader(
     world_size: int = 1,
     device: torch.device | None = None,
 ) -> Loader:
-    """A loader over ``samples`` with the config's preprocessing and reader; ``rank``/``world_size`` give this
-    process its shard (``batch_size`` per rank). On a CUDA ``device`` the batches arrive there, normalized."""
+    """A loader over ``samples`` (a list, or a ``ShardSet`` of tar shards) with the config's preprocessing and reader;
+    ``rank``/``world_size`` give this process its part (``batch_size`` per rank). On a CUDA ``device`` the batches
+    arrive there, normalized."""
     read = config.read
-    return Loader(
-        samples,
+    args = dict(
         preprocess=config.preprocess,
         train=train,
         batch_size=batch_size,
@@ -97,6 +109,9 @@ def make_loader(
         max_pixels=read.max_pixels,
         dct_scaling=read.dct_scaling,
     )
+    if isinstance(samples, ShardSet):
+        return ShardLoader(samples, shuffle_buffer=read.shuffle_buffer, **args)
+    return Loader(samples, **args)
 
 
 def train_loaders(
@@ -107,17 +122,35 @@ def train_loaders(
     Train: each rank reads every world_size-th sample of the epoch's order, batch_size / world_size at a time.
     Val: each rank evaluates every world_size-th image (all of them are read once; the counts are summed).
     """
-    if not dataset.val:
+    if not dataset.num_val:
         fail(f"{dataset.root}: the val list is empty; training reports val accuracy every epoch")
-    if len(dataset.train) < config.batch_size:
-        fail(f"--batch_size {config.batch_size} is larger than the {len(dataset.train)} train images")
+    if dataset.num_train < config.batch_size:
+        fail(f"--batch_size {config.batch_size} is larger than the {dataset.num_train} train images")
     try:
         per_rank = dist.per_rank_batch(config.batch_size, world_size)
     except ValueError as e:
         fail(str(e))
+    shards = dataset.train_shards is not None
     train = make_loader(
-        config, dataset.train, train=True, batch_size=per_rank, rank=rank, world_size=world_size, device=device
+        config,
+        dataset.train_shards if shards else dataset.train,
+        train=True,
+        batch_size=per_rank,
+        rank=rank,
+        world_size=world_size,
+        device=device,
     )
     val_batch = -(-config.train.eval_batch_size // world_size)
-    val = make_loader(config, dataset.val[rank::world_size], train=False, batch_size=val_batch, device=device)
+    if shards:  # each rank reads its own val shards (order.py's split), all of them once
+        val = make_loader(
+            config,
+            dataset.val_shards,
+            train=False,
+            batch_size=val_batch,
+            rank=rank,
+            world_size=world_size,
+            device=device,
+        )
+    else:
+        val = make_loader(config, dataset.val[rank::world_size], train=False, batch_size=val_batch, device=device)
     return train, val

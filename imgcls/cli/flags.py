@@ -22,6 +22,7 @@ import torch
 from imgcls import distributed as dist
 from imgcls.data.image_header import DEFAULT_MAX_PIXELS
 from imgcls.data.readers import DCT_SCALING_MODES
+from imgcls.data.shards.order import DEFAULT_SHUFFLE_BUFFER
 from imgcls.data.transforms import INTERPOLATIONS
 from imgcls.limits import MAX_INPUT_SIZE
 
@@ -53,6 +54,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -183,6 +192,23 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         False,
         "Triton kernels in the blocks (a GPU, or the CPU with TRITON_INTERPRET=1; "
         "else one warning and the reference path)",
+    )
+
+
+def add_shard_args(parser: argparse.ArgumentParser) -> None:
+    """Training from WebDataset tar shards (docs/data.md): where they are, and the shuffle buffer."""
+    parser.add_argument(
+        "--train_shards",
+        default=None,
+        help="train tar shards: a brace pattern of paths or http(s) URLs, e.g. 'train-{000000..000146}.tar' "
+        "(default: --data_dir's train-*.tar when it holds them)",
+    )
+    parser.add_argument("--val_shards", default=None, help="val tar shards, as --train_shards")
+    parser.add_argument(
+        "--shuffle_buffer",
+        type=positive_int,
+        default=DEFAULT_SHUFFLE_BUFFER,
+        help="tar shards: samples held in memory for shuffling (1: shard order only)",
     )
 
 

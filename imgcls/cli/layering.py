@@ -21,6 +21,7 @@ from imgcls.config import (
     TrainConfig,
 )
 from imgcls.data import DatasetSpec, PreprocessSpec, builtin
+from imgcls.data.shards.order import DEFAULT_SHUFFLE_BUFFER
 from imgcls.data.transforms import AugConfig
 from imgcls.models import ModelCfg, get_model_cfg
 
@@ -171,6 +172,7 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
         sync_bn=args.sync_bn,
         save_dir=args.model_save_dir,
         checkpoint=args.checkpoint,
+        save_steps=args.save_steps,
         overwrite=args.overwrite,
         tensorboard=args.tensorboard,
     )
@@ -180,8 +182,15 @@ def build_train_config(args: argparse.Namespace, builtin_data: bool) -> tuple[in
 def read_config(args: argparse.Namespace) -> ReadConfig:
     """The reader flags every CLI shares (threads default to the CPU count)."""
     threads = args.reader_thread or os.cpu_count() or 1
+    shuffle_buffer = vars(args).get("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER)  # a training flag only
     return ReadConfig(
-        args.reader, threads, args.reader_buf_size, args.apply_exif, args.max_image_pixels, args.dct_scaling
+        args.reader,
+        threads,
+        args.reader_buf_size,
+        args.apply_exif,
+        args.max_image_pixels,
+        args.dct_scaling,
+        shuffle_buffer,
     )
 
 

@@ -6,9 +6,10 @@ run overwritten unless asked.
   the process dies, however it dies, so a stale lock file never blocks anyone.
 - **Writable first.** Taking the lock creates the folder and writes the lock file, and a probe folder is made and
   removed (checkpoints are written into fresh folders): a read-only or full disk fails before any training.
-- **No silent overwrite.** A folder that holds a previous run (checkpoints ``<epoch>/``, ``metrics.csv``, ``tb/``,
-  ``curves.png``) is used only to resume from one of its checkpoints (``--checkpoint``); ``--overwrite`` removes
-  that run first. Any other file in the folder is left alone.
+- **No silent overwrite.** A folder that holds a previous run (checkpoints ``<epoch>/`` and ``steps/``,
+  ``metrics.csv``, ``tb/``, ``curves.png``) is used only to resume from one of its checkpoints (``--checkpoint``,
+  or ``--checkpoint auto``: the newest); ``--overwrite`` removes that run first. Any other file in the folder is
+  left alone.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from imgcls.checkpoint import OLD_TAG, STATE_FILE, TMP_TAG, WEIGHTS_FILE
 from imgcls.cli.flags import fail, os_error_text
+from imgcls.step_checkpoints import STEPS_DIR, newest_step, step_checkpoints
 
 LOCK_FILE = "run.lock"
 RUN_FILES = ("metrics.csv", "curves.png")  # with tb/ and the epoch folders: what a run writes
@@ -83,6 +85,9 @@ def run_contents(folder: Path) -> list[str]:
     found = []
     if epochs:
         found.append(f"checkpoint {epochs[0]}" if len(epochs) == 1 else f"checkpoints {epochs[0]}-{epochs[-1]}")
+    steps = step_checkpoints(folder)
+    if steps:
+        found.append(f"{STEPS_DIR}/ ({len(steps)} mid-epoch checkpoint{'s' if len(steps) > 1 else ''})")
     found += [name for name in RUN_FILES if (folder / name).exists()]
     if (folder / TB_DIR).exists():
         found.append(f"{TB_DIR}/")
@@ -98,6 +103,15 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     return None
 
 
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint of ``folder`` that is furthest into the run: the newest complete step checkpoint when it lies
+    in an epoch after the last complete epoch checkpoint, else that epoch checkpoint."""
+    epoch_path, step = last_complete_checkpoint(folder), newest_step(folder)
+    if step is not None and (epoch_path is None or step.epoch > int(epoch_path.name)):
+        return step.path
+    return epoch_path
+
+
 def clear_run(folder: Path) -> None:
     """Remove what a run writes from ``folder``: its checkpoints (and hidden leftovers of interrupted saves), metrics,
     TensorBoard events and curves. Other files stay."""
@@ -106,6 +120,7 @@ def clear_run(folder: Path) -> None:
     for leftover in (*folder.glob(f".*{TMP_TAG}*"), *folder.glob(f".*{OLD_TAG}*")):
         shutil.rmtree(leftover, ignore_errors=True)
     shutil.rmtree(folder / TB_DIR, ignore_errors=True)
+    shutil.rmtree(folder / STEPS_DIR, ignore_errors=True)
     for name in RUN_FILES:
         (folder / name).unlink(missing_ok=True)
 
@@ -125,7 +140,7 @@ def check_reuse(folder: Path, checkpoint: str | None, overwrite: bool) -> None:
     if overwrite:
         clear_run(folder)
         return
-    last = last_complete_checkpoint(folder)
+    last = newest_checkpoint(folder)
     resume = f"--checkpoint {last} to resume it, or " if last and not checkpoint else ""
     other = f" and --checkpoint {checkpoint} is not one of its checkpoints" if checkpoint else ""
     fail(
@@ -135,8 +150,11 @@ def check_reuse(folder: Path, checkpoint: str | None, overwrite: bool) -> None:
 
 
 @contextmanager
-def claimed(folder: Path, checkpoint: str | None, overwrite: bool) -> Iterator[Path]:
-    """The CLI's run folder for the whole run: locked, writable, free of another run (one-line errors otherwise)."""
+def claimed(
+    folder: Path, checkpoint: str | None, overwrite: bool, pick: Callable[[Path], str | None] | None = None
+) -> Iterator[str | None]:
+    """The CLI's run folder for the whole run: locked, writable, free of another run (one-line errors otherwise).
+    Yields the checkpoint to resume: ``checkpoint``, or what ``pick`` chooses in the locked folder."""
     try:
         lock = RunLock(folder)
     except RunFolderBusy as e:
@@ -145,9 +163,11 @@ def claimed(folder: Path, checkpoint: str | None, overwrite: bool) -> Iterator[P
         fail(f"cannot write to the run folder {folder}: {os_error_text(e)}")
     try:
         try:
+            if pick is not None:
+                checkpoint = pick(folder)
             check_reuse(folder, checkpoint, overwrite)
         except OSError as e:
             fail(f"cannot clear the run folder {folder}: {os_error_text(e)}")
-        yield folder
+        yield checkpoint
     finally:
         lock.release()

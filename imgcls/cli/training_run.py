@@ -4,11 +4,13 @@ from ``--checkpoint``, ``prepare_model`` with ``--pretrained_model``).
 What a failure leaves: a checkpoint is published before its metrics row, so no row describes an epoch whose
 checkpoint could not be written; a full or read-only disk, a NaN loss, an op without a deterministic kernel and a
 val set that cannot be read are one-line errors (exit status 2) that name the checkpoint to resume from; Ctrl-C
-says the same and exits with status 130.
+says the same and exits with status 130; SIGTERM stops at the next step boundary with a step checkpoint and exit
+status 143 (``imgcls.cli.preemption``, ``imgcls.cli.mid_epoch``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,21 +22,28 @@ from imgcls import engine
 from imgcls.cli.data import train_loaders
 from imgcls.cli.flags import fail, interrupted, os_error_text, warn
 from imgcls.cli.layering import resume_changes
+from imgcls.cli.mid_epoch import MidEpoch, TrainingParts
+from imgcls.cli.preemption import StopRequest, preempted
 from imgcls.config import RunConfig
 from imgcls.data import DatasetSpec
 from imgcls.data.loader import NoReadableImageError
 from imgcls.data.read_report import printable
 from imgcls.metrics import MetricsLog
 from imgcls.optim import LRSchedule, build_optimizer, schedule_steps_per_epoch
-from imgcls.randomness import torch_epoch_seed
 from imgcls.report.curves import plot_run
+from imgcls.step_checkpoints import prune_steps, resume_mismatch
 
 
 def resume(
-    config: RunConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
-) -> tuple[int, int]:
-    """Load ``--checkpoint`` (any world size: weights are unwrapped, steps global); -> (first epoch, its step).
-    This run's settings win over the checkpoint's; one note line lists those that differ."""
+    config: RunConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    world_size: int,
+) -> tuple[int, int, dict | None]:
+    """Load ``--checkpoint`` (an epoch checkpoint at any world size: weights are unwrapped, steps global; a step
+    checkpoint at its own world size and batch) -> (first epoch, its first global step, the step checkpoint's
+    position in it or None). This run's settings win over the checkpoint's; one note line lists those that differ."""
     train = config.train
     try:
         epoch, step, saved = ckpt.resume_training(
@@ -42,11 +51,16 @@ def resume(
         )
     except (OSError, ValueError) as e:
         fail(f"cannot resume {config.model} from --checkpoint {train.checkpoint}: {e}")
+    mid = saved.mid_epoch
+    why = resume_mismatch(mid, world_size, config.batch_size) if mid else None
+    if why:
+        fail(f"cannot continue epoch {epoch + 1} from the step checkpoint {train.checkpoint}: {why}")
     changed = resume_changes(saved, config)
     if changed:
         dist.print0(f"note: resuming with {', '.join(changed)} (checkpoint -> now): the new values apply")
-    dist.print0(f"resumed from {train.checkpoint} (epoch {epoch - 1} done, step {step})")
-    return epoch, step
+    where = f"in epoch {epoch + 1} at batch {mid['batch']}" if mid else f"epoch {epoch - 1} done, step {step}"
+    dist.print0(f"resumed from {train.checkpoint} ({where})")
+    return epoch, step, mid
 
 
 def prepare_model(config: RunConfig, device: torch.device) -> torch.nn.Module:
@@ -78,16 +92,23 @@ class Trainer:
         self.train_loader, self.val_loader = train_loaders(config, dataset, info.rank, info.world_size, device)
         # Paddle's schedule counts ceil(images / global batch) steps per epoch while an epoch runs floor(...) of them
         # (imgcls.optim): its LR boundaries fall on the same iterations here. Every rank runs the same global steps.
-        steps_per_epoch = schedule_steps_per_epoch(len(dataset.train), config.batch_size)
+        steps_per_epoch = schedule_steps_per_epoch(dataset.num_train, config.batch_size)
         self.schedule = LRSchedule.from_config(train.schedule, steps_per_epoch)
         self.optimizer = build_optimizer(
             self.model, train.schedule.lr, train.optimizer.momentum, train.optimizer.l2_decay
         )
         self.scaler = engine.make_scaler(precision, device)
-        self.start_epoch, self.step = (0, 0)
+        self.start_epoch, self.step, resumed = (0, 0, None)
         if train.checkpoint:
-            self.start_epoch, self.step = resume(config, self.model, self.optimizer, self.scaler)
-        self.last_saved: Path | None = Path(train.checkpoint) if train.checkpoint else None
+            self.start_epoch, self.step, resumed = resume(
+                config, self.model, self.optimizer, self.scaler, info.world_size
+            )
+        parts = TrainingParts(
+            config, self.model, self.optimizer, self.scaler, self.train_loader, dataset.label_names, run_dir, info
+        )
+        self.stop = StopRequest()
+        self.mid = MidEpoch(parts, resumed, self.stop)  # holds the newest checkpoint saved (the resume hint's)
+        self.mid.last_saved = Path(train.checkpoint) if train.checkpoint else None
 
     def run(self) -> dict:
         """Train the epochs left; the last epoch's metrics row ({} if none ran)."""
@@ -104,13 +125,16 @@ class Trainer:
             log = MetricsLog(self.run_dir, tensorboard=train.tensorboard, keep_before_epoch=self.start_epoch)
         row, epoch = {}, self.start_epoch
         try:
-            for epoch in range(self.start_epoch, num_epochs):
-                row, val_images = self.epoch(train_model, epoch)
-                if log is not None:
-                    self.publish(epoch, row, log)
-                dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
-                if val_images == 0:
-                    self.fail_val(epoch)
+            with self.stop.watch():
+                for epoch in range(self.start_epoch, num_epochs):
+                    row, val_images = self.epoch(train_model, epoch)
+                    if log is not None:
+                        self.publish(epoch, row, log)
+                    dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
+                    if val_images == 0:
+                        self.fail_val(epoch)
+                    if epoch + 1 < num_epochs and self.stop.agreed(self.info.device):
+                        preempted(f"after epoch {epoch + 1}/{num_epochs}", self.mid.last_saved)
             if log is not None:
                 log.close()
                 self.plot(log.csv_path)
@@ -121,8 +145,7 @@ class Trainer:
     def epoch(self, train_model: torch.nn.Module, epoch: int) -> tuple[dict, int]:
         """Train and validate one epoch; -> (its metrics row, how many val images were read)."""
         train, device, num_epochs = self.config.train, self.info.device, self.config.train.schedule.num_epochs
-        self.train_loader.set_epoch(epoch)
-        torch.manual_seed(torch_epoch_seed(train.random_seed, epoch, self.info.rank))
+        tally = self.mid.enter(epoch)
         desc = f"epoch {epoch + 1}/{num_epochs}"
         try:
             stats = engine.train_one_epoch(
@@ -138,6 +161,8 @@ class Trainer:
                 desc=desc,
                 precision=self.precision,
                 scaler=self.scaler,
+                tally=tally,
+                after_step=partial(self.mid.after_step, epoch, self.step),
             )
             val = engine.evaluate(self.model, self.val_loader, device, desc="  val", precision=self.precision)
         except (engine.EmptyEpochError, NoReadableImageError) as e:
@@ -170,7 +195,8 @@ class Trainer:
             ckpt.save_checkpoint(target, self.model, state)
         except OSError as e:
             fail(f"cannot save checkpoint {target}: {os_error_text(e)} (nothing of it was kept){self.resume_hint()}")
-        self.last_saved = target
+        self.mid.last_saved = target
+        prune_steps(self.run_dir, through_epoch=epoch)
         print(f"saved {target}", flush=True)
         try:
             log.append(row)
@@ -181,15 +207,15 @@ class Trainer:
         """Every val image failed to load: a validation that measured nothing is an error, after the checkpoint."""
         bad = self.val_loader.skipped
         fail(
-            f"epoch {epoch + 1}: none of the {len(self.dataset.val)} val images could be read "
+            f"epoch {epoch + 1}: none of the {self.dataset.num_val} val images could be read "
             f"({skipped_summary(bad)}); val accuracy is undefined{self.resume_hint()}"
         )
 
     def resume_hint(self) -> str:
         """'; resume with --checkpoint X' for the newest checkpoint this run can continue from."""
-        if self.last_saved is None:
+        if self.mid.last_saved is None:
             return "; no checkpoint was saved"
-        return f"; resume with --checkpoint {self.last_saved}"
+        return f"; resume with --checkpoint {self.mid.last_saved}"
 
     def interrupted(self, epoch: int) -> NoReturn:
         """Ctrl-C: one line naming the checkpoint to resume from, exit status 130."""

@@ -61,6 +61,19 @@ class DatasetSpec:
     label_names: list[str] | None
     builtin: bool
     left_out: list[str] = field(default_factory=list)  # files in class folders that are not images by extension
+    # Set instead of train / val when the data is tar shards (imgcls.data.shards.ShardSet).
+    train_shards: object | None = None
+    val_shards: object | None = None
+
+    @property
+    def num_train(self) -> int:
+        """Train images (samples of the train shards, when the data is shards)."""
+        return len(self.train_shards) if self.train_shards is not None else len(self.train)
+
+    @property
+    def num_val(self) -> int:
+        """Val images (samples of the val shards, when the data is shards)."""
+        return len(self.val_shards) if self.val_shards is not None else len(self.val)
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:

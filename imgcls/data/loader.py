@@ -41,6 +41,7 @@ from .datasets import Sample
 from .image_header import DEFAULT_MAX_PIXELS
 from .preprocess import PreprocessSpec, normalize
 from .readers import make_reader
+from .readers.encoded import ImageSource, source_name
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 PlannedBatch = tuple[int, np.ndarray]  # (its number in the epoch's plan, the sample indices it reads)
@@ -310,25 +311,30 @@ class Loader:
         raise NoReadableImageError(f"rank {self.rank}: no image of the dataset could be read")
 
     def _read(self, indices: np.ndarray, epoch: int) -> Batch | None:
-        """One batch from the reader: uint8 NHWC (pinned for CUDA) to be normalized on the device, else normalized
-        float32 NCHW."""
+        """One batch of the samples at ``indices`` (see ``read_sources``)."""
         paths = [self.paths[i] for i in indices]
         seeds = [sample_seed(self.random_seed, epoch, int(i)) for i in indices]
-        n, size = len(paths), self.size
+        return self.read_sources(paths, seeds, self.labels[indices])
+
+    def read_sources(self, sources: list[ImageSource], seeds: list[int], labels: np.ndarray) -> Batch | None:
+        """One batch from the reader (``sources``: file paths or in-memory ``Encoded`` images, one seed and label
+        each): uint8 NHWC (pinned for CUDA) to be normalized on the device, else normalized float32 NCHW. Failed
+        images are dropped and recorded in ``skipped``; None when none is left."""
+        n, size = len(sources), self.size
         if self.normalize_on_device:
             # A fresh pinned tensor per batch: torch's pinned-memory cache reuses it only after its GPU copy is done.
             images = torch.empty((n, size, size, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
-            errors = self.reader.read_batch(paths, seeds, images.numpy(), self.warned)
+            errors = self.reader.read_batch(sources, seeds, images.numpy(), self.warned)
         else:
             images = torch.empty((n, 3, size, size), dtype=torch.float32)
             errors = self.reader.read_batch_normalized(
-                paths, seeds, images.numpy(), self._scale.numpy(), self._shift.numpy(), self.warned
+                sources, seeds, images.numpy(), self._scale.numpy(), self._shift.numpy(), self.warned
             )
-        self.skipped.extend((path, err) for path, err in zip(paths, errors) if err is not None)
+        self.skipped.extend((source_name(src), err) for src, err in zip(sources, errors) if err is not None)
         keep = [i for i, err in enumerate(errors) if err is None]
         if not keep:
             return None
-        labels = torch.from_numpy(self.labels[indices[keep]])
+        labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)[keep])
         if len(keep) < n:
             images = images[keep]
         if self.pin_memory:

@@ -3,7 +3,8 @@
 The contract every reader keeps (``BatchReader``):
 
 - ``read_batch(paths, seeds, out, warned=None)`` fills ``out[i]`` (uint8 ``[N, size, size, 3]``, RGB) from
-  ``paths[i]`` with the augmentation of ``seeds[i]`` (train) or the eval transform (val);
+  ``paths[i]`` (a file path, or an ``Encoded`` image already in memory: ``encoded.py``) with the augmentation of
+  ``seeds[i]`` (train) or the eval transform (val);
 - ``read_batch_normalized(paths, seeds, out, scale, shift, warned=None)`` fills float32 ``[N, 3, size, size]`` with
   the same images normalized as ``imgcls.data.preprocess.normalize`` does;
 - both return one error message (or None) per image: a missing, corrupt, truncated or oversized image (over
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..image_header import DEFAULT_MAX_PIXELS
 from ..preprocess import PreprocessSpec
+from .encoded import Encoded, ImageSource
 from .opencv import OpenCVReader, Warned
 
 READER_KINDS = ("auto", "opencv", "native")
@@ -45,12 +47,12 @@ class BatchReader(Protocol):
     """What the loader, eval and infer need from a reader (see the module docstring)."""
 
     def read_batch(
-        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+        self, paths: list[ImageSource], seeds: list[int], out: np.ndarray, warned: Warned | None = None
     ) -> list[str | None]: ...
 
     def read_batch_normalized(
         self,
-        paths: list[str],
+        paths: list[ImageSource],
         seeds: list[int],
         out: np.ndarray,
         scale: np.ndarray,
@@ -128,6 +130,8 @@ __all__ = [
     "DCT_SCALING_MODES",
     "READER_KINDS",
     "BatchReader",
+    "Encoded",
+    "ImageSource",
     "OpenCVReader",
     "Warned",
     "make_reader",

@@ -25,6 +25,7 @@ from imgcls.randomness import MASK64
 from ..image_header import DEFAULT_MAX_PIXELS
 from ..preprocess import normalize
 from ..transforms import AugConfig
+from .encoded import Encoded, ImageSource, source_name
 from .opencv import OpenCVReader, Warned, check_batch
 
 NATIVE_INTERPOLATIONS = ("linear", "bilinear", "area")
@@ -99,7 +100,7 @@ class NativeReader:
         )
 
     def read_batch(
-        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+        self, paths: list[ImageSource], seeds: list[int], out: np.ndarray, warned: Warned | None = None
     ) -> list[str | None]:
         """Fill ``out[i]`` (uint8, size x size x 3, C-contiguous) from ``paths[i]`` with ``seeds[i]``.
 
@@ -107,12 +108,12 @@ class NativeReader:
         (path, libjpeg's first warning) for each image decoded in spite of damage.
         """
         check_batch(paths, seeds, out, (self.size, self.size, 3), np.uint8)
-        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch(p, s, out), warned)
+        errors = self._run(paths, seeds, lambda impl, p, s, mem: impl.read_batch(p, s, out, in_memory=mem), warned)
         return self._reference_fill(paths, seeds, errors, warned, out=out)
 
     def read_batch_normalized(
         self,
-        paths: list[str],
+        paths: list[ImageSource],
         seeds: list[int],
         out: np.ndarray,
         scale: np.ndarray,
@@ -127,7 +128,9 @@ class NativeReader:
         check_batch(paths, seeds, out, (3, self.size, self.size), np.float32)
         scale = np.ascontiguousarray(scale, dtype=np.float32).reshape(3)
         shift = np.ascontiguousarray(shift, dtype=np.float32).reshape(3)
-        errors = self._run(paths, seeds, lambda impl, p, s: impl.read_batch_normalized(p, s, out, scale, shift), warned)
+        errors = self._run(
+            paths, seeds, lambda impl, p, s, mem: impl.read_batch_normalized(p, s, out, scale, shift, mem), warned
+        )
 
         scale_t, shift_t = torch.from_numpy(scale), torch.from_numpy(shift)
 
@@ -136,21 +139,26 @@ class NativeReader:
 
         return self._reference_fill(paths, seeds, errors, warned, store=store)
 
-    def _run(self, paths: list[str], seeds: list[int], call: Callable, warned: Warned | None) -> list:
-        """The C++ batch: per image None (done), an error message, or _USE_REFERENCE (OpenCV's turn)."""
+    def _run(self, paths: list[ImageSource], seeds: list[int], call: Callable, warned: Warned | None) -> list:
+        """The C++ batch: per image None (done), an error message, or _USE_REFERENCE (OpenCV's turn). A batch is
+        all file paths or all ``Encoded`` images (then the C++ threads decode the bytes, no file is opened)."""
         if self._closed:
             raise RuntimeError("imgcls: this NativeReader was closed")
         if self._impl is None:  # an interpolation the C++ reader lacks: every image through OpenCV
             return [_USE_REFERENCE] * len(paths)
         seed_array = np.array([s & MASK64 for s in seeds], dtype=np.uint64)
+        in_memory = bool(paths) and isinstance(paths[0], Encoded)
+        if any(isinstance(p, Encoded) != in_memory for p in paths):
+            raise ValueError("read_batch: a batch holds file paths or Encoded images, not both")
         # Bytes, as Python's own file functions pass them: a name that is not UTF-8 reaches the C++ fopen as is.
-        results = call(self._impl, [os.fsencode(p) for p in paths], seed_array)
+        items = [p.data for p in paths] if in_memory else [os.fsencode(p) for p in paths]
+        results = call(self._impl, items, seed_array, in_memory)
         errors: list = []
         for path, (status, message) in zip(paths, results):
             if status in (STATUS_OK, STATUS_WARNED):
                 errors.append(None)
                 if status == STATUS_WARNED and warned is not None:
-                    warned.append((path, message))
+                    warned.append((source_name(path), message))
             elif status in (STATUS_NOT_JPEG, STATUS_NEEDS_REFERENCE):
                 errors.append(_USE_REFERENCE)
             else:
@@ -159,7 +167,7 @@ class NativeReader:
 
     def _reference_fill(
         self,
-        paths: list[str],
+        paths: list[ImageSource],
         seeds: list[int],
         errors: list,
         warned: Warned | None,

@@ -17,6 +17,7 @@ import torch
 from ..image_header import DEFAULT_MAX_PIXELS, check_pixels, jpeg_header_warning
 from ..preprocess import normalize
 from ..transforms import AugConfig, decode_image, train_transform, val_transform
+from .encoded import ImageSource, source_bytes, source_name
 
 # In entropy-coded data FF is stuffed as FF 00 and restart markers are FF D0..D7: anything else ends the scan.
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
@@ -94,11 +95,14 @@ class OpenCVReader:
         self.num_threads = max(1, num_threads)
         self._pool = ThreadPoolExecutor(self.num_threads, "imgcls-reader") if self.num_threads > 1 else None
 
-    def read_one(self, path: str, seed: int, warned: Warned | None = None) -> np.ndarray:
-        """Decode and transform one image (raises on a bad file). OpenCV prints libjpeg's warnings itself and does not
-        count them: what is counted into ``warned`` is the junk between JPEG header segments (image_header.py)."""
-        with open(path, "rb") as f:
-            data = f.read()
+    def read_one(self, path: ImageSource, seed: int, warned: Warned | None = None) -> np.ndarray:
+        """Read one image's bytes (from its file, or the ``Encoded`` bytes given) and ``decode_one`` them."""
+        return self.decode_one(source_bytes(path), source_name(path), seed, warned)
+
+    def decode_one(self, data: bytes, name: str, seed: int, warned: Warned | None = None) -> np.ndarray:
+        """Decode and transform one encoded image (raises on a bad one). OpenCV prints libjpeg's warnings itself and
+        does not count them: what is counted into ``warned`` (as ``(name, warning)``) is the junk between JPEG header
+        segments (image_header.py)."""
         check_pixels(data, self.max_pixels)  # from the header: a decompression bomb is never decoded
         if jpeg_truncated(data):
             raise ValueError("truncated JPEG (no end-of-image marker)")
@@ -108,10 +112,10 @@ class OpenCVReader:
         else:
             result = val_transform(img, self.size, self.resize_short, self.aug.interpolation)
         if warned is not None and (warning := jpeg_header_warning(data)) is not None:
-            warned.append((path, warning))
+            warned.append((name, warning))
         return result
 
-    def fill(self, path: str, seed: int, out: np.ndarray, warned: Warned | None = None) -> str | None:
+    def fill(self, path: ImageSource, seed: int, out: np.ndarray, warned: Warned | None = None) -> str | None:
         """Write one image into ``out``; an error message instead of an exception."""
         try:
             out[...] = self.read_one(path, seed, warned)
@@ -120,7 +124,7 @@ class OpenCVReader:
         return None
 
     def fill_many(
-        self, paths: list[str], seeds: list[int], outs: list[np.ndarray], warned: Warned | None = None
+        self, paths: list[ImageSource], seeds: list[int], outs: list[np.ndarray], warned: Warned | None = None
     ) -> list[str | None]:
         """``fill`` for each (path, seed, out) on the reader's threads; one error message (or None) each."""
         notes: list = [[] if warned is not None else None for _ in paths]  # per image: warnings in batch order
@@ -133,7 +137,7 @@ class OpenCVReader:
         return errors
 
     def read_batch(
-        self, paths: list[str], seeds: list[int], out: np.ndarray, warned: Warned | None = None
+        self, paths: list[ImageSource], seeds: list[int], out: np.ndarray, warned: Warned | None = None
     ) -> list[str | None]:
         """Fill ``out[i]`` (uint8, size x size x 3) from ``paths[i]`` with ``seeds[i]``; per-image error or None.
         ``warned``: a list that gets (path, warning) for each image decoded with a (detectable) libjpeg warning."""
@@ -142,7 +146,7 @@ class OpenCVReader:
 
     def read_batch_normalized(
         self,
-        paths: list[str],
+        paths: list[ImageSource],
         seeds: list[int],
         out: np.ndarray,
         scale: np.ndarray,
@@ -168,7 +172,7 @@ class OpenCVReader:
             self._pool.shutdown(wait=False)
 
 
-def check_batch(paths: list[str], seeds: list[int], out: np.ndarray, shape: tuple, dtype: type) -> None:
+def check_batch(paths: list[ImageSource], seeds: list[int], out: np.ndarray, shape: tuple, dtype: type) -> None:
     """ValueError unless ``out`` is a C-contiguous ``dtype`` array of at least len(paths) items of ``shape``."""
     if len(paths) != len(seeds) or out.shape[0] < len(paths):
         raise ValueError(f"read_batch: {len(paths)} paths, {len(seeds)} seeds, out holds {out.shape[0]}")
