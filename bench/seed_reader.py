@@ -100,8 +100,8 @@ def main() -> None:
         for b in ours:
             ours_seen[b] += 1
     print(f"images {n}, batch {args.batch_size}: seed {len(batches)} batches/epoch, imgcls {len(ours)}")
-    print(f"appearances over {args.epochs} epochs: seed min {seed_seen.min()} max {seed_seen.max()}, imgcls min")
-    print(f"  {ours_seen.min()} max {ours_seen.max()}; KS gap of the counts {ks_gap(seed_seen, ours_seen):.3f}")
+    print(f"appearances per image over {args.epochs} epochs: seed {seed_seen.min()}-{seed_seen.max()}, imgcls ", end="")
+    print(f"{ours_seen.min()}-{ours_seen.max()}; KS gap of the counts {ks_gap(seed_seen, ours_seen):.3f}")
 
     # Crop boxes and flips, and the pixel path, one draw per image and epoch-0 seed.
     reader = OpenCVReader(True, args.size, args.size, aug)
