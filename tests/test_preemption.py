@@ -41,6 +41,16 @@ def flags(data: Path, out: Path, *extra: str) -> list[str]:
     return tiny_train(data, out, f"--model={MODEL}", f"--batch_size={BATCH}", *recipe, *extra)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The killed workers run with OMP_NUM_THREADS=1; the runs in this process (the reference, the resumes) use one
+    thread too: a float sum's rounding depends on how many threads split it, so bit-identity needs the same count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return tiny_shapes(tmp_path_factory.mktemp("shapes"), num_train=STEPS_PER_EPOCH * BATCH, num_val=8)
