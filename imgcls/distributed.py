@@ -77,6 +77,8 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 def cleanup() -> None:
     """Leave the process group (safe to call when there is none)."""
+    global _flag_group
+    _flag_group = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -117,6 +119,28 @@ def reduce_sums(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=where)
     dist.all_reduce(t)
     return t.tolist()
+
+
+_flag_group: dist.ProcessGroup | None = None  # a gloo group beside an NCCL one, for host-side flags
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is set on any rank (the same answer everywhere; every rank must call it at the same point).
+
+    It is agreed over gloo, on the CPU: under NCCL a CUDA tensor would make the host wait for the GPU's queued work,
+    once per call, which a per-step check (SIGTERM) cannot afford."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    global _flag_group
+    if dist.get_backend() == "gloo":
+        group = None  # the default group is already on the CPU
+    else:
+        if _flag_group is None:
+            _flag_group = dist.new_group(backend="gloo")
+        group = _flag_group
+    votes = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(votes, group=group)
+    return bool(votes.item())
 
 
 def broadcast_object(obj: object) -> object:

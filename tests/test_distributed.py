@@ -273,3 +273,24 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     print(json.dumps({"rank": int(os.environ.get("RANK", 0)), "done": True}))
 if __name__ == "__main__" and sys.argv[1:2] == ["--sync-bn-worker"]:
     run_sync_bn_steps(sys.argv[2])
+
+
+# ---- host-side flags agreed on the CPU ------------------------------------------------------------------------------
+
+
+def vote_as_under_nccl(rank: int, store_file: str, out_file: str) -> None:
+    """One of 2 gloo ranks that reports its backend as NCCL, so ``any_rank`` takes its side group; rank 1 alone raises
+    the flag, then neither does."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
+    torch.distributed.get_backend = lambda group=None: "nccl"  # this spawned process only
+    answers = [dist.any_rank(rank == 1), dist.any_rank(False)]
+    if rank == 0:
+        torch.save({"answers": answers, "side_group": dist._flag_group is not None}, out_file)
+    dist.cleanup()
+
+
+def test_any_rank_agrees_over_a_cpu_group_beside_nccl(tmp_path):
+    out = tmp_path / "votes.pt"
+    torch.multiprocessing.spawn(vote_as_under_nccl, args=(str(tmp_path / "store"), str(out)), nprocs=2)
+    assert torch.load(out) == {"answers": [True, False], "side_group": True}
+    assert dist._flag_group is None and dist.any_rank(True) and not dist.any_rank(False)  # a single process

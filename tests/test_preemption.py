@@ -87,7 +87,7 @@ def stop_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     """Make the run see SIGTERM at its ``calls``-th step boundary (in this process)."""
     seen = []
 
-    def agreed(self, device):
+    def agreed(self):
         seen.append(1)
         return len(seen) == calls
 

@@ -59,7 +59,7 @@ class MidEpoch:
     def after_step(self, epoch: int, epoch_start_step: int, tally: EpochTally) -> None:
         """Every ``--save_steps`` steps (but the epoch's last: its checkpoint follows) a step checkpoint; on SIGTERM
         one too, then exit status 143."""
-        stop = self.stop.agreed(self.parts.info.device)
+        stop = self.stop.agreed()
         batch = self.parts.loader.position.batch
         due = self.save_steps > 0 and tally.iterations % self.save_steps == 0 and batch < len(self.parts.loader)
         if not (due or stop):

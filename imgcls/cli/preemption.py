@@ -26,8 +26,6 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-import torch
-
 from imgcls import distributed as dist
 from imgcls.checkpoint import SavedRun, read_run_info
 from imgcls.cli.flags import fail, warn
@@ -62,9 +60,9 @@ class StopRequest:
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    def agreed(self, device: torch.device) -> bool:
-        """Whether any rank received SIGTERM (every rank gets the same answer; a collective in a torchrun run)."""
-        return dist.reduce_sums([float(self.received)], device)[0] > 0
+    def agreed(self) -> bool:
+        """Whether any rank received SIGTERM (every rank gets the same answer; a CPU collective in a torchrun run)."""
+        return dist.any_rank(self.received)
 
 
 def shared_store_warning() -> str | None:

@@ -133,7 +133,7 @@ class Trainer:
                     dist.barrier()  # no rank starts the next epoch (or exits) before the checkpoint is on disk
                     if val_images == 0:
                         self.fail_val(epoch)
-                    if epoch + 1 < num_epochs and self.stop.agreed(self.info.device):
+                    if epoch + 1 < num_epochs and self.stop.agreed():
                         preempted(f"after epoch {epoch + 1}/{num_epochs}", self.mid.last_saved)
             if log is not None:
                 log.close()
