@@ -42,31 +42,33 @@ BatchReader::~BatchReader() {
 void BatchReader::read_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
                              std::vector<int>* status, std::vector<std::string>* messages) {
   const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
-  run_batch(paths, seeds, out, nullptr, one, zero, status, messages);
+  run_batch(paths.size(), &paths, nullptr, seeds, out, nullptr, one, zero, status, messages);
 }
 
 void BatchReader::read_batch_normalized(const std::vector<std::string>& paths, const uint64_t* seeds, float* out_f32,
                                         const float scale[3], const float shift[3], std::vector<int>* status,
                                         std::vector<std::string>* messages) {
-  run_batch(paths, seeds, nullptr, out_f32, scale, shift, status, messages);
+  run_batch(paths.size(), &paths, nullptr, seeds, nullptr, out_f32, scale, shift, status, messages);
 }
 
-void BatchReader::read_encoded(const std::vector<std::string>& encoded, const uint64_t* seeds, uint8_t* out,
+void BatchReader::read_encoded(const std::vector<std::string_view>& encoded, const uint64_t* seeds, uint8_t* out,
                                float* out_f32, const float scale[3], const float shift[3], std::vector<int>* status,
                                std::vector<std::string>* messages) {
-  run_batch(encoded, seeds, out, out_f32, scale, shift, status, messages, true);
+  run_batch(encoded.size(), nullptr, &encoded, seeds, out, out_f32, scale, shift, status, messages);
 }
 
-void BatchReader::run_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out,
+void BatchReader::run_batch(size_t count, const std::vector<std::string>* paths,
+                            const std::vector<std::string_view>* encoded, const uint64_t* seeds, uint8_t* out,
                             float* out_f32, const float scale[3], const float shift[3], std::vector<int>* status,
-                            std::vector<std::string>* messages, bool in_memory) {
-  status->assign(paths.size(), kError);
-  messages->assign(paths.size(), std::string());
-  if (paths.empty()) return;
+                            std::vector<std::string>* messages) {
+  status->assign(count, kError);
+  messages->assign(count, std::string());
+  if (count == 0) return;
   std::lock_guard<std::mutex> one_call(call_mutex_);
   std::unique_lock<std::mutex> lock(mutex_);
-  paths_ = &paths;
-  in_memory_ = in_memory;
+  count_ = count;
+  paths_ = paths;
+  encoded_ = encoded;
   seeds_ = seeds;
   out_ = out;
   out_f32_ = out_f32;
@@ -74,12 +76,14 @@ void BatchReader::run_batch(const std::vector<std::string>& paths, const uint64_
   status_ = status;
   messages_ = messages;
   next_ = 0;
-  pending_ = paths.size();
+  pending_ = count;
   generation_++;
   wake_.notify_all();
   // Also wait for every worker that joined the batch to leave it, so none touches it after we return.
   done_.wait(lock, [this] { return pending_ == 0 && active_ == 0; });
   paths_ = nullptr;
+  encoded_ = nullptr;
+  count_ = 0;
 }
 
 void BatchReader::worker() {
@@ -101,13 +105,13 @@ void BatchReader::worker() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || (generation_ != seen && paths_ != nullptr); });
+      wake_.wait(lock, [&] { return stop_ || (generation_ != seen && count_ != 0); });
       if (stop_) break;
       seen = generation_;
       active_++;
     }
     size_t finished = 0;
-    const size_t total = paths_->size();
+    const size_t total = count_;
     for (size_t i = next_++; i < total; i = next_++) {
       std::string message;
       int st = kError;
@@ -116,8 +120,8 @@ void BatchReader::worker() {
         uint8_t* dst = out_f32_ != nullptr ? scratch.hwc.data() : out_ + i * image_bytes;
         if (!decoder_ok) {
           message = "libjpeg could not create a decompressor";
-        } else if (in_memory_) {
-          const std::string& data = (*paths_)[i];
+        } else if (encoded_ != nullptr) {
+          const std::string_view data = (*encoded_)[i];
           st = transform_jpeg(decoder.get(), reinterpret_cast<const uint8_t*>(data.data()), data.size(), seeds_[i],
                               spec_, &scratch, dst, &message);
         } else if (read_file((*paths_)[i], &file, &message)) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -36,9 +37,9 @@ class BatchReader {
                              const float scale[3], const float shift[3], std::vector<int>* status,
                              std::vector<std::string>* messages);
 
-  // read_batch / read_batch_normalized over images already in memory: encoded[i] holds the file's bytes (a tar
-  // shard's member, say) instead of a path; everything else is the same.
-  void read_encoded(const std::vector<std::string>& encoded, const uint64_t* seeds, uint8_t* out, float* out_f32,
+  // read_batch / read_batch_normalized over images already in memory: encoded[i] views the file's bytes (a tar
+  // shard's member, say; the caller keeps them alive) instead of a path; everything else is the same.
+  void read_encoded(const std::vector<std::string_view>& encoded, const uint64_t* seeds, uint8_t* out, float* out_f32,
                     const float scale[3], const float shift[3], std::vector<int>* status,
                     std::vector<std::string>* messages);
 
@@ -46,10 +47,11 @@ class BatchReader {
 
  private:
   void worker();
-  // Hands a batch (uint8 `out` or float `out_f32`) to the workers under the lock and waits for it.
-  void run_batch(const std::vector<std::string>& paths, const uint64_t* seeds, uint8_t* out, float* out_f32,
-                 const float scale[3], const float shift[3], std::vector<int>* status,
-                 std::vector<std::string>* messages, bool in_memory = false);
+  // Hands a batch (uint8 `out` or float `out_f32`) of `count` files (`paths`) or in-memory images (`encoded`) to
+  // the workers under the lock and waits for it.
+  void run_batch(size_t count, const std::vector<std::string>* paths, const std::vector<std::string_view>* encoded,
+                 const uint64_t* seeds, uint8_t* out, float* out_f32, const float scale[3], const float shift[3],
+                 std::vector<int>* status, std::vector<std::string>* messages);
 
   TransformSpec spec_;
   std::vector<std::thread> threads_;
@@ -59,8 +61,9 @@ class BatchReader {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   // The current batch (valid while pending_ > 0).
-  const std::vector<std::string>* paths_ = nullptr;
-  bool in_memory_ = false;  // paths_ holds the encoded images themselves (read_encoded)
+  size_t count_ = 0;                                      // images in the current batch (0: none)
+  const std::vector<std::string>* paths_ = nullptr;       // its files, or
+  const std::vector<std::string_view>* encoded_ = nullptr;  // its in-memory images (read_encoded)
   const uint64_t* seeds_ = nullptr;
   uint8_t* out_ = nullptr;
   float* out_f32_ = nullptr;  // set instead of out_ for a normalized batch

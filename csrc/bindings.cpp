@@ -1,5 +1,5 @@
 // The only pybind11 file: the imgcls._reader module. Everything below is argument checking and GIL handling;
-// the work is in plain functions (transform.h, batch_reader.h, jpeg_decode.h, jpeg_encode.h).
+// the work is in plain functions (transform.h, batch_reader.h, jpeg_decode.h, jpeg_encode.h, tar_samples.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -17,6 +17,7 @@
 
 #include "batch_reader.h"
 #include "jpeg_encode.h"
+#include "tar_samples.h"
 #include "transform.h"
 
 namespace py = pybind11;
@@ -213,6 +214,31 @@ py::str fs_text(const std::string& text) {
   return py::reinterpret_steal<py::str>(s);
 }
 
+// A batch's images: file names (str or bytes, copied), or encoded images (bytes, viewed in place: the caller's
+// list keeps them alive for the call, so a shard's images are not copied again).
+struct Items {
+  std::vector<std::string> paths;
+  std::vector<std::string_view> encoded;
+  bool in_memory;
+
+  Items(const py::sequence& items, bool in_memory_) : in_memory(in_memory_) {
+    const size_t n = py::len(items);
+    (in_memory ? encoded.reserve(n) : paths.reserve(n));
+    for (const py::handle item : items) {
+      if (!in_memory) {
+        paths.push_back(item.cast<std::string>());
+        continue;
+      }
+      char* data = nullptr;
+      Py_ssize_t size = 0;
+      if (!PyBytes_Check(item.ptr()) || PyBytes_AsStringAndSize(item.ptr(), &data, &size) != 0)
+        throw py::type_error("in_memory=True: every item must be bytes");
+      encoded.emplace_back(data, static_cast<size_t>(size));
+    }
+  }
+  size_t size() const { return in_memory ? encoded.size() : paths.size(); }
+};
+
 class PyBatchReader {
  public:
   using Results = py::list;
@@ -223,37 +249,39 @@ class PyBatchReader {
   // Returns one (status, message) per image: 0 ok, 1 not a JPEG, 2 error, 3 needs the reference path, 4 ok but
   // libjpeg warned (the message is the first warning, with the count when there were more).
   // Paths may be bytes (a file name that is not UTF-8) or str.
-  // With `in_memory`, paths[i] holds the image's encoded bytes instead of its path (read_encoded).
-  Results read_batch(const std::vector<std::string>& paths, Seeds seeds, u8array out, bool in_memory = false) {
-    if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != spec_.size ||
+  // With `in_memory`, paths[i] is the image's encoded bytes instead of its path (read_encoded).
+  Results read_batch(const py::sequence& paths, Seeds seeds, u8array out, bool in_memory = false) {
+    const Items items(paths, in_memory);
+    if (out.ndim() != 4 || out.shape(0) < py::ssize_t(items.size()) || out.shape(1) != spec_.size ||
         out.shape(2) != spec_.size || out.shape(3) != 3)
       throw py::value_error("out must be a C-contiguous uint8 array (N, size, size, 3) with N >= len(paths)");
     uint8_t* dst = out.mutable_data();
     const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
-    return run(paths, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
+    return run(items, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
       if (in_memory) {
-        reader_.read_encoded(paths, s, dst, nullptr, one, zero, status, messages);
+        reader_.read_encoded(items.encoded, s, dst, nullptr, one, zero, status, messages);
       } else {
-        reader_.read_batch(paths, s, dst, status, messages);
+        reader_.read_batch(items.paths, s, dst, status, messages);
       }
     });
   }
 
   // read_batch writing normalized float32 (N, 3, size, size): out[i][c] = pixel * scale[c] + shift[c].
-  Results read_batch_normalized(const std::vector<std::string>& paths, Seeds seeds, f32array out, f32array scale,
+  Results read_batch_normalized(const py::sequence& paths, Seeds seeds, f32array out, f32array scale,
                                 f32array shift, bool in_memory = false) {
-    if (out.ndim() != 4 || out.shape(0) < py::ssize_t(paths.size()) || out.shape(1) != 3 ||
+    const Items items(paths, in_memory);
+    if (out.ndim() != 4 || out.shape(0) < py::ssize_t(items.size()) || out.shape(1) != 3 ||
         out.shape(2) != spec_.size || out.shape(3) != spec_.size)
       throw py::value_error("out must be a C-contiguous float32 array (N, 3, size, size) with N >= len(paths)");
     if (scale.ndim() != 1 || scale.shape(0) != 3 || shift.ndim() != 1 || shift.shape(0) != 3)
       throw py::value_error("scale and shift are float32 arrays of 3 (one per channel)");
     float* dst = out.mutable_data();
     const float sc[3] = {scale.at(0), scale.at(1), scale.at(2)}, sh[3] = {shift.at(0), shift.at(1), shift.at(2)};
-    return run(paths, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
+    return run(items, seeds, [&](const uint64_t* s, std::vector<int>* status, std::vector<std::string>* messages) {
       if (in_memory) {
-        reader_.read_encoded(paths, s, nullptr, dst, sc, sh, status, messages);
+        reader_.read_encoded(items.encoded, s, nullptr, dst, sc, sh, status, messages);
       } else {
-        reader_.read_batch_normalized(paths, s, dst, sc, sh, status, messages);
+        reader_.read_batch_normalized(items.paths, s, dst, sc, sh, status, messages);
       }
     });
   }
@@ -263,8 +291,8 @@ class PyBatchReader {
  private:
   // Checks the seeds, runs `call` (the C++ batch) without the GIL and pairs up its statuses and messages.
   template <typename Call>
-  Results run(const std::vector<std::string>& paths, const Seeds& seeds, Call call) {
-    if (seeds.ndim() != 1 || seeds.shape(0) != py::ssize_t(paths.size()))
+  Results run(const Items& items, const Seeds& seeds, Call call) {
+    if (seeds.ndim() != 1 || seeds.shape(0) != py::ssize_t(items.size()))
       throw py::value_error("seeds must be a 1-D array, one per path");
     const uint64_t* s = seeds.data();
     std::vector<int> status;
@@ -274,12 +302,63 @@ class PyBatchReader {
       call(s, &status, &messages);
     }
     Results result;
-    for (size_t i = 0; i < paths.size(); i++) result.append(py::make_tuple(status[i], fs_text(messages[i])));
+    for (size_t i = 0; i < items.size(); i++) result.append(py::make_tuple(status[i], fs_text(messages[i])));
     return result;
   }
 
   TransformSpec spec_;
   BatchReader reader_;
+};
+
+// A tar member's name as Python's tarfile gives it: UTF-8, other bytes as surrogate escapes.
+py::str name_text(const std::string& text) {
+  PyObject* s = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "surrogateescape");
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
+// TarSampleStream for Python: feed() takes any bytes-like chunk and returns the samples it completed as tuples
+// (key, ext, image bytes, label, key_hash); label is the bad .cls member's first bytes when it is not a label.
+// TarFormatError (a ValueError) once the stream is damaged, after the samples before the damage.
+class PyTarSamples {
+ public:
+  PyTarSamples(const py::bytes& shard_file, uint64_t max_member_bytes)
+      : stream_(std::string(shard_file), max_member_bytes) {}
+
+  py::list feed(const py::buffer& chunk) {
+    const py::buffer_info info = chunk.request();
+    if (info.ndim != 1 || info.itemsize != 1) throw py::value_error("feed takes a 1-D bytes-like chunk");
+    std::vector<TarSample> done;
+    {
+      py::gil_scoped_release release;  // copying a chunk's images needs no Python object
+      stream_.feed(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size), &done);
+    }
+    // Damage found: the samples before it come out first, and the next call raises.
+    if (done.empty() && stream_.failed()) throw TarFormatError(stream_.error());
+    return as_list(&done);
+  }
+
+  py::list finish() {
+    std::vector<TarSample> done;
+    stream_.finish(&done);
+    return as_list(&done);
+  }
+
+  bool ended() const { return stream_.ended(); }
+
+ private:
+  static py::list as_list(std::vector<TarSample>* samples) {
+    py::list out;
+    for (TarSample& s : *samples) {
+      py::object label = s.label >= 0 ? py::object(py::int_(s.label)) : py::object(py::bytes(s.bad_label));
+      out.append(py::make_tuple(name_text(s.key), name_text(s.ext), py::bytes(s.image_data(), s.image_size()),
+                                label, s.key_hash));
+      std::string().swap(s.image);  // the image's memory goes back as soon as its bytes object holds a copy
+    }
+    return out;
+  }
+
+  TarSampleStream stream_;
 };
 
 }  // namespace
@@ -319,6 +398,16 @@ PYBIND11_MODULE(_reader, m) {
   m.def("encode", &encode, "uint8 HxW / HxWx3 RGB / HxWx4 CMYK -> JPEG bytes (tests, benchmark corpus, fuzz seeds).",
         py::arg("pixels"), py::arg("quality") = 90, py::arg("subsampling") = "420", py::arg("progressive") = false,
         py::arg("arithmetic") = false, py::arg("restart_rows") = 0, py::arg("ycck") = false);
+
+  py::register_exception<TarFormatError>(m, "TarFormatError", PyExc_ValueError);
+  py::class_<PyTarSamples>(m, "TarSamples")
+      .def(py::init<const py::bytes&, uint64_t>(), py::arg("shard_file"), py::arg("max_member_bytes"))
+      .def("feed", &PyTarSamples::feed, py::arg("chunk"))
+      .def("finish", &PyTarSamples::finish)
+      .def_property_readonly("ended", &PyTarSamples::ended);
+  m.def("tar_key_hash", [](const py::bytes& shard_file, const py::bytes& key) {
+    return tar_key_hash(std::string(shard_file), std::string(key));
+  }, py::arg("shard_file"), py::arg("key"));
 
   py::class_<PyBatchReader>(m, "BatchReader")
       .def(py::init([](bool train, int size, int resize_short, double lower_scale, double lower_ratio,

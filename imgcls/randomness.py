@@ -53,6 +53,20 @@ def sample_seed(random_seed: int, epoch: int, index: int) -> int:
     return splitmix64(splitmix64(splitmix64(random_seed & MASK64) ^ (epoch & MASK64)) ^ (index & MASK64))
 
 
+def splitmix64_array(x: np.ndarray) -> np.ndarray:
+    """``splitmix64`` of every element of a uint64 array (numpy's uint64 arithmetic wraps as the hash needs)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_seeds(random_seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
+    """``sample_seed(random_seed, epoch, i)`` for every ``i`` of a uint64 array, as a uint64 array."""
+    base = np.uint64(splitmix64(splitmix64(random_seed & MASK64) ^ (epoch & MASK64)))
+    return splitmix64_array(np.asarray(indices, dtype=np.uint64) ^ base)
+
+
 def uniform(seed: int, draw: int, low: float = 0.0, high: float = 1.0) -> float:
     """Draw number ``draw`` of a sample's stream, uniform in [low, high) (53-bit resolution)."""
     u = (splitmix64(seed ^ splitmix64(draw)) >> 11) * (1.0 / (1 << 53))

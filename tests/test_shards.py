@@ -216,16 +216,44 @@ def test_rank_split_covers_every_sample_once_with_an_odd_number_of_shards():
     assert shard_order(3, 5, 0, False) == [0, 1, 2]
 
 
+def fnv1a_64(data: bytes) -> int:
+    """FNV-1a, 64-bit, written from its definition (offset basis 14695981039346656037, prime 1099511628211)."""
+    h = 14695981039346656037
+    for byte in data:
+        h = ((h ^ byte) * 1099511628211) % 2**64
+    return h
+
+
+def test_fnv1a_matches_its_published_vectors():
+    assert fnv1a_64(b"") == 0xCBF29CE484222325
+    assert fnv1a_64(b"a") == 0xAF63DC4C8601EC8C
+    assert fnv1a_64(b"foobar") == 0x85944171F73967E8
+
+
 def test_sample_seed_comes_from_the_run_seed_the_epoch_and_the_shard_key():
-    import hashlib
+    from imgcls.data.shards.order import key_hash, key_seeds
+    from imgcls.randomness import sample_seed, splitmix64
 
-    from imgcls.data.shards.order import key_seed
-    from imgcls.randomness import sample_seed
-
-    digest = hashlib.blake2b(b"train-000003.tar/000042", digest_size=8).digest()
-    assert key_seed(7, 2, "train-000003.tar", "000042") == sample_seed(7, 2, int.from_bytes(digest, "little"))
-    seeds = {key_seed(s, e, f, k) for s in (7, 8) for e in (0, 1) for f in ("a.tar", "b.tar") for k in ("1", "2")}
+    expected = splitmix64(fnv1a_64(b"train-000003.tar/000042"))
+    assert key_hash("train-000003.tar", "000042") == expected
+    assert int(key_seeds(7, 2, [expected])[0]) == sample_seed(7, 2, expected)
+    hashes = [key_hash(f, k) for f in ("a.tar", "b.tar") for k in ("1", "2")]
+    seeds = {int(x) for s in (7, 8) for e in (0, 1) for x in key_seeds(s, e, hashes)}
     assert len(seeds) == 16
+
+
+def test_batch_seeds_equal_the_per_sample_seed_on_random_inputs():
+    from imgcls.randomness import sample_seed, sample_seeds
+
+    rng = np.random.default_rng()
+    for _ in range(5):
+        n = int(rng.integers(1, 300))
+        indices = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+        indices[0] = 2**64 - 1  # the largest key
+        random_seed, epoch = int(rng.integers(0, 2**63)), int(rng.integers(0, 1000))
+        got = sample_seeds(random_seed, epoch, indices)
+        assert got.dtype == np.uint64
+        assert [int(x) for x in got] == [sample_seed(random_seed, epoch, int(i)) for i in indices]
 
 
 def test_shuffle_buffer_is_a_bounded_seeded_permutation():
@@ -233,9 +261,11 @@ def test_shuffle_buffer_is_a_bounded_seeded_permutation():
     out = list(shuffle_buffer(iter(items), 16, seed=3))
     assert sorted(out) == items and out != items
     assert out == list(shuffle_buffer(iter(items), 16, seed=3))
+    assert out != list(shuffle_buffer(iter(items), 16, seed=4))
     # bounded: an item leaves at most ~size positions before it arrives
     assert all(pos >= item - 16 for pos, item in enumerate(out))
     assert list(shuffle_buffer(iter(items), 1, seed=3)) == items
+    assert sorted(shuffle_buffer(iter(items[:5]), 16, seed=3)) == items[:5]  # fewer items than the buffer
 
 
 def keys_of(loader: ShardLoader, epoch: int) -> list[str]:

@@ -6,11 +6,10 @@ name (for error reports, e.g. ``shard.tar:key.jpg``) and its file bytes, decoded
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(NamedTuple):
     """An encoded image (JPEG, PNG, WebP, ... bytes as on disk) and the name it is reported under."""
 
     name: str

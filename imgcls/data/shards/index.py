@@ -87,13 +87,17 @@ def indexed_counts(locations: list[str]) -> ShardCounts | None:
     return ShardCounts(samples, max_label, classes)
 
 
+def is_label(name: str) -> bool:
+    return split_key(name)[1].lower() == LABEL_EXTENSION
+
+
 def scan_counts(locations: list[str]) -> ShardCounts:
     """Count the samples of local shards by one pass over each."""
     samples, max_label = {}, -1
     for location in locations:
         keys: dict[str, list[bool]] = {}
         with open_shard(location) as stream:
-            for name, data in members(stream):
+            for name, data in members(stream, is_label):  # the images are passed over, not read into memory
                 key, ext = split_key(name)
                 has = keys.setdefault(key, [False, False])
                 if ext.lower() in SHARD_IMAGE_EXTENSIONS:

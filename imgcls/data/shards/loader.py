@@ -14,7 +14,6 @@ one line (``NoReadableImageError``) when none of this rank's shards gives a samp
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from itertools import chain, islice
@@ -27,7 +26,7 @@ from .order import (
     DEFAULT_SHUFFLE_BUFFER,
     buffer_seed,
     every_nth,
-    key_seed,
+    key_seeds,
     rank_sample_count,
     rank_shards,
     shard_order,
@@ -123,7 +122,7 @@ class ShardLoader(Loader):
         """Decode one batch of shard samples from memory; failed images are dropped and recorded as for files.
         With several ranks, a batch whose images all failed is replaced by a stand-in of one readable sample."""
         sources = [Encoded(s.name, s.data) for s in items]
-        seeds = [key_seed(self.random_seed, epoch, os.path.basename(s.shard), s.key) for s in items]
+        seeds = key_seeds(self.random_seed, epoch, [s.key_hash for s in items]).tolist()
         labels = np.array([s.label for s in items], dtype=np.int64)
         before = len(self.skipped)
         batch = self.read_sources(sources, seeds, labels)

@@ -11,10 +11,13 @@ stream that is not an uncompressed tar (gzip, bzip2, xz) goes to the reference, 
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 BLOCK = 512
+MAX_MEMBER_BYTES = 256 << 20  # a kept member (an image, a label) larger than this is damage, not data
+MAX_LONG_NAME_BYTES = 1 << 20  # a pax header or a GNU long name holds a path
+SKIP_PIECE = 1 << 20
 _FILE_TYPES = (b"0", b"\x00", b"7")  # regular file (and old-style, contiguous)
 _PAX_TYPES = (b"x",)
 _SKIP_TYPES = (b"g",)  # global pax header: applies to nothing imgcls reads
@@ -25,15 +28,32 @@ class TarFormatError(ValueError):
     """The stream is not a tar (a bad header checksum) or ends inside a member."""
 
 
-def members_reference(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of each regular file, by ``tarfile`` in stream mode (any compression)."""
+def keep_all(name: str) -> bool:
+    return True
+
+
+def members_reference(
+    stream: BinaryIO, keep: Callable[[str], bool] = keep_all, max_member_bytes: int = MAX_MEMBER_BYTES
+) -> Iterator[tuple[str, bytes | None]]:
+    """(name, data) of each regular file, by ``tarfile`` in stream mode (any compression); data None when not
+    ``keep(name)``."""
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
-            if member.isfile():
-                yield member.name, tar.extractfile(member).read()
+            if not member.isfile():
+                continue
+            if not keep(member.name):
+                yield member.name, None
+                continue
+            _check_size(member.name, member.size, max_member_bytes)
+            yield member.name, tar.extractfile(member).read()
 
 
-def _read_upto(stream: BinaryIO, size: int) -> bytes:
+def _check_size(name: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise TarFormatError(f"member {name} holds {size} bytes, over the limit of {limit}")
+
+
+def read_upto(stream: BinaryIO, size: int) -> bytes:
     """``size`` bytes, fewer only at the end of the stream (a socket may hand over less per read)."""
     data = stream.read(size)
     while len(data) < size:
@@ -45,10 +65,20 @@ def _read_upto(stream: BinaryIO, size: int) -> bytes:
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    data = _read_upto(stream, size)
+    data = read_upto(stream, size)
     if len(data) < size:
         raise TarFormatError(f"unexpected end of data ({len(data)} of {size} bytes)")
     return data
+
+
+def _skip(stream: BinaryIO, size: int) -> None:
+    """Pass over ``size`` bytes in bounded pieces (a header may claim any size)."""
+    done = 0
+    while done < size:
+        got = len(read_upto(stream, min(SKIP_PIECE, size - done)))
+        if got == 0:
+            raise TarFormatError(f"unexpected end of data ({done} of {size} bytes)")
+        done += got
 
 
 def _octal(field: bytes) -> int:
@@ -56,6 +86,8 @@ def _octal(field: bytes) -> int:
     if field[:1] and field[0] & 0x80:
         return int.from_bytes(field[1:], "big")
     text = field.split(b"\x00", 1)[0].strip()
+    if text.translate(None, b"01234567"):  # int() would also take a sign or underscores; a header has digits
+        raise ValueError(f"bad number field {field!r}")
     return int(text, 8) if text else 0
 
 
@@ -75,7 +107,10 @@ def _pax_path(records: bytes) -> str | None:
         space = records.find(b" ", pos)
         if space < 0:
             break
-        length = int(records[pos:space])
+        digits = records[pos:space]
+        if not digits.isdigit() or int(digits) <= len(digits) + 1 or pos + int(digits) > len(records):
+            raise TarFormatError("bad pax record length")
+        length = int(digits)
         key, _, value = records[space + 1 : pos + length - 1].partition(b"=")
         if key == b"path":
             return value.decode("utf-8", "surrogateescape")
@@ -83,17 +118,27 @@ def _pax_path(records: bytes) -> str | None:
     return None
 
 
-def members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of each regular file of a tar stream, in order; an uncompressed tar by the fast path, anything
-    else by ``members_reference``. TarFormatError (or tarfile's errors) for a stream that is not a tar or breaks."""
-    header = _read_upto(stream, BLOCK)
-    if len(header) == BLOCK and _checksum_ok(header):
-        yield from _fast(stream, header)
+def members(
+    stream: BinaryIO, keep: Callable[[str], bool] = keep_all, max_member_bytes: int = MAX_MEMBER_BYTES
+) -> Iterator[tuple[str, bytes | None]]:
+    """(name, data) of each regular file of a tar stream, in order (data None when not ``keep(name)``); an
+    uncompressed tar by the lean reader, anything else by ``members_reference``. TarFormatError (or tarfile's errors)
+    for a stream that is not a tar or breaks."""
+    header = read_upto(stream, BLOCK)
+    if is_tar_header(header):
+        yield from _lean(stream, header, keep, max_member_bytes)
         return
-    yield from members_reference(_Prepended(header, stream))
+    yield from members_reference(Prepended(header, stream), keep, max_member_bytes)
 
 
-def _fast(stream: BinaryIO, header: bytes) -> Iterator[tuple[str, bytes]]:
+def is_tar_header(block: bytes) -> bool:
+    """Whether ``block`` is a whole 512-byte tar header with a good checksum (an uncompressed tar starts so)."""
+    return len(block) == BLOCK and _checksum_ok(block)
+
+
+def _lean(
+    stream: BinaryIO, header: bytes, keep: Callable[[str], bool], max_member_bytes: int
+) -> Iterator[tuple[str, bytes | None]]:
     long_name: str | None = None
     while True:
         if len(header) < BLOCK:
@@ -105,27 +150,39 @@ def _fast(stream: BinaryIO, header: bytes) -> Iterator[tuple[str, bytes]]:
         if not _checksum_ok(header):
             raise TarFormatError("bad tar header checksum (not a tar, or damaged)")
         kind, size = header[156:157], _octal(header[124:136])
-        data = _read_exact(stream, size)
-        if size % BLOCK:
-            _read_exact(stream, BLOCK - size % BLOCK)
+        padding = -size % BLOCK
         if kind in _FILE_TYPES:
             name = long_name
             if name is None:
                 raw = header[:100].split(b"\x00", 1)[0]
                 prefix = header[345:500].split(b"\x00", 1)[0] if header[257:262] == b"ustar" else b""
                 name = ((prefix + b"/" + raw) if prefix else raw).decode("utf-8", "surrogateescape")
-            yield name, data
             long_name = None
-        elif kind in _PAX_TYPES:
-            long_name = _pax_path(data)
-        elif kind == _GNU_LONGNAME:
-            long_name = data.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
-        elif kind not in _SKIP_TYPES:
-            long_name = None  # a folder, a link, ...: not a sample member
-        header = _read_upto(stream, BLOCK)
+            # A member is given once its data is read, before its padding (as csrc/tar_samples.cpp does).
+            if keep(name):
+                _check_size(name, size, max_member_bytes)
+                yield name, _read_exact(stream, size)
+            else:
+                _skip(stream, size)
+                yield name, None
+            _skip(stream, padding)
+        elif kind in _PAX_TYPES or kind == _GNU_LONGNAME:
+            if size > MAX_LONG_NAME_BYTES:
+                raise TarFormatError("a long-name header over 1 MiB")
+            data = _read_exact(stream, size)
+            _read_exact(stream, padding)
+            if kind in _PAX_TYPES:
+                long_name = _pax_path(data)
+            else:
+                long_name = data.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+        else:
+            _skip(stream, size + padding)
+            if kind not in _SKIP_TYPES:
+                long_name = None  # a folder, a link, ...: not a sample member
+        header = read_upto(stream, BLOCK)
 
 
-class _Prepended:
+class Prepended:
     """A read-only stream: ``head`` first, then the rest of ``stream`` (the bytes peeked at go back in front)."""
 
     def __init__(self, head: bytes, stream: BinaryIO):

@@ -2,9 +2,12 @@
 
 Layout: consecutive members sharing a key (the member's path up to the first dot of its file name) form a sample:
 ``<key>.jpg|.jpeg|.png|.webp`` (the image, bytes unchanged) and ``<key>.cls`` (the integer label as text); other
-members (``.json``, ``.txt``, ...) are ignored. The standard library's ``tarfile`` in stream mode (``r|*``: one
-forward pass, any compression) is the reference reader; ``tar_members.py`` has the lean fast path used for
-uncompressed tars. The source is a local file or an HTTP(S) response.
+members (``.json``, ``.txt``, ...) are passed over unread. Two ways to the same samples: the fast path, C++
+(csrc/tar_samples.cpp, ``imgcls._reader.TarSamples``: the stream fed in 1 MiB chunks, headers parsed, members
+grouped and key hashes computed without a Python object per member), and the reference, Python's grouping of
+``tar_members.members`` (the lean ustar reader, or ``tarfile`` in stream mode for compressed tars), used where the
+native module is not built and for any stream that is not an uncompressed tar. The source is a local file or an
+HTTP(S) response.
 
 A shard that cannot be opened (404, refused connection, missing file) or breaks off (truncated file, dropped
 connection) raises ``ShardReadError`` after the samples it did give; an HTTP shard is fetched again with backoff (at
@@ -14,16 +17,18 @@ most ``retries`` more times), skipping the samples already given, before that.
 from __future__ import annotations
 
 import http.client
+import os
+import re
 import tarfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
+from .order import key_hash
 from .pattern import is_url
-from .tar_members import members
+from .tar_members import BLOCK, MAX_MEMBER_BYTES, Prepended, is_tar_header, members, read_upto
 
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXTENSION = "cls"
@@ -31,6 +36,8 @@ HTTP_RETRIES = 3  # further tries of an HTTP shard after a failed one
 HTTP_BACKOFF_SECONDS = 0.5  # first wait; doubled after each failed try
 HTTP_TIMEOUT_SECONDS = 60.0  # per connect / read
 _RETRY_STATUS = frozenset([408, 429, 500, 502, 503, 504])  # worth another try; any other HTTP error is final
+CHUNK_BYTES = 1 << 20  # what the fast path reads at a time
+_LABEL = re.compile(rb"\s*[0-9]{1,18}\s*")  # the label format; csrc/tar_samples.cpp accepts the same
 
 
 class ShardReadError(Exception):
@@ -41,16 +48,16 @@ class ShardReadError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class ShardSample:
+class ShardSample(NamedTuple):
     """One sample of a shard: the shard's location, the sample's key, its image's extension, the encoded image
-    bytes (unchanged) and the label."""
+    bytes (unchanged), the label and the key's hash (``order.key_hash``: what its augmentation seeds come from)."""
 
     shard: str
     key: str
     ext: str
     data: bytes
     label: int
+    key_hash: int
 
     @property
     def name(self) -> str:
@@ -78,43 +85,99 @@ def open_shard(location: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> BinaryIO
         raise ShardReadError(f"cannot open ({reason})") from None
 
 
-def read_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
+def wanted_member(name: str) -> bool:
+    """Whether a member's data is part of a sample (an image or a label); others are passed over unread."""
+    kind = split_key(name)[1].lower()
+    return kind in SHARD_IMAGE_EXTENSIONS or kind == LABEL_EXTENSION
+
+
+def native_split_available() -> bool:
+    """Whether the C++ split (``imgcls._reader.TarSamples``) is built and loadable."""
+    try:
+        from imgcls import _reader
+    except ImportError:
+        return False
+    return hasattr(_reader, "TarSamples")
+
+
+def read_samples(stream: BinaryIO, shard_name: str, native: bool | None = None) -> Iterator[ShardSample]:
     """The complete samples of one tar stream, in order; a sample without image or label is left out. A stream that
-    breaks off raises ShardReadError after the samples before the break."""
+    breaks off raises ShardReadError after the samples before the break. ``native``: the C++ split (default:
+    when built) or the Python reference."""
+    if native is None:
+        native = native_split_available()
+    try:
+        yield from (_native_samples if native else _python_samples)(stream, shard_name)
+    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException, ValueError) as e:
+        raise ShardReadError(f"{type(e).__name__}: {str(e).strip() or 'broken stream'}") from None
+
+
+def _native_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
+    """The C++ split, fed in chunks read into one reused buffer; a stream that does not start with a tar header
+    (a compressed tar, garbage) goes to the Python reference, which hands it to ``tarfile``."""
+    from imgcls._reader import TarSamples
+
+    head = read_upto(stream, BLOCK)
+    if not is_tar_header(head):
+        yield from _python_samples(Prepended(head, stream), shard_name)
+        return
+    split = TarSamples(_seed_name(shard_name).encode("utf-8", "surrogateescape"), MAX_MEMBER_BYTES)
+    yield from _as_samples(split.feed(head), shard_name)
+    buffer = bytearray(CHUNK_BYTES)
+    view = memoryview(buffer)
+    while not split.ended:
+        got = stream.readinto(buffer)
+        if not got:
+            break
+        yield from _as_samples(split.feed(view[:got]), shard_name)
+    yield from _as_samples(split.finish(), shard_name)
+
+
+def _as_samples(done: list[tuple], shard_name: str) -> Iterator[ShardSample]:
+    """The C++ split's tuples as samples; a bad label is reported the reference's way (ValueError)."""
+    for key, ext, image, label, hashed in done:
+        if not isinstance(label, int):  # the split found a .cls that is not a label: parse_label says why
+            label = parse_label(label, f"{shard_name}:{key}.{LABEL_EXTENSION}")
+        yield ShardSample(shard_name, key, ext, image, label, hashed)
+
+
+def _python_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
+    """The reference: ``tar_members.members`` grouped by key in Python (members no sample needs are not read)."""
+    seed_name = _seed_name(shard_name)
     key, image, ext, label = None, None, "", None
 
     def sample() -> ShardSample | None:
         if key is None or image is None or label is None:
             return None
-        return ShardSample(shard_name, key, ext, image, label)
+        return ShardSample(shard_name, key, ext, image, label, key_hash(seed_name, key))
 
-    try:
-        for name, data in members(stream):
-            member_key, member_ext = split_key(name)
-            if member_key != key:
-                if (done := sample()) is not None:
-                    yield done
-                key, image, ext, label = member_key, None, "", None
-            kind = member_ext.lower()
-            if kind in SHARD_IMAGE_EXTENSIONS:
-                image, ext = data, member_ext
-            elif kind == LABEL_EXTENSION:
-                label = parse_label(data, f"{shard_name}:{name}")
-    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException, ValueError) as e:
-        raise ShardReadError(f"{type(e).__name__}: {str(e).strip() or 'broken stream'}") from None
+    for name, data in members(stream, wanted_member):
+        member_key, member_ext = split_key(name)
+        if member_key != key:
+            if (done := sample()) is not None:
+                yield done
+            key, image, ext, label = member_key, None, "", None
+        if data is None:
+            continue
+        if member_ext.lower() in SHARD_IMAGE_EXTENSIONS:
+            image, ext = data, member_ext
+        else:
+            label = parse_label(data, f"{shard_name}:{name}")
     if (done := sample()) is not None:
         yield done
 
 
+def _seed_name(shard_name: str) -> str:
+    """The shard's file name: what its samples' seeds hash (so a shard read locally or over HTTP gets the same)."""
+    return os.path.basename(shard_name)
+
+
 def parse_label(raw: bytes, where: str) -> int:
-    """A ``.cls`` member's integer label (ASCII digits, surrounding whitespace allowed); ValueError otherwise."""
-    try:
-        label = int(raw.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError(f"{where}: label {raw[:20]!r} is not an integer") from None
-    if label < 0:
-        raise ValueError(f"{where}: negative label {label}")
-    return label
+    """A ``.cls`` member's label: ASCII digits (at most 18) with optional surrounding whitespace; ValueError
+    otherwise."""
+    if _LABEL.fullmatch(raw) is None:
+        raise ValueError(f"{where}: label {raw[:20]!r} is not a non-negative integer of at most 18 digits")
+    return int(raw)
 
 
 def stream_shard(
