@@ -1,10 +1,12 @@
-// A small mutation fuzzer for compilers without libFuzzer (GCC): mutates the seed JPEGs (bit flips, byte
-// overwrites, truncation, chunk duplication, marker splicing) and feeds them to LLVMFuzzerTestOneInput.
-// Usage: fuzz_decode SEED_DIR SECONDS [MAX_RUNS]. A crash is an AddressSanitizer/UBSan abort; exit 0 otherwise.
+// A small mutation fuzzer for compilers without libFuzzer (GCC): mutates the seeds (JPEGs or tars: bit flips, byte
+// overwrites, truncation, chunk duplication, JPEG marker splicing, big numbers) and feeds them to
+// LLVMFuzzerTestOneInput. Usage: fuzz_decode|fuzz_tar SEED_DIR SECONDS [MAX_RUNS]. A crash is an
+// AddressSanitizer/UBSan abort; exit 0 otherwise.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <dirent.h>
 #include <random>
 #include <string>
@@ -85,6 +87,7 @@ int main(int argc, char** argv) {
     mutate(&input, &rng);
     LLVMFuzzerTestOneInput(input.data(), input.size());
   }
-  std::printf("fuzz_decode: %ld runs, no crash\n", runs);
+  const char* name = std::strrchr(argv[0], '/');
+  std::printf("%s: %ld runs, no crash\n", name != nullptr ? name + 1 : argv[0], runs);
   return 0;
 }

@@ -1,5 +1,5 @@
-"""The ASan + UBSan fuzz run of the decode entry (csrc/fuzz/run_fuzz.sh), marked slow: CI runs the same through
-.ci/fuzz_smoke.sh."""
+"""The ASan + UBSan fuzz runs of the decode entry and the tar split (csrc/fuzz/run_fuzz.sh), marked slow: CI runs
+the same through .ci/fuzz_smoke.sh."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..conftest import REPO
 
 @pytest.mark.slow
 def test_fuzz_decode_under_asan(tmp_path):
-    """csrc/fuzz/run_fuzz.sh for 20 s: ASan + UBSan build of the decode entry, mutated seeds of every flavour."""
+    """csrc/fuzz/run_fuzz.sh for 20 s (and 5 s of the tar split): ASan + UBSan builds, mutated seeds."""
     missing = [tool for tool in ("cmake", "c++", "pkg-config") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} to build the fuzz target")
