@@ -2,8 +2,9 @@
 
 Two measurements, both on ImageNet-sized photos (500x375 synthetic photos of bench_reader's corpus, ~60-110 KB)
 and on the built-in demo set (72-96 px images, where the per-sample tar work weighs most):
-- loader epoch: every train batch of one epoch through ``Loader`` (files) or ``ShardLoader`` (local shards written
-  by ``python -m imgcls.data.shards``), the native reader's train transform, normalized on the CPU; images/s;
+- loader epoch: every train batch of one epoch (of 8 consecutive epochs a round on the built-in set) through
+  ``Loader`` (files) or ``ShardLoader`` (local shards written by ``python -m imgcls.data.shards``, the default
+  2000-sample shuffle buffer), the native reader's train transform, normalized on the CPU; images/s;
 - training epoch (built-in set): ``python -m imgcls.train`` for one epoch from the files and from the shards
   (ShuffleNetV2_x0_25); the train img/s of metrics.csv. (At 224 px the model's compute hides the data path on a
   CPU: the loader epoch is the stricter comparison.)
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from imgcls.data import Loader, PreprocessSpec
@@ -66,11 +68,14 @@ def check_bytes_equal_files(files: Path, size: int) -> None:
     reader.close()
 
 
-def loader_epoch(loader: Loader) -> float:
-    """Images/s of one epoch of ``loader``."""
+def loader_epochs(loader: Loader, epochs: list[int]) -> float:
+    """Images/s of ``loader`` over consecutive ``epochs`` (each with its own order and its own start: the shard
+    loader fills its shuffle buffer at the start of every epoch)."""
     start, images = time.perf_counter(), 0
-    for _, labels in loader:
-        images += len(labels)
+    for epoch in epochs:
+        loader.set_epoch(epoch)
+        for _, labels in loader:
+            images += len(labels)
     return images / (time.perf_counter() - start)
 
 
@@ -97,10 +102,17 @@ def train_epoch(data: Path, out: Path, size: int, threads: int) -> float:
 
 
 def measure(
-    name: str, files: Path, size: int, threads: list[int], rounds: int, work: Path, train_rounds: int = 0
+    name: str,
+    files: Path,
+    size: int,
+    threads: list[int],
+    rounds: int,
+    work: Path,
+    train_rounds: int = 0,
+    epochs_per_round: int = 1,
 ) -> list[str]:
-    """Table rows for one dataset: ``rounds`` loader epochs of each per thread count, then ``train_rounds``
-    training epochs of each."""
+    """Table rows for one dataset: ``rounds`` rounds of ``epochs_per_round`` loader epochs of each per thread count,
+    then ``train_rounds`` training epochs of each."""
     shards = work / f"{name}_shards"
     write_dataset(load_dataset(files), shards, shard_size=256, log=lambda _: None)
     check_bytes_equal_files(files, size)
@@ -111,8 +123,8 @@ def measure(
         for r in range(rounds):
             pair = (("files", file_loader), ("shards", shard_loader))
             for kind, loader in pair if r % 2 == 0 else pair[::-1]:  # alternate which goes first
-                loader.set_epoch(r)
-                speeds[kind].append(loader_epoch(loader))
+                epochs = list(range(r * epochs_per_round, (r + 1) * epochs_per_round))
+                speeds[kind].append(loader_epochs(loader, epochs))
         best = {kind: max(v) for kind, v in speeds.items()}
         paired = float(np.median([s / f for f, s in zip(speeds["files"], speeds["shards"])]))
         rows.append(
@@ -136,31 +148,43 @@ def measure(
 
 
 def stream_speed(shards: Path, rounds: int) -> list[str]:
-    """Samples/s and MB/s of reading every train shard's samples into memory (no decode): imgcls's lean ustar reader
-    (tar_members.members, what stream_shard uses), the standard library's ``tarfile`` in stream mode (its
-    reference) and the ``webdataset`` package when installed. All must give the same samples."""
-    from imgcls.data.shards.tar_members import members, members_reference
+    """Samples/s and MB/s of reading every train shard's images into memory (no decode): the C++ split (what
+    stream_shard uses), its Python reference (the lean ustar reader grouped in Python), the standard library's
+    ``tarfile`` in stream mode and the ``webdataset`` package when installed. All must give the same images."""
+    from imgcls.data.shards.tar_members import members_reference
+    from imgcls.data.shards.tar_stream import read_samples
 
     locations = [str(p) for p in sorted(shards.glob("train-*.tar"))]
     megabytes = sum(Path(loc).stat().st_size for loc in locations) / 1e6
 
-    def by(read) -> list:
+    def samples(native: bool):
         def run() -> list:
             out = []
             for loc in locations:
                 with open(loc, "rb") as f:
-                    out.extend(data for _, data in read(f))
+                    out.extend(sample.data for sample in read_samples(f, loc, native))
             return out
 
         return run
 
-    readers = {"lean ustar reader (imgcls)": by(members), "tarfile r|* (reference)": by(members_reference)}
+    def tarfile_images() -> list:
+        out = []
+        for loc in locations:
+            with open(loc, "rb") as f:
+                out.extend(data for name, data in members_reference(f) if not name.endswith(".cls"))
+        return out
+
+    readers = {
+        "C++ split (imgcls, what stream_shard uses)": samples(True),
+        "Python reference (lean ustar reader + grouping)": samples(False),
+        "tarfile r|* (members only)": tarfile_images,
+    }
     try:
         import webdataset as wds
 
         def theirs() -> list:
-            samples = wds.WebDataset(locations, shardshuffle=False, empty_check=False)
-            return [value for sample in samples for key, value in sample.items() if not key.startswith("__")]
+            dataset = wds.WebDataset(locations, shardshuffle=False, empty_check=False)
+            return [value for sample in dataset for key, value in sample.items() if key in ("jpg", "png")]
 
         readers[f"webdataset {wds.__version__}"] = theirs
     except ImportError:
@@ -172,10 +196,9 @@ def stream_speed(shards: Path, rounds: int) -> list[str]:
             start = time.perf_counter()
             results[name] = read()
             best[name] = max(best[name], 1.0 / (time.perf_counter() - start))
-    reference = sorted(results["tarfile r|* (reference)"])
-    assert all(sorted(r) == reference for r in results.values()), "the readers disagree"
-    samples = len(reference) // 2  # an image and a label each
-    return [f"| {name} | {samples * best[name]:.0f} | {megabytes * best[name]:.0f} |" for name in readers]
+    reference = results["tarfile r|* (members only)"]
+    assert all(r == reference for r in results.values()), "the readers disagree"
+    return [f"| {name} | {len(reference) * best[name]:.0f} | {megabytes * best[name]:.0f} |" for name in readers]
 
 
 def main() -> None:
@@ -198,8 +221,9 @@ def main() -> None:
         if args.stream_only:
             return
         rows = measure("photos 500x375 @224", photos, 224, args.threads, args.rounds, work)
+        # A built-in epoch lasts ~0.1 s: 8 of them a round, so that a round is not mostly start-up.
         rows += measure(
-            "built-in 72-96 px @48", builtin_dataset_dir(), 48, args.threads, args.rounds, work, args.train_rounds
+            "built-in 72-96 px @48", builtin_dataset_dir(), 48, args.threads, args.rounds, work, args.train_rounds, 8
         )
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}")
     print(
@@ -208,6 +232,61 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+
+
+# ---- pytest-benchmark entries -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def builtin_shards(tmp_path_factory) -> list[str]:
+    """The built-in set's train shards (256 samples each), written by the writer."""
+    from imgcls.data import builtin_dataset_dir
+
+    out = tmp_path_factory.mktemp("shards")
+    write_dataset(load_dataset(builtin_dataset_dir()), out, shard_size=256, log=lambda _: None)
+    return [str(p) for p in sorted(out.glob("train-*.tar"))]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["cpp_split", "python_reference"])
+def test_tar_split(benchmark, builtin_shards, native):
+    """Every sample of the built-in shards, through the C++ split (counted: it ran) or its Python reference; both
+    checked against ``tarfile`` first."""
+    from imgcls.data.shards.tar_members import members_reference
+    from imgcls.data.shards.tar_stream import read_samples
+
+    if native:
+        pytest.importorskip("imgcls._reader")
+    expected = []
+    for loc in builtin_shards:
+        with open(loc, "rb") as f:
+            expected.extend(data for name, data in members_reference(f) if not name.endswith(".cls"))
+
+    def read() -> list[bytes]:
+        out = []
+        for loc in builtin_shards:
+            with open(loc, "rb") as f:
+                out.extend(sample.data for sample in read_samples(f, loc, native))
+        return out
+
+    assert read() == expected
+    if native:
+        from imgcls import _reader
+
+        fed = []
+        real = _reader.TarSamples
+
+        class Counting(real):
+            def feed(self, chunk):
+                fed.append(len(chunk))
+                return super().feed(chunk)
+
+        _reader.TarSamples = Counting
+        try:
+            read()
+        finally:
+            _reader.TarSamples = real
+        assert len(fed) >= len(builtin_shards)
+    benchmark(read)
 
 
 if __name__ == "__main__":

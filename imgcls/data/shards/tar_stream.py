@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from itertools import islice
 from typing import BinaryIO, NamedTuple
 
 from .order import key_hash
@@ -122,23 +123,21 @@ def _native_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
         yield from _python_samples(Prepended(head, stream), shard_name)
         return
     split = TarSamples(_seed_name(shard_name).encode("utf-8", "surrogateescape"), MAX_MEMBER_BYTES)
-    yield from _as_samples(split.feed(head), shard_name)
     buffer = bytearray(CHUNK_BYTES)
     view = memoryview(buffer)
-    while not split.ended:
-        got = stream.readinto(buffer)
-        if not got:
-            break
-        yield from _as_samples(split.feed(view[:got]), shard_name)
-    yield from _as_samples(split.finish(), shard_name)
-
-
-def _as_samples(done: list[tuple], shard_name: str) -> Iterator[ShardSample]:
-    """The C++ split's tuples as samples; a bad label is reported the reference's way (ValueError)."""
-    for key, ext, image, label, hashed in done:
-        if not isinstance(label, int):  # the split found a .cls that is not a label: parse_label says why
-            label = parse_label(label, f"{shard_name}:{key}.{LABEL_EXTENSION}")
-        yield ShardSample(shard_name, key, ext, image, label, hashed)
+    done, finished = split.feed(head), False
+    while True:
+        for key, ext, image, label, hashed in done:
+            if not isinstance(label, int):  # the split found a .cls that is not a label: parse_label says why
+                label = parse_label(label, f"{shard_name}:{key}.{LABEL_EXTENSION}")
+            yield ShardSample(shard_name, key, ext, image, label, hashed)
+        if finished:
+            return
+        got = 0 if split.ended else stream.readinto(buffer)
+        if got:
+            done = split.feed(view[:got])
+        else:
+            done, finished = split.finish(), True
 
 
 def _python_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
@@ -190,10 +189,9 @@ def stream_shard(
     for attempt in range(tries):
         try:
             with open_shard(location) as stream:
-                for i, item in enumerate(read_samples(stream, location)):
-                    if i >= given:
-                        given += 1
-                        yield item
+                for item in islice(read_samples(stream, location), given, None):  # a retry skips what was given
+                    given += 1
+                    yield item
             return
         except ShardReadError as e:
             if attempt == tries - 1 or (e.status is not None and e.status not in _RETRY_STATUS):
