@@ -68,15 +68,16 @@ def check_bytes_equal_files(files: Path, size: int) -> None:
     reader.close()
 
 
-def loader_epochs(loader: Loader, epochs: list[int]) -> float:
-    """Images/s of ``loader`` over consecutive ``epochs`` (each with its own order and its own start: the shard
-    loader fills its shuffle buffer at the start of every epoch)."""
-    start, images = time.perf_counter(), 0
+def loader_epochs(loader: Loader, epochs: list[int]) -> tuple[float, float]:
+    """(images/s, CPU microseconds of this process per image) of ``loader`` over consecutive ``epochs`` (each with
+    its own order and its own start: the shard loader fills its shuffle buffer at the start of every epoch). The
+    CPU time counts every thread of the process (the C++ decoders, the shard stream) and not other processes."""
+    start, cpu, images = time.perf_counter(), time.process_time(), 0
     for epoch in epochs:
         loader.set_epoch(epoch)
         for _, labels in loader:
             images += len(labels)
-    return images / (time.perf_counter() - start)
+    return images / (time.perf_counter() - start), (time.process_time() - cpu) / images * 1e6
 
 
 def make_loaders(files: Path, shards: Path, size: int, threads: int) -> tuple[Loader, ShardLoader]:
@@ -120,16 +121,21 @@ def measure(
     for t in threads:
         file_loader, shard_loader = make_loaders(files, shards, size, t)
         speeds: dict[str, list[float]] = {"files": [], "shards": []}
+        cpu: dict[str, list[float]] = {"files": [], "shards": []}
         for r in range(rounds):
             pair = (("files", file_loader), ("shards", shard_loader))
             for kind, loader in pair if r % 2 == 0 else pair[::-1]:  # alternate which goes first
                 epochs = list(range(r * epochs_per_round, (r + 1) * epochs_per_round))
-                speeds[kind].append(loader_epochs(loader, epochs))
+                speed, cpu_per_image = loader_epochs(loader, epochs)
+                speeds[kind].append(speed)
+                cpu[kind].append(cpu_per_image)
         best = {kind: max(v) for kind, v in speeds.items()}
         paired = float(np.median([s / f for f, s in zip(speeds["files"], speeds["shards"])]))
+        cpu_median = {kind: float(np.median(v)) for kind, v in cpu.items()}
         rows.append(
             f"| {name} | loader epoch | {t} | {best['files']:.0f} | {best['shards']:.0f} | "
-            f"{best['shards'] / best['files']:.3f} | {paired:.3f} | {best['shards'] / t:.0f} |"
+            f"{best['shards'] / best['files']:.3f} | {paired:.3f} | {best['shards'] / t:.0f} | "
+            f"{cpu_median['files']:.1f} / {cpu_median['shards']:.1f} |"
         )
         file_loader.close()
         shard_loader.close()
@@ -142,7 +148,7 @@ def measure(
             best[kind] = max(best[kind], train_epoch(data, work / f"run_{kind}", size, t))
     rows.append(
         f"| {name} | training epoch | {t} | {best['files']:.1f} | {best['shards']:.1f} | "
-        f"{best['shards'] / best['files']:.3f} | | |"
+        f"{best['shards'] / best['files']:.3f} | | | |"
     )
     return rows
 
@@ -228,9 +234,10 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}")
     print(
         "| data | what | reader threads | files img/s (best) | shards img/s (best) | shards / files (best) | "
-        "shards / files (median of paired rounds) | shards img/s per thread |"
+        "shards / files (median of paired rounds) | shards img/s per thread | CPU us per image, files / shards "
+        "(median) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
