@@ -294,3 +294,45 @@ def test_any_rank_agrees_over_a_cpu_group_beside_nccl(tmp_path):
     torch.multiprocessing.spawn(vote_as_under_nccl, args=(str(tmp_path / "store"), str(out)), nprocs=2)
     assert torch.load(out) == {"answers": [True, False], "side_group": True}
     assert dist._flag_group is None and dist.any_rank(True) and not dist.any_rank(False)  # a single process
+
+
+class Exited(Exception):
+    """os._exit, recorded instead of ending the test process."""
+
+
+@pytest.mark.parametrize(
+    "outcome, code",
+    [(None, 0), (SystemExit(143), 143), (SystemExit(2), 2), (SystemExit("bad"), 1)],
+    ids=["finished", "preempted", "usage-error", "message"],
+)
+def test_a_torchrun_worker_exits_without_the_interpreters_shutdown(monkeypatch, capsys, outcome, code):
+    """In a torchrun worker (WORLD_SIZE > 1) every CLI ends through os._exit with its status: the interpreter's
+    shutdown could abort the process while gloo's threads free the last collective's tensors. Alone, nothing
+    changes: SystemExit goes up as before and a finished run returns."""
+    import argparse
+
+    from imgcls.cli.flags import run_command
+
+    calls: list[int] = []
+
+    def fake_exit(status: int) -> None:
+        calls.append(status)
+        raise Exited
+
+    def main(args: argparse.Namespace) -> None:
+        print("done")
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Exited):
+        run_command(main, argparse.ArgumentParser(), "", argv=[])
+    assert calls == [code] and "done" in capsys.readouterr().out
+    monkeypatch.delenv("WORLD_SIZE")
+    if outcome is None:
+        run_command(main, argparse.ArgumentParser(), "", argv=[])
+    else:
+        with pytest.raises(SystemExit):
+            run_command(main, argparse.ArgumentParser(), "", argv=[])
+    assert calls == [code]

@@ -140,6 +140,28 @@ def test_the_builtin_data_resumes_mid_epoch_bit_identical(data, tmp_path, monkey
     assert_same_end(tmp_path / "stopped" / MODEL, tmp_path / "straight" / MODEL)
 
 
+def test_a_shard_fed_run_resumes_mid_epoch_bit_identical(data, tmp_path, monkeypatch):
+    """The same data as tar shards (several shards, a shuffle buffer smaller than the epoch): stopped in the middle
+    of epoch 2, resumed with auto, it ends as the uninterrupted shard-fed run does."""
+    from imgcls.data.datasets import load_dataset
+    from imgcls.data.shards.writer import write_dataset
+
+    shards = tmp_path / "shards"
+    write_dataset(load_dataset(data), shards, shard_size=10, log=lambda _: None)
+    assert len(list(shards.glob("train-*.tar"))) == 4
+
+    def shard_flags(out: Path, *extra: str) -> list[str]:
+        replaced = [f"--data_dir={shards}" if f.startswith("--data_dir") else f for f in flags(data, out, *extra)]
+        return [*replaced, "--shuffle_buffer=12"]
+
+    run_train(*shard_flags(tmp_path / "straight"))
+    stopped_run(monkeypatch, STEPS_PER_EPOCH + 1 + 2, *shard_flags(tmp_path / "stopped", "--save_steps=1"))
+    (only,) = step_checkpoints(tmp_path / "stopped" / MODEL)
+    assert (only.epoch, only.step) == (1, STEPS_PER_EPOCH + 2)
+    run_train(*shard_flags(tmp_path / "stopped", "--save_steps=1", "--checkpoint=auto"))
+    assert_same_end(tmp_path / "stopped" / MODEL, tmp_path / "straight" / MODEL)
+
+
 def test_resume_without_the_saved_random_states_differs(data, reference, tmp_path, monkeypatch):
     """The test above can fail: dropping the per-rank random states of a step checkpoint changes the end state."""
     stopped_run(monkeypatch, 3, *flags(data, tmp_path))

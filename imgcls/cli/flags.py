@@ -273,7 +273,25 @@ def run_command(
     argv: list[str] | None = None,
 ) -> None:
     """A CLI's ``__main__``: ``main`` of the parsed ``argv`` (default: the command line), with Ctrl-C outside what
-    ``main`` handles itself turned into ``interrupted(message)``, and an allocation that failed into one line."""
+    ``main`` handles itself turned into ``interrupted(message)``, and an allocation that failed into one line.
+    A torchrun worker then exits without the interpreter's shutdown (``distributed.end_worker_process``)."""
+    code: int | str | None = 0
+    try:
+        run_main(main, parser, message, argv)
+    except SystemExit as e:
+        if dist.env_world()[2] <= 1:
+            raise
+        code = e.code
+    if dist.env_world()[2] > 1:
+        dist.end_worker_process(code)
+
+
+def run_main(
+    main: Callable[[argparse.Namespace], object],
+    parser: argparse.ArgumentParser,
+    message: str,
+    argv: list[str] | None,
+) -> None:
     try:
         main(parser.parse_args(argv))
     except KeyboardInterrupt:
