@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TextIO
 
+from imgcls.metrics import is_terminal
+
 REDRAW_S = 0.2  # at most five redraws a second
 
 
@@ -27,7 +29,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.start_done, self.start_time = done, time.monotonic()
         self.bar = None
-        if hasattr(self.stream, "isatty") and self.stream.isatty():
+        if is_terminal(self.stream):
             from tqdm import tqdm
 
             self.bar = tqdm(
