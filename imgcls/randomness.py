@@ -48,9 +48,14 @@ def splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def epoch_base(random_seed: int, epoch: int) -> int:
+    """What every sample seed of ``epoch`` starts from."""
+    return splitmix64(splitmix64(random_seed & MASK64) ^ (epoch & MASK64))
+
+
 def sample_seed(random_seed: int, epoch: int, index: int) -> int:
     """The seed of one sample (or one iteration, with a salted ``random_seed``) in one epoch (64-bit)."""
-    return splitmix64(splitmix64(splitmix64(random_seed & MASK64) ^ (epoch & MASK64)) ^ (index & MASK64))
+    return splitmix64(epoch_base(random_seed, epoch) ^ (index & MASK64))
 
 
 def splitmix64_array(x: np.ndarray) -> np.ndarray:
@@ -63,8 +68,7 @@ def splitmix64_array(x: np.ndarray) -> np.ndarray:
 
 def sample_seeds(random_seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
     """``sample_seed(random_seed, epoch, i)`` for every ``i`` of a uint64 array, as a uint64 array."""
-    base = np.uint64(splitmix64(splitmix64(random_seed & MASK64) ^ (epoch & MASK64)))
-    return splitmix64_array(np.asarray(indices, dtype=np.uint64) ^ base)
+    return splitmix64_array(np.asarray(indices, dtype=np.uint64) ^ np.uint64(epoch_base(random_seed, epoch)))
 
 
 def uniform(seed: int, draw: int, low: float = 0.0, high: float = 1.0) -> float:

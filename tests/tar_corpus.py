@@ -1,6 +1,6 @@
-"""Seed tars for the tar split fuzz target (``python -m tests.tar_corpus OUT_DIR``, run from the repo root by
-csrc/fuzz/run_fuzz.sh): shards in the ustar, pax and GNU formats with images, labels, extra members, folders, links,
-long and non-ASCII names, and an empty archive."""
+"""Tar shards written with the standard library, for tests/test_tar_split.py and as the seeds of the tar split fuzz
+target (``python -m tests.tar_corpus OUT_DIR``, run from the repo root by csrc/fuzz/run_fuzz.sh): the ustar, pax and
+GNU formats with images, labels, extra members, folders, links, long and non-ASCII names, and an empty archive."""
 
 from __future__ import annotations
 
@@ -10,25 +10,38 @@ import tarfile
 from pathlib import Path
 
 
-def shard(fmt: int, count: int) -> bytes:
+def add(tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE) -> None:
+    """One member: a regular file holding ``data``, a folder, or a symbolic link."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    if kind == tarfile.SYMTYPE:
+        info.linkname = "elsewhere.jpg"
+        tar.addfile(info)
+        return
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def tar_bytes(fmt: int, members: list[tuple]) -> bytes:
+    """A tar of ``members`` (``add``'s arguments) in format ``fmt``; non-UTF-8 names as surrogate escapes."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape") as tar:
-        folder = tarfile.TarInfo("dir")
-        folder.type = tarfile.DIRTYPE
-        tar.addfile(folder)
-        for i in range(count):
-            key = [f"s{i}", "x" * 70 + f"/long{i}", f"dir/é{i}", f"v{i}.seg"][i % 4]
-            members = [(f"{key}.{['jpg', 'PNG', 'jpeg', 'webp'][i % 4]}", bytes(range(i * 7 % 256)) * 3)]
-            members += [(f"{key}.cls", f" {i}\n".encode()), (f"{key}.json", b"{}")]
-            for name, data in members[: 3 if i % 3 == 0 else 2]:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            if i == 1:
-                link = tarfile.TarInfo("link.jpg")
-                link.type, link.linkname = tarfile.SYMTYPE, "s0.jpg"
-                tar.addfile(link)
+        for member in members:
+            add(tar, *member)
     return raw.getvalue()
+
+
+def shard(fmt: int, count: int) -> bytes:
+    """``count`` samples of four key shapes, some with an extra .json, a folder first and a link among them."""
+    members: list[tuple] = [("dir", b"", tarfile.DIRTYPE)]
+    for i in range(count):
+        key = [f"s{i}", "x" * 70 + f"/long{i}", f"dir/é{i}", f"v{i}.seg"][i % 4]
+        files = [(f"{key}.{['jpg', 'PNG', 'jpeg', 'webp'][i % 4]}", bytes(range(i * 7 % 256)) * 3)]
+        files += [(f"{key}.cls", f" {i}\n".encode()), (f"{key}.json", b"{}")]
+        members += files[: 3 if i % 3 == 0 else 2]
+        if i == 1:
+            members.append(("link.jpg", b"", tarfile.SYMTYPE))
+    return tar_bytes(fmt, members)
 
 
 def write_seeds(out: Path) -> list[Path]:

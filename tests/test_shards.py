@@ -231,14 +231,14 @@ def test_fnv1a_matches_its_published_vectors():
 
 
 def test_sample_seed_comes_from_the_run_seed_the_epoch_and_the_shard_key():
-    from imgcls.data.shards.order import key_hash, key_seeds
-    from imgcls.randomness import sample_seed, splitmix64
+    from imgcls.data.shards.order import key_hash
+    from imgcls.randomness import sample_seed, sample_seeds, splitmix64
 
     expected = splitmix64(fnv1a_64(b"train-000003.tar/000042"))
     assert key_hash("train-000003.tar", "000042") == expected
-    assert int(key_seeds(7, 2, [expected])[0]) == sample_seed(7, 2, expected)
+    assert int(sample_seeds(7, 2, [expected])[0]) == sample_seed(7, 2, expected)
     hashes = [key_hash(f, k) for f in ("a.tar", "b.tar") for k in ("1", "2")]
-    seeds = {int(x) for s in (7, 8) for e in (0, 1) for x in key_seeds(s, e, hashes)}
+    seeds = {int(x) for s in (7, 8) for e in (0, 1) for x in sample_seeds(s, e, hashes)}
     assert len(seeds) == 16
 
 

@@ -22,27 +22,9 @@ from imgcls.data.shards import ShardReadError
 from imgcls.data.shards.tar_stream import read_samples
 
 from .conftest import require_native
+from .tar_corpus import tar_bytes
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-
-
-def add(tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    if kind == tarfile.SYMTYPE:
-        info.linkname = "elsewhere.jpg"
-        tar.addfile(info)
-        return
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-
-
-def tar_bytes(fmt: int, members: list[tuple]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape") as tar:
-        for member in members:
-            add(tar, *member)
-    return raw.getvalue()
 
 
 def expected_samples(data: bytes) -> list[tuple[str, str, bytes, int]]:

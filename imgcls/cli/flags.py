@@ -275,15 +275,15 @@ def run_command(
     """A CLI's ``__main__``: ``main`` of the parsed ``argv`` (default: the command line), with Ctrl-C outside what
     ``main`` handles itself turned into ``interrupted(message)``, and an allocation that failed into one line.
     A torchrun worker then exits without the interpreter's shutdown (``distributed.end_worker_process``)."""
+    if dist.env_world()[2] <= 1:
+        run_main(main, parser, message, argv)
+        return
     code: int | str | None = 0
     try:
         run_main(main, parser, message, argv)
     except SystemExit as e:
-        if dist.env_world()[2] <= 1:
-            raise
         code = e.code
-    if dist.env_world()[2] > 1:
-        dist.end_worker_process(code)
+    dist.end_worker_process(code)
 
 
 def run_main(

@@ -20,13 +20,14 @@ from itertools import chain, islice
 
 import numpy as np
 
+from imgcls.randomness import sample_seeds
+
 from ..loader import Batch, EpochIterator, Loader, NoReadableImageError
 from ..readers.encoded import Encoded
 from .order import (
     DEFAULT_SHUFFLE_BUFFER,
     buffer_seed,
     every_nth,
-    key_seeds,
     rank_sample_count,
     rank_shards,
     shard_order,
@@ -122,7 +123,7 @@ class ShardLoader(Loader):
         """Decode one batch of shard samples from memory; failed images are dropped and recorded as for files.
         With several ranks, a batch whose images all failed is replaced by a stand-in of one readable sample."""
         sources = [Encoded(s.name, s.data) for s in items]
-        seeds = key_seeds(self.random_seed, epoch, [s.key_hash for s in items]).tolist()
+        seeds = sample_seeds(self.random_seed, epoch, [s.key_hash for s in items]).tolist()
         labels = np.array([s.label for s in items], dtype=np.int64)
         before = len(self.skipped)
         batch = self.read_sources(sources, seeds, labels)

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from imgcls.randomness import MASK64, epoch_permutation, sample_seed, sample_seeds, splitmix64
+from imgcls.randomness import MASK64, epoch_permutation, sample_seed, splitmix64
 
 SHARD_ORDER_SALT = 0x5A4D_0001  # keeps the shard order apart from any file order of the same seed
 BUFFER_SALT = 0x5A4D_0002
@@ -56,12 +56,6 @@ def key_hash(shard_file: str, key: str) -> int:
     return splitmix64(value)
 
 
-def key_seeds(random_seed: int, epoch: int, key_hashes: np.ndarray) -> np.ndarray:
-    """The augmentation seeds (uint64) of the samples with ``key_hashes`` in ``epoch``: ``sample_seed(random_seed,
-    epoch, key_hash)`` for each, computed on the whole batch at once."""
-    return sample_seeds(random_seed, epoch, np.asarray(key_hashes, dtype=np.uint64))
-
-
 def every_nth(items: Iterable[T], start: int, step: int) -> Iterator[T]:
     """Items at positions start, start + step, ... (the rank's part of a shared shard)."""
     for i, item in enumerate(items):
@@ -75,7 +69,7 @@ def shuffle_buffer(items: Iterable[T], size: int, seed: int) -> Iterator[T]:
     ``DRAW_BLOCK`` items, not one per item).
 
     The first item goes out once ``size`` are held: handing items out from a buffer still filling mixes the start
-    of every epoch less (on tests/test_shards_train.py's small set, final top-1 fell from 85% to 59% in one run)."""
+    of every epoch less, which cost accuracy on tests/test_shards_train.py's small set when tried."""
     if size <= 1:
         yield from items
         return

@@ -170,7 +170,7 @@ def _lean(
             if size > MAX_LONG_NAME_BYTES:
                 raise TarFormatError("a long-name header over 1 MiB")
             data = _read_exact(stream, size)
-            _read_exact(stream, padding)
+            _skip(stream, padding)
             if kind in _PAX_TYPES:
                 long_name = _pax_path(data)
             else:

@@ -123,21 +123,22 @@ def _native_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
         yield from _python_samples(Prepended(head, stream), shard_name)
         return
     split = TarSamples(_seed_name(shard_name).encode("utf-8", "surrogateescape"), MAX_MEMBER_BYTES)
-    buffer = bytearray(CHUNK_BYTES)
-    view = memoryview(buffer)
-    done, finished = split.feed(head), False
-    while True:
+    for done in _split_chunks(stream, head, split):
         for key, ext, image, label, hashed in done:
             if not isinstance(label, int):  # the split found a .cls that is not a label: parse_label says why
                 label = parse_label(label, f"{shard_name}:{key}.{LABEL_EXTENSION}")
             yield ShardSample(shard_name, key, ext, image, label, hashed)
-        if finished:
-            return
-        got = 0 if split.ended else stream.readinto(buffer)
-        if got:
-            done = split.feed(view[:got])
-        else:
-            done, finished = split.finish(), True
+
+
+def _split_chunks(stream: BinaryIO, head: bytes, split) -> Iterator[list[tuple]]:
+    """What ``split`` makes of ``head``, then of each chunk of the stream (read into one reused buffer), then of
+    the stream's end: one list of sample tuples per chunk."""
+    buffer = bytearray(CHUNK_BYTES)
+    view = memoryview(buffer)
+    yield split.feed(head)
+    while not split.ended and (got := stream.readinto(buffer)):
+        yield split.feed(view[:got])
+    yield split.finish()
 
 
 def _python_samples(stream: BinaryIO, shard_name: str) -> Iterator[ShardSample]:
